@@ -1,0 +1,688 @@
+/*
+ * cio: Python's asyncio for C.
+ *
+ * Stackful coroutines (tasks) scheduled by a single-threaded event loop per
+ * thread, with futures, cancellation scopes, combinators and a thread pool.
+ * A task is an ordinary C function running on its own stack; it suspends only
+ * inside cio calls (the "await points": cio_sleep, cio_await, ...), so any C
+ * function may await without being marked async.
+ *
+ * Conventions used by every call in this header:
+ *
+ *  - Errors are negative errno codes (-ECANCELED, -ETIMEDOUT, -ENOMEM, ...);
+ *    0 or a count means success. cio_strerror() and cio_err_name() describe
+ *    a code.
+ *  - Times are seconds as double, as in asyncio (cio_sleep(0.5)), measured on
+ *    the monotonic clock. A negative delay counts as 0; NaN is -EINVAL;
+ *    INFINITY means "no deadline". Internally every deadline is an absolute
+ *    monotonic time in nanoseconds; the *_ns forms expose that.
+ *  - Await points may only be called from inside a task. Called elsewhere they
+ *    return -EPERM.
+ *  - Cancellation is level-triggered: once a task (or a scope around the
+ *    current code) is cancelled, the current await point and every later one
+ *    return -ECANCELED (-ETIMEDOUT for an expired deadline scope) until the
+ *    task finishes or leaves the cancelled scope. Shielded scopes suspend that
+ *    rule for cleanup code.
+ *  - Whoever creates an object frees it. Futures and tasks are reference
+ *    counted: each creating call hands one reference to the caller, which
+ *    releases it with cio_future_release().
+ *  - Only functions whose names end in _threadsafe may be called from a
+ *    thread other than the loop's.
+ */
+#ifndef CIO_H
+#define CIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(CIO_STATIC_BUILD)
+#define CIO_EXTERN __attribute__((visibility("default")))
+#else
+#define CIO_EXTERN
+#endif
+
+#define CIO_VERSION_MAJOR 0
+#define CIO_VERSION_MINOR 1
+#define CIO_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Returns a static, human-readable description of an error code (negative
+ * errno value as returned by cio calls). Never NULL; unknown codes give
+ * "unknown error".
+ */
+CIO_EXTERN const char *cio_strerror(int err);
+
+/*
+ * Returns the symbolic name of an error code ("ECANCELED" for -ECANCELED).
+ * Never NULL; unknown codes give "UNKNOWN".
+ */
+CIO_EXTERN const char *cio_err_name(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Types                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cio_loop cio_loop_t;
+
+/* A future: a result slot completed once, with a value or an error code. */
+typedef struct cio_future cio_future_t;
+
+/*
+ * A task is a future driven by a coroutine: every cio_future_* call accepts a
+ * task, and tasks can be mixed with futures in cio_gather/cio_wait arrays.
+ */
+typedef struct cio_future cio_task_t;
+
+/*
+ * The body of a task (and of a thread-pool job). Returns 0 (or any
+ * non-negative value) on success or a negative error code on failure; may
+ * store the task's result in *result (preset to NULL).
+ */
+typedef int (*cio_task_fn)(void *arg, void **result);
+
+/* A plain callback run by the loop. */
+typedef void (*cio_callback_fn)(void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Callback handles (call_soon / call_later / call_at)                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A handle is caller-owned storage for one scheduled callback, as libuv's
+ * handles are: embed it anywhere, initialise it with CIO_HANDLE_INIT or
+ * memset 0, and do not free or reuse it while cio_handle_active() is true.
+ * The fields are private.
+ */
+typedef struct cio_handle {
+    struct cio_handle *next_, *prev_; /* ready-queue links */
+    cio_callback_fn cb_;
+    void *arg_;
+    cio_loop_t *loop_;
+    int64_t when_;      /* absolute deadline in ns for timers */
+    uint64_t seq_;      /* insertion order, breaks deadline ties (FIFO) */
+    uint32_t heap_idx_; /* position in the timer heap */
+    uint8_t state_;     /* idle, ready, timer */
+    uint8_t flags_;     /* pooled (allocated by the loop) */
+} cio_handle_t;
+
+#define CIO_HANDLE_INIT {0}
+
+/*
+ * Schedules cb(arg) to run on the next loop iteration, after callbacks
+ * already scheduled (FIFO). h may be NULL for a fire-and-forget callback
+ * (the loop allocates the node), or caller storage to make it cancellable.
+ * Returns 0, -EINVAL (loop or cb NULL), -EBUSY (h already active), -ENOMEM,
+ * or -ESHUTDOWN (loop closed). Loop thread only.
+ */
+CIO_EXTERN int cio_call_soon(cio_loop_t *loop, cio_handle_t *h,
+                             cio_callback_fn cb, void *arg);
+
+/*
+ * Schedules cb(arg) after delay seconds (never earlier; timers with equal
+ * deadlines run in the order they were scheduled). Errors as cio_call_soon,
+ * plus -EINVAL for a NaN delay.
+ */
+CIO_EXTERN int cio_call_later(cio_loop_t *loop, cio_handle_t *h, double delay,
+                              cio_callback_fn cb, void *arg);
+
+/* As cio_call_later, at the absolute loop time `when` (seconds). */
+CIO_EXTERN int cio_call_at(cio_loop_t *loop, cio_handle_t *h, double when,
+                           cio_callback_fn cb, void *arg);
+
+/* As cio_call_at with an absolute monotonic time in nanoseconds. */
+CIO_EXTERN int cio_call_at_ns(cio_loop_t *loop, cio_handle_t *h, int64_t when_ns,
+                              cio_callback_fn cb, void *arg);
+
+/*
+ * Cancels a scheduled callback. Returns 1 if it was pending and will not run,
+ * 0 if it was not pending (already ran, never scheduled, or cancelled). After
+ * this call the storage may be freed or reused.
+ */
+CIO_EXTERN int cio_handle_cancel(cio_handle_t *h);
+
+/* True while h is scheduled (queued or armed) and has not run. */
+CIO_EXTERN bool cio_handle_active(const cio_handle_t *h);
+
+/*
+ * Schedules cb(arg) on `loop` from any thread and wakes the loop (eventfd).
+ * Returns 0, -EINVAL, -ENOMEM, or -ESHUTDOWN if the loop is closed. The loop
+ * object itself must outlive the call.
+ */
+CIO_EXTERN int cio_call_soon_threadsafe(cio_loop_t *loop, cio_callback_fn cb,
+                                        void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Event loop                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Creates an event loop for the calling thread (epoll backend, eventfd
+ * wake-up). Stores it in *out. Returns 0, -EINVAL, -ENOMEM, or an errno from
+ * epoll_create1/eventfd. Free with cio_loop_close().
+ */
+CIO_EXTERN int cio_loop_new(cio_loop_t **out);
+
+/*
+ * Returns the loop running in the calling thread (asyncio
+ * get_running_loop), or NULL when no loop is running.
+ */
+CIO_EXTERN cio_loop_t *cio_get_running_loop(void);
+
+/*
+ * Runs the loop until cio_loop_stop() is called. Returns 0, -EBUSY if the
+ * loop is already running (or another loop runs in this thread), -ESHUTDOWN
+ * if it is closed.
+ */
+CIO_EXTERN int cio_loop_run_forever(cio_loop_t *loop);
+
+/*
+ * Runs the loop until fut is done, then returns fut's status (0, or its
+ * error code) and stores its result in *result (if result is not NULL).
+ * Errors of the call itself: -EINVAL, -EBUSY, -ESHUTDOWN as above. If the
+ * loop is stopped before fut is done, returns -EINTR.
+ */
+CIO_EXTERN int cio_loop_run_until_complete(cio_loop_t *loop, cio_future_t *fut,
+                                           void **result);
+
+/* Asks a running loop to return after the current iteration. */
+CIO_EXTERN void cio_loop_stop(cio_loop_t *loop);
+
+CIO_EXTERN bool cio_loop_is_running(const cio_loop_t *loop);
+CIO_EXTERN bool cio_loop_is_closed(const cio_loop_t *loop);
+
+/* The loop's clock in seconds (monotonic; asyncio loop.time()). */
+CIO_EXTERN double cio_loop_time(const cio_loop_t *loop);
+
+/* The loop's clock in nanoseconds, cached once per loop iteration. */
+CIO_EXTERN int64_t cio_loop_time_ns(const cio_loop_t *loop);
+
+/*
+ * Cancels every task of the loop, runs the loop until they have all finished
+ * and shuts down the default thread pool (asyncio.run's cleanup). Returns 0,
+ * -EBUSY if called while the loop runs, -ESHUTDOWN if closed.
+ */
+CIO_EXTERN int cio_loop_shutdown(cio_loop_t *loop);
+
+/*
+ * Closes the loop and frees it with everything it owns (stacks, pooled
+ * futures and handles; pending callbacks are discarded, as in asyncio).
+ * Returns 0; -EBUSY if it is running or still has unfinished tasks (call
+ * cio_loop_shutdown() first; nothing is freed then); NULL is a no-op. In
+ * debug mode the objects still open are reported on stderr.
+ */
+CIO_EXTERN int cio_loop_close(cio_loop_t *loop);
+
+/*
+ * Debug mode (also turned on by the environment variable CIO_DEBUG=1 when the
+ * loop is created): errors of tasks never retrieved are reported when freed,
+ * callbacks and task steps that hold the loop longer than the slow-callback
+ * threshold are reported with the task's name, and closing reports what is
+ * still open.
+ */
+CIO_EXTERN void cio_loop_set_debug(cio_loop_t *loop, bool enabled);
+CIO_EXTERN bool cio_loop_get_debug(const cio_loop_t *loop);
+
+/* Slow-callback threshold in seconds (default 0.1). */
+CIO_EXTERN void cio_loop_set_slow_callback_duration(cio_loop_t *loop, double seconds);
+
+/* ------------------------------------------------------------------------ */
+/* File-descriptor watchers (asyncio add_reader / add_writer)               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Calls cb(arg) on every loop iteration while fd is readable (level
+ * triggered), until cio_remove_reader(). Replaces an existing reader of fd.
+ * Returns 0, -EINVAL (bad fd or cb), -ENOMEM, or the errno of epoll_ctl
+ * (-EPERM for a regular file, which epoll does not support).
+ */
+CIO_EXTERN int cio_add_reader(cio_loop_t *loop, int fd, cio_callback_fn cb, void *arg);
+
+/* As cio_add_reader for writability. */
+CIO_EXTERN int cio_add_writer(cio_loop_t *loop, int fd, cio_callback_fn cb, void *arg);
+
+/* Stops watching fd. Returns 1 if a watcher was removed, 0 if none. */
+CIO_EXTERN int cio_remove_reader(cio_loop_t *loop, int fd);
+CIO_EXTERN int cio_remove_writer(cio_loop_t *loop, int fd);
+
+#define CIO_READABLE 1
+#define CIO_WRITABLE 2
+
+/*
+ * Await point: suspends the current task until fd is readable and/or
+ * writable (events: CIO_READABLE | CIO_WRITABLE). Returns the ready events
+ * (> 0), -ECANCELED, -ETIMEDOUT (scope deadline), -EBUSY if another task
+ * already waits on the same fd and direction, -EINVAL, -EPERM outside a
+ * task, or an epoll_ctl error.
+ */
+CIO_EXTERN int cio_wait_fd(int fd, int events);
+
+/* ------------------------------------------------------------------------ */
+/* Tasks                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Default coroutine stack size: 256 KiB of address space, committed lazily. */
+#define CIO_DEFAULT_STACK_SIZE (256u * 1024u)
+
+typedef struct cio_spawn_opts {
+    const char *name;   /* copied; NULL gives "Task-<id>" */
+    size_t stack_size;  /* 0 = CIO_DEFAULT_STACK_SIZE; rounded up to pages */
+} cio_spawn_opts_t;
+
+/*
+ * Creates a task running fn(arg, &result) on the running loop and schedules
+ * it (asyncio create_task). The task starts on a later loop iteration. Returns
+ * a new reference (release with cio_future_release(); the task runs on
+ * whether or not references remain), or NULL with errno set to EPERM (no
+ * running loop) or ENOMEM.
+ *
+ * A task cancelled before it starts still runs its body, with every await
+ * point returning -ECANCELED, so that the body can free what arg owns.
+ */
+CIO_EXTERN cio_task_t *cio_spawn(cio_task_fn fn, void *arg);
+
+/* As cio_spawn with a name. */
+CIO_EXTERN cio_task_t *cio_spawn_named(const char *name, cio_task_fn fn, void *arg);
+
+/*
+ * As cio_spawn on a given loop (which need not be running: the task starts
+ * when the loop runs), with options (NULL for defaults). Loop thread only.
+ */
+CIO_EXTERN cio_task_t *cio_spawn_ex(cio_loop_t *loop, cio_task_fn fn, void *arg,
+                                    const cio_spawn_opts_t *opts);
+
+/* The task currently running on this thread, or NULL (borrowed reference). */
+CIO_EXTERN cio_task_t *cio_current_task(void);
+
+/*
+ * Fills out[0..cap) with borrowed pointers to the loop's unfinished tasks and
+ * returns how many there are (which may exceed cap). loop NULL = running.
+ */
+CIO_EXTERN size_t cio_all_tasks(cio_loop_t *loop, cio_task_t **out, size_t cap);
+
+/*
+ * Requests cancellation (asyncio Task.cancel). The task's current await point
+ * returns -ECANCELED (if it awaits another task or future, that one is
+ * cancelled too and waited for, as asyncio does), and so does every later
+ * one outside shielded scopes. Returns 1 if the request was made, 0 if the
+ * task is already done, -EINVAL if t is not a task.
+ */
+CIO_EXTERN int cio_task_cancel(cio_task_t *t);
+
+/* True if cancellation was requested for the task (asyncio cancelling()). */
+CIO_EXTERN bool cio_task_cancelling(const cio_task_t *t);
+
+/* The task's name (never NULL for a task; valid while the task lives). */
+CIO_EXTERN const char *cio_task_get_name(cio_task_t *t);
+
+/* Renames the task (copied). Returns 0, -EINVAL or -ENOMEM. */
+CIO_EXTERN int cio_task_set_name(cio_task_t *t, const char *name);
+
+/* True if f is a task rather than a plain future. */
+CIO_EXTERN bool cio_future_is_task(const cio_future_t *f);
+
+/*
+ * Writes one line per unfinished task of the loop (NULL = running loop) to
+ * `out` (NULL = stderr): its name, state (created, ready, running, waiting)
+ * and what it waits on.
+ */
+CIO_EXTERN void cio_dump_tasks(cio_loop_t *loop, FILE *out);
+
+/* ------------------------------------------------------------------------ */
+/* Awaiting                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Await point: waits until f is done and returns its status (0 or its
+ * error code), storing its result in *result if result is not NULL. If the
+ * awaiting task is cancelled (or a deadline scope expires) meanwhile, f is
+ * cancelled too and waited for (asyncio semantics; use cio_shield() to
+ * protect f), then -ECANCELED (or -ETIMEDOUT) is returned. Returns -EPERM
+ * outside a task, -EINVAL for NULL, -EDEADLK when a task awaits itself.
+ * Does not release f.
+ */
+CIO_EXTERN int cio_await(cio_future_t *f, void **result);
+
+/*
+ * Await point: suspends the current task for `delay` seconds (asyncio
+ * sleep). cio_sleep(0) yields to the other ready tasks and callbacks once.
+ * Returns 0, -ECANCELED, -ETIMEDOUT (an enclosing deadline came first),
+ * -EINVAL (NaN), -EPERM outside a task.
+ */
+CIO_EXTERN int cio_sleep(double delay);
+
+/* As cio_sleep, until the absolute monotonic time when_ns. */
+CIO_EXTERN int cio_sleep_until_ns(int64_t when_ns);
+
+/* cio_sleep(0): lets every other ready task run once. */
+CIO_EXTERN int cio_yield(void);
+
+/* ------------------------------------------------------------------------ */
+/* Futures                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Creates a pending future on `loop` (NULL = running loop; asyncio
+ * loop.create_future). Returns a new reference or NULL (errno ENOMEM, or
+ * EPERM when loop is NULL and no loop runs).
+ */
+CIO_EXTERN cio_future_t *cio_future_new(cio_loop_t *loop);
+
+/* Adds a reference. Returns f. */
+CIO_EXTERN cio_future_t *cio_future_ref(cio_future_t *f);
+
+/*
+ * Drops a reference; the future is freed when the last one goes and it is
+ * done (a running task keeps itself alive). NULL is a no-op.
+ */
+CIO_EXTERN void cio_future_release(cio_future_t *f);
+
+/*
+ * Completes a pending future with a value (status 0) or an error code
+ * (negative; -ECANCELED is the same as cio_future_cancel). Waiters resume and
+ * done callbacks are scheduled on the next iteration. Returns 0, -EINVAL (bad
+ * code, or f is a task), -EALREADY if f is already done.
+ */
+CIO_EXTERN int cio_future_set_result(cio_future_t *f, void *value);
+CIO_EXTERN int cio_future_set_error(cio_future_t *f, int err);
+
+/*
+ * Cancels a future (for a task: cio_task_cancel). Returns 1 if cancelled or
+ * cancellation requested, 0 if already done or not cancellable (a thread-pool
+ * job that already started).
+ */
+CIO_EXTERN int cio_future_cancel(cio_future_t *f);
+
+CIO_EXTERN bool cio_future_done(const cio_future_t *f);
+CIO_EXTERN bool cio_future_cancelled(const cio_future_t *f);
+
+/*
+ * The status of a done future: 0, a positive task return value, or its
+ * error code; -EAGAIN if it is not done yet (asyncio InvalidStateError).
+ * Marks the error as retrieved. If result is not NULL, stores the value.
+ */
+CIO_EXTERN int cio_future_result(cio_future_t *f, void **result);
+
+/*
+ * Schedules cb(f, arg) once f is done (immediately on the next iteration if
+ * it already is). Returns 0, -EINVAL, -ENOMEM.
+ */
+typedef void (*cio_done_fn)(cio_future_t *f, void *arg);
+CIO_EXTERN int cio_future_add_done_callback(cio_future_t *f, cio_done_fn cb, void *arg);
+
+/* Removes every done callback equal to (cb, arg). Returns how many. */
+CIO_EXTERN int cio_future_remove_done_callback(cio_future_t *f, cio_done_fn cb, void *arg);
+
+/*
+ * asyncio.shield: returns a new future (a new reference) that completes with
+ * f's outcome, but whose cancellation does not cancel f. NULL on ENOMEM.
+ */
+CIO_EXTERN cio_future_t *cio_shield(cio_future_t *f);
+
+/* ------------------------------------------------------------------------ */
+/* Cancel scopes, timeouts, shields                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A scope is a region of a task's code with its own deadline, cancellation
+ * and shielding; scopes nest and live on the task's stack. asyncio.timeout()
+ * is a scope with a deadline; a shielded scope ignores cancellation from
+ * outside it (for cleanup that must await). Fields are private.
+ */
+typedef struct cio_scope {
+    struct cio_scope *parent_;
+    void *task_;
+    int64_t deadline_;  /* absolute ns; INT64_MAX = none */
+    uint8_t flags_;
+    uint8_t state_;     /* 0, cancelled, expired */
+} cio_scope_t;
+
+#define CIO_SCOPE_SHIELD 1u
+
+/*
+ * Enters a scope in the current task with a relative timeout in seconds
+ * (INFINITY for none) and flags (0 or CIO_SCOPE_SHIELD). Returns 0, -EPERM
+ * outside a task, -EINVAL for NaN. Every cio_scope_enter must be paired with
+ * cio_scope_exit in LIFO order.
+ */
+CIO_EXTERN int cio_scope_enter(cio_scope_t *s, double timeout, unsigned flags);
+
+/* As cio_scope_enter with an absolute deadline in ns (INT64_MAX = none). */
+CIO_EXTERN int cio_scope_enter_at_ns(cio_scope_t *s, int64_t deadline_ns, unsigned flags);
+
+/*
+ * Leaves the scope. Returns -ETIMEDOUT if its deadline expired, -ECANCELED if
+ * it was cancelled with cio_scope_cancel(), else 0; -EINVAL if s is not the
+ * innermost scope of the current task (it is removed all the same, with the
+ * scopes inside it).
+ */
+CIO_EXTERN int cio_scope_exit(cio_scope_t *s);
+
+/* Cancels everything inside the scope (from any task of its loop). */
+CIO_EXTERN void cio_scope_cancel(cio_scope_t *s);
+
+/* Moves the deadline (asyncio Timeout.reschedule); INFINITY for none. */
+CIO_EXTERN int cio_scope_reschedule(cio_scope_t *s, double timeout);
+CIO_EXTERN int cio_scope_reschedule_at_ns(cio_scope_t *s, int64_t deadline_ns);
+
+/* True once the deadline of s has expired (asyncio Timeout.expired()). */
+CIO_EXTERN bool cio_scope_expired(const cio_scope_t *s);
+
+/* The absolute deadline of s in ns, INT64_MAX for none. */
+CIO_EXTERN int64_t cio_scope_deadline_ns(const cio_scope_t *s);
+
+/*
+ * asyncio.wait_for: awaits f for at most timeout seconds. On time-out f is
+ * cancelled and waited for, and -ETIMEDOUT is returned. Otherwise as
+ * cio_await.
+ */
+CIO_EXTERN int cio_wait_for(cio_future_t *f, double timeout, void **result);
+
+/* ------------------------------------------------------------------------ */
+/* Combinators                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* cio_gather flag: collect every status, as gather(return_exceptions=True). */
+#define CIO_GATHER_ALL 1u
+
+/*
+ * asyncio.gather over n futures/tasks. results[i] (if results is not NULL)
+ * receives fs[i]'s value and statuses[i] (if not NULL) its status, in order.
+ *
+ * By default, returns 0 once all succeed, or the first error as soon as it
+ * happens while the others run on (their slots are filled only if already
+ * done). With CIO_GATHER_ALL, waits for all and returns 0; the statuses tell
+ * who failed. If the calling task is cancelled, every child is cancelled and
+ * waited for, and -ECANCELED is returned. Does not release fs. -EINVAL for a
+ * NULL array with n > 0 or a NULL entry; -EPERM outside a task.
+ */
+CIO_EXTERN int cio_gather(cio_future_t *const *fs, size_t n, void **results,
+                          int *statuses, unsigned flags);
+
+enum cio_return_when {
+    CIO_ALL_COMPLETED = 0,
+    CIO_FIRST_COMPLETED = 1,
+    CIO_FIRST_EXCEPTION = 2
+};
+
+/*
+ * asyncio.wait: waits until the condition or the timeout (seconds, INFINITY
+ * for none). Returns how many of fs are done (use cio_future_done() to tell
+ * which); a timeout is not an error and cancels nothing. -ECANCELED if the
+ * caller is cancelled (fs are not cancelled), -EINVAL, -EPERM.
+ */
+CIO_EXTERN int cio_wait(cio_future_t *const *fs, size_t n, int return_when,
+                        double timeout);
+
+/*
+ * asyncio.as_completed as an iterator: init with the futures and an overall
+ * timeout, then call next until it returns 0. The iterator is caller storage
+ * and holds no resources after next has returned 0 or an error, or after
+ * cio_as_completed_cleanup().
+ */
+typedef struct cio_as_completed {
+    cio_future_t *const *fs_;
+    size_t n_, yielded_;
+    int64_t deadline_;
+    unsigned char *taken_;
+} cio_as_completed_t;
+
+/* Returns 0, -EINVAL, -ENOMEM. */
+CIO_EXTERN int cio_as_completed_init(cio_as_completed_t *it, cio_future_t *const *fs,
+                                     size_t n, double timeout);
+
+/*
+ * Await point: stores in *out the next future to complete (in completion
+ * order) and returns 1; returns 0 when all have been returned, -ETIMEDOUT
+ * when the overall timeout expires, -ECANCELED, -EPERM.
+ */
+CIO_EXTERN int cio_as_completed_next(cio_as_completed_t *it, cio_future_t **out);
+
+CIO_EXTERN void cio_as_completed_cleanup(cio_as_completed_t *it);
+
+/* ------------------------------------------------------------------------ */
+/* Task groups (asyncio.TaskGroup)                                            */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cio_group cio_group_t;
+
+/*
+ * Opens a task group in the current task. The code between cio_group_new and
+ * cio_group_wait runs inside the group's scope: when a child fails, the
+ * siblings are cancelled and so is that scope (the parent's await points
+ * there return -ECANCELED). Returns NULL with errno EPERM (not in a task) or
+ * ENOMEM.
+ */
+CIO_EXTERN cio_group_t *cio_group_new(void);
+
+/*
+ * Spawns a child in the group. Returns a borrowed task pointer valid until
+ * cio_group_free, or NULL with errno EINVAL (group already waited), ENOMEM.
+ * A child spawned into a group that is already failing starts cancelled.
+ */
+CIO_EXTERN cio_task_t *cio_group_spawn(cio_group_t *g, const char *name,
+                                       cio_task_fn fn, void *arg);
+
+/*
+ * Await point: leaves the group's scope and waits for every child. Returns 0,
+ * the error of the first child that failed (all errors: cio_group_errors), or
+ * -ECANCELED / -ETIMEDOUT if the parent was cancelled from outside (children
+ * are then cancelled and waited for). Children are always finished when it
+ * returns.
+ */
+CIO_EXTERN int cio_group_wait(cio_group_t *g);
+
+/*
+ * After cio_group_wait: the number of children that failed (status < 0 other
+ * than cancellations caused by the group), and for the first `cap` of them
+ * their error codes and tasks (borrowed), in the order they failed.
+ */
+CIO_EXTERN size_t cio_group_errors(const cio_group_t *g, int *codes,
+                                   cio_task_t **tasks, size_t cap);
+
+/* Frees the group and releases its children. Call after cio_group_wait. */
+CIO_EXTERN void cio_group_free(cio_group_t *g);
+
+/* ------------------------------------------------------------------------ */
+/* Task-local values (contextvars)                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Sets a task-local value for `key` (any unique address, e.g. of a static
+ * variable) in the current task. Tasks spawned afterwards inherit a snapshot
+ * of the values; later changes in either task are not seen by the other.
+ * Returns 0, -EPERM outside a task, -ENOMEM.
+ */
+CIO_EXTERN int cio_local_set(const void *key, void *value);
+
+/* The current task's value for key, or `dflt` when unset / not in a task. */
+CIO_EXTERN void *cio_local_get(const void *key, void *dflt);
+
+/* ------------------------------------------------------------------------ */
+/* Thread pool executor (run_in_executor, to_thread)                         */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cio_executor cio_executor_t;
+
+/*
+ * Creates a pool of at most max_workers threads (0 = min(32, cores + 4), as
+ * Python's). Threads start on demand. Returns 0, -EINVAL, -ENOMEM.
+ */
+CIO_EXTERN int cio_executor_new(cio_executor_t **out, unsigned max_workers);
+
+/*
+ * Stops the pool: jobs not yet started are cancelled (their futures finish
+ * with -ECANCELED), running jobs complete; with wait, joins the threads.
+ * Frees the pool when wait is true. NULL is a no-op.
+ */
+CIO_EXTERN void cio_executor_shutdown(cio_executor_t *ex, bool wait);
+
+/*
+ * Runs fn(arg, &result) on a pool thread (NULL = the loop's default pool,
+ * created on first use, bounded, shut down by cio_loop_shutdown/close).
+ * Returns a future of its outcome (new reference) or NULL with errno ENOMEM,
+ * ESHUTDOWN, EPERM. The future can be cancelled only before the job starts;
+ * arg must stay valid until the future is done.
+ */
+CIO_EXTERN cio_future_t *cio_run_in_executor(cio_loop_t *loop, cio_executor_t *ex,
+                                             cio_task_fn fn, void *arg);
+
+/*
+ * Await point (asyncio.to_thread): runs fn on the default pool and waits for
+ * it. Returns fn's status with its result in *result. If the caller is
+ * cancelled while fn runs, it still waits for fn to finish (fn may use
+ * memory the caller owns), then returns -ECANCELED. -EPERM outside a task,
+ * -ENOMEM, -ESHUTDOWN.
+ */
+CIO_EXTERN int cio_to_thread(cio_task_fn fn, void *arg, void **result);
+
+/* ------------------------------------------------------------------------ */
+/* Running (asyncio.run and Runner)                                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cio_run_opts {
+    bool debug;           /* debug mode (also CIO_DEBUG=1) */
+    const char *name;     /* name of the main task (default "main") */
+    size_t stack_size;    /* stack of the main task (0 = default) */
+} cio_run_opts_t;
+
+/*
+ * asyncio.run: creates a loop, runs fn(arg, &result) as the main task until
+ * it finishes, cancels the tasks left over and waits for them, shuts the
+ * thread pool down and closes the loop. Returns the main task's status;
+ * stores its result in *result when result is not NULL. -EBUSY when a loop
+ * already runs in this thread; -ENOMEM and loop-creation errors.
+ */
+CIO_EXTERN int cio_run(cio_task_fn fn, void *arg);
+CIO_EXTERN int cio_run_ex(cio_task_fn fn, void *arg, void **result,
+                          const cio_run_opts_t *opts);
+
+/* asyncio.Runner: several top-level calls in one loop. */
+typedef struct cio_runner cio_runner_t;
+
+/* Creates a runner and its loop. Returns 0, -ENOMEM, loop errors. */
+CIO_EXTERN int cio_runner_new(cio_runner_t **out, const cio_run_opts_t *opts);
+
+/* Runs fn as a task until it finishes; returns its status (see cio_run). */
+CIO_EXTERN int cio_runner_run(cio_runner_t *r, cio_task_fn fn, void *arg, void **result);
+
+/* The runner's loop (borrowed). */
+CIO_EXTERN cio_loop_t *cio_runner_get_loop(cio_runner_t *r);
+
+/* Shuts the loop down as cio_run does and frees the runner. NULL no-op. */
+CIO_EXTERN void cio_runner_close(cio_runner_t *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CIO_H */
