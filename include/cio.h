@@ -168,7 +168,7 @@ CIO_EXTERN int cio_call_soon_threadsafe(cio_loop_t *loop, cio_callback_fn cb,
 /*
  * Creates an event loop for the calling thread (epoll backend, eventfd
  * wake-up). Stores it in *out. Returns 0, -EINVAL, -ENOMEM, or an errno from
- * epoll_create1/eventfd. Free with cio_loop_close().
+ * epoll_create1/eventfd. Free with cio_loop_free().
  */
 CIO_EXTERN int cio_loop_new(cio_loop_t **out);
 
@@ -214,13 +214,21 @@ CIO_EXTERN int64_t cio_loop_time_ns(const cio_loop_t *loop);
 CIO_EXTERN int cio_loop_shutdown(cio_loop_t *loop);
 
 /*
- * Closes the loop and frees it with everything it owns (stacks, pooled
- * futures and handles; pending callbacks are discarded, as in asyncio).
- * Returns 0; -EBUSY if it is running or still has unfinished tasks (call
- * cio_loop_shutdown() first; nothing is freed then); NULL is a no-op. In
- * debug mode the objects still open are reported on stderr.
+ * Closes the loop: frees everything it owns (stacks, pooled futures, tasks
+ * and handles; pending callbacks and timers are discarded, as in asyncio, and
+ * caller-owned handles become inactive). Idempotent: returns 0, also for an
+ * already closed loop or NULL; -EBUSY if it is running or still has
+ * unfinished tasks (call cio_loop_shutdown() first; nothing is freed then).
+ * In debug mode the objects still open are reported on stderr. The loop
+ * object itself stays valid (cio_loop_is_closed) until cio_loop_free().
  */
 CIO_EXTERN int cio_loop_close(cio_loop_t *loop);
+
+/*
+ * Closes the loop if needed and frees the object. Returns 0 or -EBUSY (as
+ * cio_loop_close; nothing is freed then). NULL is a no-op.
+ */
+CIO_EXTERN int cio_loop_free(cio_loop_t *loop);
 
 /*
  * Debug mode (also turned on by the environment variable CIO_DEBUG=1 when the
@@ -530,10 +538,7 @@ CIO_EXTERN int cio_wait(cio_future_t *const *fs, size_t n, int return_when,
  * cio_as_completed_cleanup().
  */
 typedef struct cio_as_completed {
-    cio_future_t *const *fs_;
-    size_t n_, yielded_;
-    int64_t deadline_;
-    unsigned char *taken_;
+    void *state_; /* private */
 } cio_as_completed_t;
 
 /* Returns 0, -EINVAL, -ENOMEM. */

@@ -194,6 +194,7 @@ typedef struct cio__cbnode {
     cio_future_t *fut;
     cio_done_fn cb;
     void *arg;
+    bool sync;                  /* internal: runs at completion */
 } cio__cbnode;
 
 struct cio_future {
@@ -261,6 +262,17 @@ cio_future_t *cio__future_alloc(cio_loop_t *loop, size_t size, uint8_t kind);
 int cio__future_complete(cio_future_t *f, int status, void *result, uint8_t state);
 /* Frees a done future whose references are gone. */
 void cio__future_free(cio_future_t *f);
+
+/* Re-evaluates a waiting task after its cancellation state changed. */
+void cio__task_rearm(struct cio__task *t);
+
+/* Internal done callbacks run synchronously at completion (combinators,
+ * groups, shield). Return the node (NULL on ENOMEM). */
+void *cio__future_on_done(cio_future_t *f, void (*fn)(cio_future_t *, void *), void *arg);
+/* Removes the internal callbacks registered with `arg`; returns how many. */
+int cio__future_off_done_arg(cio_future_t *f, void *arg);
+/* Cancels a queued thread-pool job (pool_thread.c); 0 if it already started. */
+int cio__job_cancel(cio_future_t *f);
 
 /* Suspends the current task until t (any future) is done, uninterruptibly. */
 void cio__await_done(cio_future_t *f);
@@ -349,6 +361,8 @@ struct cio_loop {
     void *sched_sp;      /* the loop's stack pointer while a task runs */
     cio__task *current;
     uint8_t running, stopping, closed, debug;
+    uint8_t last_was_task; /* debug: the last ready callback was a task step */
+    pthread_t owner;       /* the thread that created the loop */
     int64_t slow_ns;
 
     cio__poller poller;
@@ -404,5 +418,17 @@ void cio__executor_shutdown_default(cio_loop_t *loop);
 
 /* Reports an error of a future nobody retrieved (debug mode). */
 void cio__report_unretrieved(cio_future_t *f);
+
+#ifdef CIO__ASAN
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
+                                     size_t *size_old);
+#endif
+#ifdef CIO__TSAN
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#endif
 
 #endif /* CIO_INTERNAL_H */

@@ -1,0 +1,84 @@
+/*
+ * Context switch for x86-64 System V.
+ *
+ * cio__ctx_switch(void **save, void *to): pushes the callee-saved registers
+ * (rbp, rbx, r12-r15) and the SSE/x87 control words on the current stack,
+ * stores the stack pointer in *save, switches to `to` and pops the same set
+ * from there. Caller-saved registers need no saving: the switch is an
+ * ordinary call as far as the compiler knows. No system call is made.
+ *
+ * Frame layout at a saved stack pointer (low to high addresses):
+ *   +0  mxcsr (4 bytes), x87 control word (2 bytes), padding
+ *   +8  r15, +16 r14, +24 r13, +32 r12, +40 rbx, +48 rbp, +56 return address
+ */
+    .text
+    .globl  cio__ctx_switch
+    .hidden cio__ctx_switch
+    .type   cio__ctx_switch, @function
+    .p2align 4
+cio__ctx_switch:
+    pushq   %rbp
+    pushq   %rbx
+    pushq   %r12
+    pushq   %r13
+    pushq   %r14
+    pushq   %r15
+    subq    $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw  4(%rsp)
+    movq    %rsp, (%rdi)
+    movq    %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw   4(%rsp)
+    addq    $8, %rsp
+    popq    %r15
+    popq    %r14
+    popq    %r13
+    popq    %r12
+    popq    %rbx
+    popq    %rbp
+    ret
+    .size   cio__ctx_switch, .-cio__ctx_switch
+
+/*
+ * First code run on a new stack: the frame built by cio__ctx_make returns
+ * here with the entry function in r12 and its argument in r13. The stack is
+ * 16-byte aligned at this point, so the call leaves the callee with the
+ * alignment the ABI requires. The entry function never returns.
+ */
+    .type   cio__ctx_trampoline, @function
+    .p2align 4
+cio__ctx_trampoline:
+    movq    %r13, %rdi
+    callq   *%r12
+    ud2
+    .size   cio__ctx_trampoline, .-cio__ctx_trampoline
+
+/*
+ * void *cio__ctx_make(void *top, void (*entry)(void *), void *arg)
+ * Builds a switch frame below `top` (rounded down to 16) whose return
+ * address is the trampoline, and returns its stack pointer.
+ */
+    .globl  cio__ctx_make
+    .hidden cio__ctx_make
+    .type   cio__ctx_make, @function
+    .p2align 4
+cio__ctx_make:
+    movq    %rdi, %rax
+    andq    $-16, %rax
+    subq    $24, %rax                 /* return slot, 8 mod 16 */
+    leaq    cio__ctx_trampoline(%rip), %rcx
+    movq    %rcx, (%rax)
+    movq    $0, -8(%rax)              /* rbp: ends frame-pointer walks */
+    movq    $0, -16(%rax)             /* rbx */
+    movq    %rsi, -24(%rax)           /* r12 = entry */
+    movq    %rdx, -32(%rax)           /* r13 = arg */
+    movq    $0, -40(%rax)             /* r14 */
+    movq    $0, -48(%rax)             /* r15 */
+    movl    $0x1F80, -56(%rax)        /* default mxcsr */
+    movl    $0x037F, -52(%rax)        /* default x87 control word */
+    subq    $56, %rax
+    ret
+    .size   cio__ctx_make, .-cio__ctx_make
+
+    .section .note.GNU-stack,"",@progbits

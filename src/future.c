@@ -1,0 +1,360 @@
+/*
+ * Futures: a result slot completed once, a FIFO list of waiting tasks and a
+ * list of done callbacks. Futures bridge callback code and tasks: a callback
+ * completes a future, and a task awaiting it resumes.
+ *
+ * Done callbacks are scheduled on the ready list when the future completes
+ * (as asyncio does), each holding a reference so the future outlives them.
+ * Internal "sync" callbacks (combinators) run at completion instead.
+ */
+#include "internal.h"
+
+cio_future_t *cio__future_alloc(cio_loop_t *loop, size_t size, uint8_t kind)
+{
+    (void)size;
+    cio_future_t *f = cio__pool_alloc(&loop->future_pool);
+    if (!f)
+        return NULL;
+    memset(f, 0, sizeof(*f));
+    f->loop = loop;
+    f->kind = kind;
+    f->refs = 1;
+    return f;
+}
+
+cio_future_t *cio_future_new(cio_loop_t *loop)
+{
+    if (!loop)
+        loop = cio__running;
+    if (!loop) {
+        errno = EPERM;
+        return NULL;
+    }
+    cio_future_t *f = cio__future_alloc(loop, sizeof(*f), CIO__KIND_FUTURE);
+    if (!f)
+        errno = ENOMEM;
+    return f;
+}
+
+cio_future_t *cio_future_ref(cio_future_t *f)
+{
+    if (f)
+        f->refs++;
+    return f;
+}
+
+void cio__report_unretrieved(cio_future_t *f)
+{
+    if (f->kind == CIO__KIND_TASK)
+        fprintf(stderr, "cio: task '%s' failed with %s (%s) and nobody retrieved the error\n",
+                cio_task_get_name(f), cio_err_name(f->status), cio_strerror(f->status));
+    else
+        fprintf(stderr, "cio: future %p failed with %s (%s) and nobody retrieved the error\n",
+                (void *)f, cio_err_name(f->status), cio_strerror(f->status));
+}
+
+void cio__future_free(cio_future_t *f)
+{
+    cio_loop_t *loop = f->loop;
+    if (loop->debug && f->status < 0 && f->status != -ECANCELED && !f->retrieved)
+        cio__report_unretrieved(f);
+    if (f->kind == CIO__KIND_TASK) {
+        cio__task *t = (cio__task *)f;
+        free(t->name);
+        cio__pool_free(&loop->task_pool, t);
+    } else {
+        cio__pool_free(&loop->future_pool, f);
+    }
+}
+
+void cio_future_release(cio_future_t *f)
+{
+    if (!f || --f->refs > 0)
+        return;
+    /* A pending future nobody references may still be completed by whoever
+     * waits on it; it is freed at completion then (see complete). */
+    if (f->state != CIO__PENDING)
+        cio__future_free(f);
+}
+
+static void run_cbnode(void *arg)
+{
+    cio__cbnode *n = arg;
+    cio_future_t *f = n->fut;
+    cio_loop_t *loop = f->loop;
+    n->cb(f, n->arg);
+    cio__pool_free(&loop->cb_pool, n);
+    cio_future_release(f);
+}
+
+int cio__future_complete(cio_future_t *f, int status, void *result, uint8_t state)
+{
+    if (f->state != CIO__PENDING)
+        return -EALREADY;
+    f->state = state;
+    f->status = status;
+    f->result = result;
+    cio__waiter *w;
+    while ((w = cio__wlist_pop(&f->waiters)))
+        cio__wake(w, 0);
+    /* Callbacks run in registration order: reverse the LIFO list first. */
+    cio__cbnode *n = f->callbacks, *rev = NULL;
+    f->callbacks = NULL;
+    while (n) {
+        cio__cbnode *next = n->next;
+        n->next = rev;
+        rev = n;
+        n = next;
+    }
+    f->refs++; /* keep f alive while sync callbacks run */
+    for (n = rev; n;) {
+        cio__cbnode *next = n->next;
+        if (n->sync) {
+            n->cb(f, n->arg);
+            cio__pool_free(&f->loop->cb_pool, n);
+        } else {
+            f->refs++;
+            n->h.cb_ = run_cbnode;
+            n->h.arg_ = n;
+            n->h.loop_ = f->loop;
+            n->h.flags_ = 0;
+            cio__ready_push(f->loop, &n->h);
+        }
+        n = next;
+    }
+    cio_future_release(f);
+    return 0;
+}
+
+static int check_code(cio_future_t *f)
+{
+    if (!f || f->kind != CIO__KIND_FUTURE)
+        return -EINVAL;
+    return f->state != CIO__PENDING ? -EALREADY : 0;
+}
+
+int cio_future_set_result(cio_future_t *f, void *value)
+{
+    int rc = check_code(f);
+    return rc ? rc : cio__future_complete(f, 0, value, CIO__DONE);
+}
+
+int cio_future_set_error(cio_future_t *f, int err)
+{
+    int rc = check_code(f);
+    if (rc)
+        return rc;
+    if (err >= 0)
+        return -EINVAL;
+    return cio__future_complete(f, err, NULL, err == -ECANCELED ? CIO__CANCELLED : CIO__DONE);
+}
+
+int cio_future_cancel(cio_future_t *f)
+{
+    if (!f || f->state != CIO__PENDING)
+        return 0;
+    switch (f->kind) {
+    case CIO__KIND_TASK:
+        return cio_task_cancel(f);
+    case CIO__KIND_JOB:
+        return cio__job_cancel(f);
+    default:
+        cio__future_complete(f, -ECANCELED, NULL, CIO__CANCELLED);
+        return 1;
+    }
+}
+
+bool cio_future_done(const cio_future_t *f)
+{
+    return f && f->state != CIO__PENDING;
+}
+
+bool cio_future_cancelled(const cio_future_t *f)
+{
+    return f && f->state == CIO__CANCELLED;
+}
+
+int cio_future_result(cio_future_t *f, void **result)
+{
+    if (!f)
+        return -EINVAL;
+    if (f->state == CIO__PENDING)
+        return -EAGAIN;
+    f->retrieved = 1;
+    if (result)
+        *result = f->result;
+    return f->status;
+}
+
+static cio__cbnode *add_node(cio_future_t *f, cio_done_fn cb, void *arg)
+{
+    cio__cbnode *n = cio__pool_alloc(&f->loop->cb_pool);
+    if (!n)
+        return NULL;
+    memset(&n->h, 0, sizeof(n->h));
+    n->fut = f;
+    n->cb = cb;
+    n->arg = arg;
+    n->sync = false;
+    n->next = f->callbacks;
+    f->callbacks = n;
+    return n;
+}
+
+int cio_future_add_done_callback(cio_future_t *f, cio_done_fn cb, void *arg)
+{
+    if (!f || !cb)
+        return -EINVAL;
+    if (f->state != CIO__PENDING) {
+        /* Already done: schedule it for the next iteration. */
+        cio__cbnode *n = cio__pool_alloc(&f->loop->cb_pool);
+        if (!n)
+            return -ENOMEM;
+        memset(&n->h, 0, sizeof(n->h));
+        n->fut = f;
+        n->cb = cb;
+        n->arg = arg;
+        n->sync = false;
+        n->next = NULL;
+        f->refs++;
+        n->h.cb_ = run_cbnode;
+        n->h.arg_ = n;
+        n->h.loop_ = f->loop;
+        cio__ready_push(f->loop, &n->h);
+        return 0;
+    }
+    return add_node(f, cb, arg) ? 0 : -ENOMEM;
+}
+
+int cio_future_remove_done_callback(cio_future_t *f, cio_done_fn cb, void *arg)
+{
+    if (!f)
+        return 0;
+    int removed = 0;
+    for (cio__cbnode **pp = &f->callbacks; *pp;) {
+        cio__cbnode *n = *pp;
+        if (!n->sync && n->cb == cb && n->arg == arg) {
+            *pp = n->next;
+            cio__pool_free(&f->loop->cb_pool, n);
+            removed++;
+        } else {
+            pp = &n->next;
+        }
+    }
+    return removed;
+}
+
+void *cio__future_on_done(cio_future_t *f, void (*fn)(cio_future_t *, void *), void *arg)
+{
+    cio__cbnode *n = add_node(f, fn, arg);
+    if (n)
+        n->sync = true;
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Awaiting                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void fut_unlink(cio__waiter *w)
+{
+    cio__wlist_remove(&((cio_future_t *)w->obj)->waiters, w);
+}
+
+void cio__await_done(cio_future_t *f)
+{
+    while (f->state == CIO__PENDING) {
+        cio__waiter w;
+        cio__waiter_init(&w, cio__current, f->kind == CIO__KIND_TASK ? "task" : "future",
+                         f, fut_unlink);
+        w.nointr = 1;
+        cio__wlist_push(&f->waiters, &w);
+        cio__wait(&w, CIO__NO_DEADLINE);
+    }
+}
+
+int cio_await(cio_future_t *f, void **result)
+{
+    cio__task *t = cio__current;
+    if (!t)
+        return -EPERM;
+    if (!f)
+        return -EINVAL;
+    if (f == &t->fut)
+        return -EDEADLK;
+    if (f->state == CIO__PENDING) {
+        cio__waiter w;
+        cio__waiter_init(&w, t, f->kind == CIO__KIND_TASK ? "task" : "future", f, fut_unlink);
+        cio__wlist_push(&f->waiters, &w);
+        int rc = cio__wait(&w, CIO__NO_DEADLINE);
+        if (rc < 0) {
+            /* Cancelled or timed out: cancel what we await and wait for it
+             * to finish, as asyncio's Task.cancel does with _fut_waiter. */
+            cio_future_cancel(f);
+            cio__await_done(f);
+            return rc;
+        }
+    } else {
+        int c = cio__cancel_state(t, NULL);
+        if (c)
+            return c;
+    }
+    return cio_future_result(f, result);
+}
+
+/* ------------------------------------------------------------------------ */
+/* shield                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void shield_done(cio_future_t *inner, void *arg)
+{
+    cio_future_t *outer = arg;
+    if (outer->state == CIO__PENDING) {
+        inner->retrieved = 1;
+        cio__future_complete(outer, inner->status, inner->result, inner->state);
+    }
+    cio_future_release(outer);
+    cio_future_release(inner);
+}
+
+cio_future_t *cio_shield(cio_future_t *f)
+{
+    if (!f) {
+        errno = EINVAL;
+        return NULL;
+    }
+    cio_future_t *outer = cio_future_new(f->loop);
+    if (!outer)
+        return NULL;
+    if (f->state != CIO__PENDING) {
+        f->retrieved = 1;
+        cio__future_complete(outer, f->status, f->result, f->state);
+        return outer;
+    }
+    outer->refs++; /* held by the callback */
+    f->refs++;
+    if (!cio__future_on_done(f, shield_done, outer)) {
+        outer->refs -= 1;
+        f->refs--;
+        cio_future_release(outer);
+        errno = ENOMEM;
+        return NULL;
+    }
+    return outer;
+}
+
+int cio__future_off_done_arg(cio_future_t *f, void *arg)
+{
+    int n = 0;
+    for (cio__cbnode **pp = &f->callbacks; *pp;) {
+        cio__cbnode *node = *pp;
+        if (node->sync && node->arg == arg) {
+            *pp = node->next;
+            cio__pool_free(&f->loop->cb_pool, node);
+            n++;
+        } else {
+            pp = &node->next;
+        }
+    }
+    return n;
+}

@@ -1,0 +1,82 @@
+/*
+ * asyncio.run and asyncio.Runner: create a loop, run a main task to
+ * completion, then cancel what is left, wait for it, stop the thread pool
+ * and close the loop.
+ */
+#include "internal.h"
+
+struct cio_runner {
+    cio_loop_t *loop;
+    cio_run_opts_t opts;
+};
+
+int cio_runner_new(cio_runner_t **out, const cio_run_opts_t *opts)
+{
+    if (!out)
+        return -EINVAL;
+    cio_runner_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    int rc = cio_loop_new(&r->loop);
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    if (opts) {
+        r->opts = *opts;
+        if (opts->debug)
+            cio_loop_set_debug(r->loop, true);
+    }
+    *out = r;
+    return 0;
+}
+
+cio_loop_t *cio_runner_get_loop(cio_runner_t *r)
+{
+    return r ? r->loop : NULL;
+}
+
+int cio_runner_run(cio_runner_t *r, cio_task_fn fn, void *arg, void **result)
+{
+    if (!r || !fn)
+        return -EINVAL;
+    if (cio__running)
+        return -EBUSY;
+    cio_spawn_opts_t o = {.name = r->opts.name ? r->opts.name : "main",
+                          .stack_size = r->opts.stack_size};
+    cio_task_t *t = cio_spawn_ex(r->loop, fn, arg, &o);
+    if (!t)
+        return -errno;
+    int rc = cio_loop_run_until_complete(r->loop, t, result);
+    cio_future_release(t);
+    return rc;
+}
+
+void cio_runner_close(cio_runner_t *r)
+{
+    if (!r)
+        return;
+    cio_loop_shutdown(r->loop);
+    cio_loop_free(r->loop);
+    free(r);
+}
+
+int cio_run_ex(cio_task_fn fn, void *arg, void **result, const cio_run_opts_t *opts)
+{
+    if (!fn)
+        return -EINVAL;
+    if (cio__running)
+        return -EBUSY;
+    cio_runner_t *r;
+    int rc = cio_runner_new(&r, opts);
+    if (rc)
+        return rc;
+    rc = cio_runner_run(r, fn, arg, result);
+    cio_runner_close(r);
+    return rc;
+}
+
+int cio_run(cio_task_fn fn, void *arg)
+{
+    return cio_run_ex(fn, arg, NULL, NULL);
+}
