@@ -101,6 +101,12 @@ void cio__stack_put(cio__stack_pool *p, cio__stack *s);
 void cio__stack_pool_close(cio__stack_pool *p);
 /* The usable top of a stack (16-byte aligned, below the descriptor). */
 void *cio__stack_top(cio__stack *s);
+/*
+ * Outside tasks (a generator driven from plain code), the stack that runs
+ * and its name, for overflow reports; set by gen.c.
+ */
+extern _Thread_local cio__stack *cio__thread_stack;
+extern _Thread_local const char *cio__thread_stack_name;
 /* Installs the SIGSEGV reporter and this thread's alternate signal stack. */
 void cio__stack_install_handler(void);
 /* Called at each switch away from a canary-guarded stack. */
@@ -226,6 +232,11 @@ typedef struct cio__task {
     struct cio_future fut; /* must be first: a task is a future */
     void *sp;              /* saved stack pointer while suspended */
     cio__stack *stack;     /* assigned when the task first runs */
+    /* The stack the task executes on right now: its own, or that of a
+     * generator it drives (gen.c swaps these), with that code's name for
+     * overflow reports (NULL: the task's name). */
+    cio__stack *cur_stack;
+    const char *cur_name;
     cio_task_fn fn;
     void *arg;
     char *name;            /* NULL until asked for or set */

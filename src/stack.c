@@ -198,6 +198,9 @@ void *cio__stack_top(cio__stack *s)
 /* Overflow reports                                                          */
 /* ------------------------------------------------------------------------ */
 
+_Thread_local cio__stack *cio__thread_stack;
+_Thread_local const char *cio__thread_stack_name;
+
 static struct sigaction prev_segv;
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
 static _Thread_local int altstack_done;
@@ -243,11 +246,12 @@ static void report_overflow(const char *name, uint64_t id, size_t size)
 static void segv_handler(int sig, siginfo_t *si, void *uctx)
 {
     cio__task *t = cio__current;
-    if (t && t->stack) {
+    const cio__stack *s = t ? t->cur_stack : cio__thread_stack;
+    const char *name = t ? (t->cur_name ? t->cur_name : t->name) : cio__thread_stack_name;
+    if (s) {
         char *a = si->si_addr;
-        const cio__stack *s = t->stack;
         if (a >= s->lo && a < s->lo + s->guard) {
-            report_overflow(t->name, t->id, s->size);
+            report_overflow(name, t && !t->cur_name ? t->id : 0, s->size);
             /* Die of the signal: the faulting access runs again with the
              * default action restored. */
             signal(SIGSEGV, SIG_DFL);

@@ -66,9 +66,9 @@ static void task_entry(void *arg);
 static void switch_in(cio_loop_t *loop, cio__task *t)
 {
 #ifdef CIO__ASAN
-    char *bottom = t->stack->lo + t->stack->guard;
+    char *bottom = t->cur_stack->lo + t->cur_stack->guard;
     __sanitizer_start_switch_fiber(&loop->asan_fake, bottom,
-                                   (size_t)((char *)cio__stack_top(t->stack) - bottom));
+                                   (size_t)((char *)cio__stack_top(t->cur_stack) - bottom));
 #endif
 #ifdef CIO__TSAN
     __tsan_switch_to_fiber(t->tsan_fiber, 0);
@@ -101,7 +101,7 @@ static void switch_out(cio_loop_t *loop, cio__task *t, bool finished)
 static void task_cleanup(cio_loop_t *loop, cio__task *t)
 {
     cio__stack_put(&loop->stacks, t->stack);
-    t->stack = NULL;
+    t->stack = t->cur_stack = NULL;
 #ifdef CIO__TSAN
     __tsan_destroy_fiber(t->tsan_fiber);
     t->tsan_fiber = NULL;
@@ -126,6 +126,7 @@ static int task_start(cio_loop_t *loop, cio__task *t)
     t->stack = cio__stack_get(&loop->stacks, t->stack_size);
     if (!t->stack)
         return -ENOMEM;
+    t->cur_stack = t->stack;
     t->sp = cio__ctx_make(cio__stack_top(t->stack), task_entry, t);
 #ifdef CIO__TSAN
     t->tsan_fiber = __tsan_create_fiber(0);
@@ -164,8 +165,8 @@ static void task_step(void *arg)
     }
     if (t->tstate == CIO__T_FINISHED)
         task_cleanup(loop, t);
-    else if (cio__unlikely(t->stack->kind == CIO__GUARD_CANARY))
-        cio__stack_check(t->stack, t->sp, t->name);
+    else if (cio__unlikely(t->cur_stack->kind == CIO__GUARD_CANARY))
+        cio__stack_check(t->cur_stack, t->sp, t->cur_name ? t->cur_name : t->name);
 }
 
 static void task_entry(void *arg)
