@@ -4,7 +4,8 @@
  * cio__ctx_switch(void **save, void *to) saves x19-x30 (x29 is the frame
  * pointer, x30 the return address), d8-d15 and fpcr in a 176-byte frame on
  * the current stack, stores sp in *save, loads `to` and restores the same
- * set. No system call is made.
+ * set. No system call is made. fpcr (rounding mode) is switched only with
+ * CIO_CTX_SAVE_FPU, as on x86-64 (see switch_x86_64.S for why).
  *
  * Frame layout (offsets from the saved sp):
  *   0 x19 x20 | 16 x21 x22 | 32 x23 x24 | 48 x25 x26 | 64 x27 x28
@@ -28,8 +29,10 @@ cio__ctx_switch:
     stp     d10, d11, [sp, #112]
     stp     d12, d13, [sp, #128]
     stp     d14, d15, [sp, #144]
+#ifdef CIO_CTX_SAVE_FPU
     mrs     x9, fpcr
     str     x9, [sp, #160]
+#endif
     mov     x9, sp
     str     x9, [x0]
     mov     sp, x1
@@ -43,8 +46,10 @@ cio__ctx_switch:
     ldp     d10, d11, [sp, #112]
     ldp     d12, d13, [sp, #128]
     ldp     d14, d15, [sp, #144]
+#ifdef CIO_CTX_SAVE_FPU
     ldr     x9, [sp, #160]
     msr     fpcr, x9
+#endif
     add     sp, sp, #176
     ret
     .size   cio__ctx_switch, .-cio__ctx_switch

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is needed, then
+#   1. builds with gcc (-Wall -Wextra -Werror) and runs every test with CTest;
+#   2. builds with clang (-Werror) to keep both compilers clean;
+#   3. builds with AddressSanitizer + UndefinedBehaviorSanitizer and runs
+#      every test again;
+#   4. builds with ThreadSanitizer and runs the thread-facing tests
+#      (CTest label "thread").
+# Set CIO_TEST_QUICK=1 to run only step 1.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/scripts/deps.sh"
+jobs="$(nproc)"
+out="${CIO_TEST_DIR:-$root/build-test}"
+rm -rf "$out"
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "gcc build + tests"
+cmake -S "$root" -B "$out/gcc" -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$out/gcc" -j"$jobs" >/dev/null
+ctest --test-dir "$out/gcc" --output-on-failure -j"$jobs"
+
+if [ "${CIO_TEST_QUICK:-0}" = 1 ]; then exit 0; fi
+
+step "clang build (warnings as errors)"
+cmake -S "$root" -B "$out/clang" -DCMAKE_C_COMPILER=clang >/dev/null
+cmake --build "$out/clang" -j"$jobs" >/dev/null
+echo "clang build clean"
+
+step "AddressSanitizer + UndefinedBehaviorSanitizer"
+cmake -S "$root" -B "$out/asan" -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Debug \
+  -DCIO_SANITIZE=address,undefined -DCIO_BUILD_BENCH=OFF >/dev/null
+cmake --build "$out/asan" -j"$jobs" >/dev/null
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir "$out/asan" --output-on-failure -j"$jobs"
+
+step "ThreadSanitizer (thread-facing tests)"
+cmake -S "$root" -B "$out/tsan" -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Debug \
+  -DCIO_SANITIZE=thread -DCIO_BUILD_BENCH=OFF -DCIO_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build "$out/tsan" -j"$jobs" >/dev/null
+TSAN_OPTIONS=halt_on_error=1 ctest --test-dir "$out/tsan" --output-on-failure -L thread
