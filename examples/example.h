@@ -1,0 +1,81 @@
+/*
+ * Helpers shared by the examples: return-code checks and the timestamps the
+ * seeds print. Each example is otherwise self-contained.
+ *
+ * cio reports errors as negative errno codes. An example must never carry on
+ * after an unexpected one, so every call goes through one of these macros,
+ * which print the failing call and exit(1).
+ */
+#ifndef CIO_EXAMPLE_H
+#define CIO_EXAMPLE_H
+
+#include <cio.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+/* The call must succeed (return 0 or a non-negative count). */
+#define CHECK(call)                                                          \
+    do {                                                                     \
+        int check_rc_ = (call);                                              \
+        if (check_rc_ < 0) {                                                 \
+            fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__,         \
+                    __LINE__, #call, cio_err_name(check_rc_),                \
+                    cio_strerror(check_rc_));                                \
+            exit(1);                                                         \
+        }                                                                    \
+    } while (0)
+
+/* The call must return exactly `want` (e.g. -ETIMEDOUT in a timeout demo). */
+#define EXPECT_RC(call, want)                                                \
+    do {                                                                     \
+        int expect_rc_ = (call);                                             \
+        if (expect_rc_ != (want)) {                                          \
+            fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d (%s)\n", \
+                    __FILE__, __LINE__, #call, expect_rc_,                   \
+                    cio_err_name(expect_rc_), (int)(want),                   \
+                    cio_err_name(want));                                     \
+            exit(1);                                                         \
+        }                                                                    \
+    } while (0)
+
+/* A condition the library promises; a broken promise is a failure. */
+#define EXPECT(cond)                                                         \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__,      \
+                    #cond);                                                  \
+            exit(1);                                                         \
+        }                                                                    \
+    } while (0)
+
+/* Calls that return an object or NULL with errno set (cio_spawn, ...). */
+#define CHECK_PTR(expr)                                                      \
+    do {                                                                     \
+        if ((expr) == NULL) {                                                \
+            int check_errno_ = errno;                                        \
+            fprintf(stderr, "%s:%d: %s returned NULL: %s\n", __FILE__,       \
+                    __LINE__, #expr, cio_err_name(-check_errno_));           \
+            exit(1);                                                         \
+        }                                                                    \
+    } while (0)
+
+/* time.strftime('%X'): the wall-clock time of day, as the seeds print it. */
+static inline const char *time_of_day(char buf[32])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    if (localtime_r(&now, &tm) == NULL || strftime(buf, 32, "%X", &tm) == 0)
+        buf[0] = '\0';
+    return buf;
+}
+
+/* Seconds on the running loop's clock (asyncio loop.time()). */
+static inline double loop_now(void)
+{
+    return cio_loop_time(cio_get_running_loop());
+}
+
+#endif /* CIO_EXAMPLE_H */

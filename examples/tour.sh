@@ -1,0 +1,70 @@
+#!/bin/sh
+# Runs every example in order, one header line each, and prints each one's
+# wall time. Builds nothing: build first, e.g. from the repository root
+#
+#   cmake -S . -B build && cmake --build build -j && examples/tour.sh build
+#
+# Usage: tour.sh [BUILD_DIR]   (default: ../build next to this script)
+# Exits non-zero if any example fails (after running all of them).
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+build=${1:-$here/../build}
+bin=$build/examples
+if [ ! -d "$bin" ]; then
+    echo "tour.sh: no $bin; build the project first (see the top of $0)" >&2
+    exit 2
+fi
+
+# name and arguments, in the order of the guide
+examples='hello
+say_after
+say_after tasks
+nested
+factorial
+display_date
+wait_for
+shield
+timeout
+runner
+run_until_complete
+to_thread'
+
+failed=''
+total_start=$(date +%s.%N)
+while IFS= read -r line; do
+    # shellcheck disable=SC2086 # split "say_after tasks" into name and args
+    set -- $line
+    name=$1
+    shift
+    printf '\n=== %s ===\n' "$line"
+    start=$(date +%s.%N)
+    if [ -x "$bin/$name" ]; then
+        "$bin/$name" "$@" </dev/null # stdin carries the list
+        rc=$?
+    else
+        echo "tour.sh: $bin/$name is missing" >&2
+        rc=127
+    fi
+    end=$(date +%s.%N)
+    wall=$(echo "$start $end" | awk '{ printf "%.2f", $2 - $1 }')
+    if [ "$rc" -eq 0 ]; then
+        printf -- '--- %s: ok, %s s\n' "$line" "$wall"
+    else
+        printf -- '--- %s: FAILED (exit %d), %s s\n' "$line" "$rc" "$wall"
+        failed="$failed
+  $line"
+    fi
+done <<EOF_LIST
+$examples
+EOF_LIST
+total_end=$(date +%s.%N)
+total=$(echo "$total_start $total_end" | awk '{ printf "%.2f", $2 - $1 }')
+
+echo
+if [ -n "$failed" ]; then
+    echo "tour: FAILED examples:$failed"
+    echo "tour: total $total s"
+    exit 1
+fi
+echo "tour: all examples passed, total $total s"
