@@ -365,7 +365,8 @@ typedef struct cio__freelist {
 
 struct cio_loop {
     cio_handle_t ready;  /* sentinel of the circular ready list */
-    size_t nready;
+    size_t nready;       /* handles on the ready list */
+    cio_handle_t batch_end; /* marks the end of the batch being run */
     cio__theap timers;
     uint64_t seq;
     int64_t now;

@@ -472,6 +472,7 @@ int cio_loop_new(cio_loop_t **out)
     if (!loop)
         return -ENOMEM;
     loop->ready.next_ = loop->ready.prev_ = &loop->ready;
+    loop->batch_end.loop_ = loop;
     loop->slow_ns = 100000000;
     loop->wakefd = -1;
     int rc = cio__poll_init(&loop->poller);
@@ -551,8 +552,15 @@ void cio__loop_run_once(cio_loop_t *loop)
         while ((h = cio__timer_pop_expired(&loop->timers, loop->now)))
             cio__ready_push(loop, h);
     }
-    for (size_t n = loop->nready; n > 0; n--)
-        run_handle(loop, loop->ready.next_);
+    /* A marker closes this iteration's batch: callbacks may cancel other
+     * ready handles, so a count taken up front could run past the batch. */
+    if (loop->nready) {
+        cio__ready_push(loop, &loop->batch_end);
+        cio_handle_t *h;
+        while ((h = loop->ready.next_) != &loop->batch_end)
+            run_handle(loop, h);
+        cio__ready_unlink(loop, &loop->batch_end);
+    }
 }
 
 static int enter(cio_loop_t *loop)

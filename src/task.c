@@ -550,7 +550,6 @@ void cio_dump_tasks(cio_loop_t *loop, FILE *out)
         fprintf(out, "cio: no running loop\n");
         return;
     }
-    fprintf(out, "cio: %zu task(s)\n", loop->ntasks);
     for (cio__task *t = loop->all; t; t = t->all_next)
         dump_one(t, out);
 }

@@ -1,0 +1,128 @@
+/*
+ * Shared helpers for cio's test suite (Debian's `check`).
+ *
+ * Every test runs in its own forked process (CK_FORK), so an assertion that
+ * fails inside a task (on a coroutine stack) simply ends that process and the
+ * runner reports it. Each test file builds one Suite and hands it to
+ * CIO_TEST_MAIN.
+ *
+ * Timing rules used throughout: timers never fire early, so "elapsed >=
+ * delay" is asserted exactly (on the loop's own nanosecond clock); upper
+ * bounds only catch hangs and are always generous (seconds, never
+ * milliseconds).
+ */
+#ifndef CIO_TEST_H
+#define CIO_TEST_H
+
+#include <check.h>
+#include <cio.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Delays that are exact in binary, so that seconds -> ns is exact too. */
+#define D_SHORT 0.03125 /* 31.25 ms */
+#define D_MED 0.0625    /* 62.5 ms */
+#define NS_SHORT 31250000LL
+#define NS_MED 62500000LL
+
+/* Generous bound for "this did not hang / did not wait for the long sleep". */
+#define HANG_BOUND_S 5.0
+
+/* Default per-test timeout (seconds) for the check runner. */
+#define TEST_TIMEOUT 20
+
+static inline double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The running loop's clock in ns (the clock deadlines are measured on). */
+static inline int64_t loop_ns(void)
+{
+    cio_loop_t *l = cio_get_running_loop();
+    ck_assert_ptr_nonnull(l);
+    return cio_loop_time_ns(l);
+}
+
+/*
+ * A general-purpose child task: sleeps `delay` seconds, records what the
+ * sleep returned and that it finished, then returns `status` (or the sleep's
+ * error) with `result` as its value.
+ */
+typedef struct child {
+    double delay;
+    int status;
+    void *result;
+    int observed;    /* what cio_sleep returned */
+    int finished;    /* the body reached its end */
+    int started;
+    int64_t end_ns;  /* loop time when the body ended */
+} child_t;
+
+static inline int child_body(void *arg, void **result)
+{
+    child_t *c = arg;
+    c->started = 1;
+    c->observed = cio_sleep(c->delay);
+    c->finished = 1;
+    c->end_ns = cio_loop_time_ns(cio_get_running_loop());
+    if (c->observed < 0)
+        return c->observed;
+    *result = c->result;
+    return c->status;
+}
+
+static inline void child_init(child_t *c, double delay, int status, void *result)
+{
+    memset(c, 0, sizeof *c);
+    c->delay = delay;
+    c->status = status;
+    c->result = result;
+    c->observed = 12345; /* "never set" */
+}
+
+/*
+ * Closes a loop (idempotently: a second close also returns 0), checks that
+ * it reports itself closed, then frees the object.
+ */
+static inline void close_free(cio_loop_t *l)
+{
+    ck_assert_int_eq(cio_loop_close(l), 0);
+    ck_assert(cio_loop_is_closed(l));
+    ck_assert(!cio_loop_is_running(l));
+    ck_assert_int_eq(cio_loop_close(l), 0);
+    ck_assert_int_eq(cio_loop_free(l), 0);
+}
+
+/* Adds a TCase with the default timeout to a suite. */
+static inline TCase *add_tcase(Suite *s, const char *name, int timeout)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, timeout);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+/* Runs `fn` as cio_run's main task and asserts that it returned 0. */
+#define RUN_MAIN(fn, arg) ck_assert_int_eq(cio_run((fn), (arg)), 0)
+
+#define CIO_TEST_MAIN(make_suite)                                    \
+    int main(void)                                                   \
+    {                                                                \
+        /* Fork mode is check's default (CK_FORK=no only to debug). */ \
+        SRunner *sr = srunner_create(make_suite());                  \
+        srunner_run_all(sr, CK_VERBOSE);                             \
+        int failed = srunner_ntests_failed(sr);                      \
+        srunner_free(sr);                                            \
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;            \
+    }
+
+#endif /* CIO_TEST_H */
