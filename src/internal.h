@@ -408,8 +408,27 @@ struct cio_loop {
 #endif
 };
 
-void cio__ready_push(cio_loop_t *loop, cio_handle_t *h);
-void cio__ready_unlink(cio_loop_t *loop, cio_handle_t *h);
+/* Appends h to the ready list (hot path: inline). */
+static inline void cio__ready_push(cio_loop_t *loop, cio_handle_t *h)
+{
+    cio_handle_t *tail = loop->ready.prev_;
+    h->next_ = &loop->ready;
+    h->prev_ = tail;
+    tail->next_ = h;
+    loop->ready.prev_ = h;
+    h->state_ = 1; /* ready */
+    loop->nready++;
+}
+
+/* Removes h from the ready list. */
+static inline void cio__ready_unlink(cio_loop_t *loop, cio_handle_t *h)
+{
+    h->prev_->next_ = h->next_;
+    h->next_->prev_ = h->prev_;
+    h->next_ = h->prev_ = NULL;
+    h->state_ = 0; /* idle */
+    loop->nready--;
+}
 void *cio__pool_alloc(cio__freelist *fl);
 void cio__pool_free(cio__freelist *fl, void *p);
 void cio__pool_init(cio__freelist *fl, size_t size);

@@ -113,26 +113,6 @@ void cio__pool_destroy(cio__freelist *fl)
 /* Ready list and handles                                                    */
 /* ------------------------------------------------------------------------ */
 
-void cio__ready_push(cio_loop_t *loop, cio_handle_t *h)
-{
-    cio_handle_t *tail = loop->ready.prev_;
-    h->next_ = &loop->ready;
-    h->prev_ = tail;
-    tail->next_ = h;
-    loop->ready.prev_ = h;
-    h->state_ = H_READY;
-    loop->nready++;
-}
-
-void cio__ready_unlink(cio_loop_t *loop, cio_handle_t *h)
-{
-    h->prev_->next_ = h->next_;
-    h->next_->prev_ = h->prev_;
-    h->next_ = h->prev_ = NULL;
-    h->state_ = H_IDLE;
-    loop->nready--;
-}
-
 static int handle_prepare(cio_loop_t *loop, cio_handle_t **hp, cio_callback_fn cb, void *arg)
 {
     if (!loop || !cb)
