@@ -40,7 +40,7 @@
 
 const char *cio_strerror(int err)
 {
-    switch (-err) {
+    switch (-(long)err) {
 #define X(code, msg) case code: return msg;
         CIO_ERRNO_MAP(X)
 #undef X
@@ -51,7 +51,7 @@ const char *cio_strerror(int err)
 
 const char *cio_err_name(int err)
 {
-    switch (-err) {
+    switch (-(long)err) {
 #define X(code, msg) case code: return #code;
         CIO_ERRNO_MAP(X)
 #undef X
