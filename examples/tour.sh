@@ -28,7 +28,15 @@ shield
 timeout
 runner
 run_until_complete
-to_thread'
+to_thread
+asyncq
+chained
+rand
+chess
+producer_consumer
+producer_consumer 001
+multi_yield
+file_stream'
 
 failed=''
 total_start=$(date +%s.%N)

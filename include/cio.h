@@ -690,19 +690,623 @@ CIO_EXTERN void cio_runner_close(cio_runner_t *r);
 /* Synchronisation primitives (sync.c)                                       */
 /* ------------------------------------------------------------------------ */
 
-/* @@SYNC@@ */
+/*
+ * asyncio's Lock, Event, Condition, Semaphore, BoundedSemaphore and Barrier
+ * for the tasks of one loop (not thread-safe, as in asyncio). The objects are
+ * caller storage: embed them anywhere, initialise them with their *_init
+ * call (or the *_INIT macro where there is one), and neither move, copy nor
+ * free one while a task waits on it. Their fields are private. None of them
+ * owns memory, so none needs a destroy call.
+ *
+ * Every blocking call below is an await point: it may only be called from a
+ * task (-EPERM elsewhere), it first checks the caller's cancellation state
+ * (so it returns -ECANCELED or -ETIMEDOUT at once in a cancelled task or an
+ * expired cio_scope_enter() deadline, even when it would not suspend), and a
+ * timeout around it is a scope. Waiters are served in strict FIFO order and
+ * every wake-up is a direct hand-off: the lock, the permit or the
+ * notification is given to the first waiter when it is released, so a task
+ * that has been handed something keeps it and its call returns success even
+ * if it is cancelled before it runs again (its next await point then reports
+ * the cancellation). A waiter interrupted before that leaves nothing behind:
+ * no lock held, no permit taken, no wake-up lost for the others.
+ */
+
+/* Private: the FIFO list of tasks suspended on one of the objects below. */
+struct cio__waiter;
+typedef struct cio_waitq {
+    struct cio__waiter *head_, *tail_;
+} cio_waitq_t;
+
+/* --- Lock (asyncio.Lock) ------------------------------------------------ */
+
+/*
+ * A mutual-exclusion lock for tasks. Not recursive. A release hands the lock
+ * straight to the longest waiting task (no barging: a task that releases and
+ * acquires again queues behind the waiters). As in asyncio, the lock is not
+ * tied to a task: any code may release it.
+ */
+typedef struct cio_lock {
+    cio_waitq_t waiters_;
+    void *owner_;     /* the task that acquired it, NULL when free or taken
+                         outside a task */
+    uint8_t locked_;
+} cio_lock_t;
+
+#define CIO_LOCK_INIT {{NULL, NULL}, NULL, 0}
+
+/* Initialises an unlocked lock (same as CIO_LOCK_INIT). NULL is a no-op. */
+CIO_EXTERN void cio_lock_init(cio_lock_t *l);
+
+/*
+ * Await point: acquires the lock, suspending while another holder has it.
+ * Returns 0 (the caller holds the lock), -ECANCELED / -ETIMEDOUT (the lock
+ * is not held: the caller was interrupted before being handed it), -EDEADLK
+ * if the calling task already holds it (a non-recursive lock would wait
+ * forever), -EINVAL for NULL, -EPERM outside a task.
+ */
+CIO_EXTERN int cio_lock_acquire(cio_lock_t *l);
+
+/*
+ * Acquires the lock only if that needs no wait: the lock is free and nobody
+ * queues for it. Not an await point (callable from callbacks too). Returns
+ * 0, -EBUSY (held or contended; as pthread_mutex_trylock), -EINVAL.
+ */
+CIO_EXTERN int cio_lock_try_acquire(cio_lock_t *l);
+
+/*
+ * Releases the lock, handing it to the first waiter if there is one (that
+ * task resumes holding it). Not an await point; any code may call it.
+ * Returns 0, -EPERM if the lock is not held (asyncio's RuntimeError), -EINVAL.
+ */
+CIO_EXTERN int cio_lock_release(cio_lock_t *l);
+
+/* True while the lock is held (asyncio Lock.locked()). */
+CIO_EXTERN bool cio_lock_locked(const cio_lock_t *l);
+
+/* --- Event (asyncio.Event) ---------------------------------------------- */
+
+/* A flag that tasks can wait for. Initially clear. */
+typedef struct cio_event {
+    cio_waitq_t waiters_;
+    uint8_t set_;
+} cio_event_t;
+
+#define CIO_EVENT_INIT {{NULL, NULL}, 0}
+
+/* Initialises a clear event (same as CIO_EVENT_INIT). NULL is a no-op. */
+CIO_EXTERN void cio_event_init(cio_event_t *e);
+
+/*
+ * Sets the flag and wakes every waiting task; later waits return at once
+ * until cio_event_clear(). Not an await point. NULL is a no-op.
+ */
+CIO_EXTERN void cio_event_set(cio_event_t *e);
+
+/*
+ * Clears the flag. Tasks already woken by a set still return 0 from their
+ * wait. NULL is a no-op.
+ */
+CIO_EXTERN void cio_event_clear(cio_event_t *e);
+
+CIO_EXTERN bool cio_event_is_set(const cio_event_t *e);
+
+/*
+ * Await point: waits until the flag is set (returns at once if it is).
+ * Returns 0, -ECANCELED, -ETIMEDOUT, -EINVAL, -EPERM.
+ */
+CIO_EXTERN int cio_event_wait(cio_event_t *e);
+
+/* --- Condition (asyncio.Condition) -------------------------------------- */
+
+/*
+ * A condition variable bound to a lock (its own, or one shared by several
+ * conditions). Fields are private; the structure embeds its own lock, so it
+ * must not be moved after cio_cond_init.
+ */
+typedef struct cio_cond {
+    cio_waitq_t waiters_;
+    cio_lock_t *lock_;
+    cio_lock_t own_;
+} cio_cond_t;
+
+/*
+ * Initialises a condition using `lock`, or a lock of its own when lock is
+ * NULL (asyncio Condition(lock=None)). Returns 0 or -EINVAL (c NULL).
+ */
+CIO_EXTERN int cio_cond_init(cio_cond_t *c, cio_lock_t *lock);
+
+/*
+ * The condition's lock (borrowed): acquire and release it with cio_lock_*
+ * (asyncio's `async with cond`). NULL for NULL.
+ */
+CIO_EXTERN cio_lock_t *cio_cond_lock(cio_cond_t *c);
+
+/*
+ * Await point: atomically releases the lock (which the caller must hold),
+ * waits until notified, and re-acquires the lock before returning in every
+ * case, also when interrupted (the re-acquisition itself cannot be
+ * interrupted: asyncio re-acquires in a loop that swallows cancellation,
+ * and code after a wait may rely on holding the lock). Returns 0
+ * (notified), -ECANCELED / -ETIMEDOUT (interrupted before being notified;
+ * a notified task returns 0 even if cancelled afterwards, and no
+ * notification is lost), -EPERM if the lock is not held (nothing happens) or
+ * outside a task, -EINVAL. On a cancelled entry it returns at once without
+ * releasing the lock. The lock is held on return except for -EPERM/-EINVAL.
+ */
+CIO_EXTERN int cio_cond_wait(cio_cond_t *c);
+
+/* A predicate for cio_cond_wait_for: true when the awaited state holds. */
+typedef bool (*cio_pred_fn)(void *arg);
+
+/*
+ * Await point: waits until pred(arg) is true (asyncio Condition.wait_for):
+ * evaluates it with the lock held, and calls cio_cond_wait while it is
+ * false. Returns 0 (pred true, lock held), the error of cio_cond_wait (lock
+ * held), -EINVAL (c or pred NULL), -EPERM (lock not held / outside a task).
+ */
+CIO_EXTERN int cio_cond_wait_for(cio_cond_t *c, cio_pred_fn pred, void *arg);
+
+/*
+ * Wakes up to n waiting tasks, first come first served; each returns from
+ * cio_cond_wait holding the lock, once the notifier (and those queued on the
+ * lock before it) released it. The lock must be held. Not an await point.
+ * Returns how many were woken (capped at INT_MAX), -EPERM if the lock is
+ * not held (asyncio's RuntimeError), -EINVAL.
+ */
+CIO_EXTERN int cio_cond_notify(cio_cond_t *c, size_t n);
+
+/* cio_cond_notify for every waiting task. */
+CIO_EXTERN int cio_cond_notify_all(cio_cond_t *c);
+
+/* --- Semaphore and BoundedSemaphore ------------------------------------- */
+
+/*
+ * A counter of permits: acquire takes one (waiting while there is none),
+ * release gives one back, handing it to the first waiter directly. A
+ * bounded semaphore (asyncio BoundedSemaphore) refuses a release that would
+ * raise the value above its initial value.
+ */
+typedef struct cio_sem {
+    cio_waitq_t waiters_;
+    int value_;
+    int bound_;       /* the initial value if bounded, -1 otherwise */
+} cio_sem_t;
+
+/*
+ * Initialises a semaphore with `value` permits (bounded: value is also the
+ * maximum). Returns 0, -EINVAL (s NULL or value < 0, asyncio's ValueError).
+ */
+CIO_EXTERN int cio_sem_init(cio_sem_t *s, int value, bool bounded);
+
+/*
+ * Await point: takes a permit, waiting for one if the value is 0. Returns
+ * 0 (a permit is held), -ECANCELED / -ETIMEDOUT (no permit taken), -EINVAL,
+ * -EPERM.
+ */
+CIO_EXTERN int cio_sem_acquire(cio_sem_t *s);
+
+/*
+ * Takes a permit if one is free without waiting. Not an await point.
+ * Returns 0, -EAGAIN (none free; as sem_trywait), -EINVAL.
+ */
+CIO_EXTERN int cio_sem_try_acquire(cio_sem_t *s);
+
+/*
+ * Gives a permit back: to the first waiting task if any (it resumes holding
+ * it), else to the counter. Not an await point. Returns 0, -EOVERFLOW (a
+ * bounded semaphore already at its initial value, asyncio's ValueError;
+ * or an unbounded one at INT_MAX; the value is unchanged: never a silent
+ * overflow), -EINVAL.
+ */
+CIO_EXTERN int cio_sem_release(cio_sem_t *s);
+
+/* The number of free permits (0 while tasks wait). -EINVAL for NULL. */
+CIO_EXTERN int cio_sem_value(const cio_sem_t *s);
+
+/* True if an acquire would wait (asyncio Semaphore.locked()). */
+CIO_EXTERN bool cio_sem_locked(const cio_sem_t *s);
+
+/* --- Barrier (asyncio.Barrier) ------------------------------------------ */
+
+/*
+ * A barrier for a fixed number of parties: each cio_barrier_wait blocks
+ * until `parties` tasks are waiting, then all of them pass. It is reusable:
+ * tasks arriving while the previous round drains wait for the next round.
+ */
+typedef struct cio_barrier {
+    cio_waitq_t waiters_;  /* arrived in this round, waiting for the last */
+    cio_waitq_t blocked_;  /* arrived while the barrier drains or resets */
+    unsigned parties_;
+    unsigned count_;       /* tasks inside cio_barrier_wait */
+    uint8_t state_;        /* filling, draining, resetting, broken */
+} cio_barrier_t;
+
+/*
+ * Initialises a barrier for `parties` tasks. Returns 0, -EINVAL (b NULL,
+ * parties 0 or above INT_MAX).
+ */
+CIO_EXTERN int cio_barrier_init(cio_barrier_t *b, unsigned parties);
+
+/*
+ * Await point: waits until `parties` tasks wait, then returns this task's
+ * arrival index, 0 .. parties-1 (asyncio Barrier.wait). Returns -EPIPE when
+ * the barrier is broken (cio_barrier_abort) or is reset while the task waits
+ * (asyncio's BrokenBarrierError), -ECANCELED / -ETIMEDOUT (the task leaves
+ * the barrier; the others keep waiting, as in asyncio), -EINVAL, -EPERM. A
+ * task released by the last arrival returns its index even if it is
+ * cancelled, reset or aborted before it runs again.
+ */
+CIO_EXTERN int cio_barrier_wait(cio_barrier_t *b);
+
+/*
+ * Returns the barrier to its initial state; tasks waiting in it get -EPIPE,
+ * and new arrivals wait until they have all left. Repairs a broken barrier.
+ * Not an await point (asyncio's reset is a coroutine only to take its
+ * lock). NULL is a no-op.
+ */
+CIO_EXTERN void cio_barrier_reset(cio_barrier_t *b);
+
+/*
+ * Breaks the barrier: waiting tasks and every later cio_barrier_wait get
+ * -EPIPE until cio_barrier_reset(). Not an await point. NULL is a no-op.
+ */
+CIO_EXTERN void cio_barrier_abort(cio_barrier_t *b);
+
+/* True once aborted (until reset). */
+CIO_EXTERN bool cio_barrier_broken(const cio_barrier_t *b);
+
+/* Tasks waiting for the current round to fill (0 while draining). */
+CIO_EXTERN unsigned cio_barrier_n_waiting(const cio_barrier_t *b);
+
+/* The number of parties. */
+CIO_EXTERN unsigned cio_barrier_parties(const cio_barrier_t *b);
 
 /* ------------------------------------------------------------------------ */
 /* Queues (queue.c)                                                          */
 /* ------------------------------------------------------------------------ */
 
-/* @@QUEUE@@ */
+/*
+ * asyncio's Queue, LifoQueue and PriorityQueue (with Python 3.13's
+ * shutdown) for the tasks of one loop: queues of `void *` items (NULL is a
+ * valid item), bounded by maxsize (0 = unbounded). The queue is caller
+ * storage with private fields: initialise it with one of the *_init calls,
+ * do not move or copy it afterwards, and free its buffer with
+ * cio_queue_destroy(). The queue never owns the items: what they point to
+ * stays the caller's.
+ *
+ * A bounded queue allocates its whole ring at init (up to 65,536 slots; a
+ * larger maxsize grows on demand), so putting and getting never allocate.
+ * An unbounded queue grows by doubling (put may then fail with -ENOMEM).
+ *
+ * put and get are await points with the rules of the sync section above:
+ * a cancellation check first, strict FIFO service of the waiting tasks, and
+ * direct hand-off: a put that finds a task waiting in get gives the item to
+ * that task, which returns it even if cancelled before it runs again (no
+ * item is ever lost); a get from a full queue moves the item of the first
+ * waiting put into the queue and completes that put. Tasks are woken only
+ * when they wait, so a producer and a consumer pass whole batches of items
+ * per suspension.
+ */
+
+/* Orders a priority queue: negative if item a must come out before b. Ties
+ * come out in insertion order. It receives the items themselves. */
+typedef int (*cio_queue_cmp_fn)(const void *a, const void *b);
+
+/* Receives each item dropped by cio_queue_shutdown(immediate = true). */
+typedef void (*cio_queue_drop_fn)(void *item, void *arg);
+
+typedef struct cio_queue {
+    void *buf_;            /* ring of items, or heap of (item, seq) */
+    size_t cap_;           /* slots allocated */
+    size_t head_;          /* ring: index of the oldest item */
+    size_t n_;             /* items stored */
+    size_t maxsize_;       /* 0 = unbounded */
+    size_t unfinished_;    /* puts not yet matched by task_done */
+    uint64_t seq_;         /* priority: insertion counter */
+    cio_queue_cmp_fn cmp_;
+    cio_waitq_t getters_, putters_, joiners_;
+    uint8_t kind_;         /* FIFO, LIFO, priority */
+    uint8_t shutdown_;
+} cio_queue_t;
+
+/*
+ * Initialises a FIFO queue (asyncio.Queue(maxsize)). Returns 0, -EINVAL
+ * (q NULL), -ENOMEM (the ring could not be allocated).
+ */
+CIO_EXTERN int cio_queue_init(cio_queue_t *q, size_t maxsize);
+
+/* As cio_queue_init for a LIFO queue (asyncio.LifoQueue): last in, first out. */
+CIO_EXTERN int cio_queue_init_lifo(cio_queue_t *q, size_t maxsize);
+
+/*
+ * As cio_queue_init for a priority queue (asyncio.PriorityQueue, a binary
+ * heap): get returns the smallest item according to cmp. -EINVAL also when
+ * cmp is NULL.
+ */
+CIO_EXTERN int cio_queue_init_priority(cio_queue_t *q, size_t maxsize,
+                                       cio_queue_cmp_fn cmp);
+
+/*
+ * Frees the queue's buffer. Items still in it are not touched (drain them
+ * first with cio_queue_get_nowait, or use cio_queue_shutdown with a drop
+ * callback). Returns 0 (also for NULL or a queue already destroyed), or
+ * -EBUSY while a task waits on the queue (nothing is freed then: shut it
+ * down and let the waiters leave first).
+ */
+CIO_EXTERN int cio_queue_destroy(cio_queue_t *q);
+
+/*
+ * Await point: puts an item, waiting while the queue is full. Returns 0 (the
+ * item is in the queue or in a getter's hands), -ESHUTDOWN (the queue is
+ * shut down, also while this put waited; the item was not put), -ECANCELED
+ * / -ETIMEDOUT (not put), -ENOMEM (an unbounded queue could not grow),
+ * -EINVAL, -EPERM.
+ */
+CIO_EXTERN int cio_queue_put(cio_queue_t *q, void *item);
+
+/*
+ * Puts an item without waiting. Not an await point (callable from
+ * callbacks). Returns 0, -EAGAIN when the queue is full (asyncio QueueFull),
+ * -ESHUTDOWN, -ENOMEM, -EINVAL.
+ */
+CIO_EXTERN int cio_queue_put_nowait(cio_queue_t *q, void *item);
+
+/*
+ * Await point: removes and stores in *item the next item, waiting while the
+ * queue is empty. Returns 0, -ESHUTDOWN once the queue is shut down and
+ * empty (the items left at a non-immediate shutdown are still returned
+ * first), -ECANCELED / -ETIMEDOUT (nothing taken), -EINVAL (q or item NULL),
+ * -EPERM.
+ */
+CIO_EXTERN int cio_queue_get(cio_queue_t *q, void **item);
+
+/*
+ * Removes the next item without waiting. Not an await point. Returns 0,
+ * -EAGAIN when the queue is empty (asyncio QueueEmpty), -ESHUTDOWN when it
+ * is empty and shut down, -EINVAL.
+ */
+CIO_EXTERN int cio_queue_get_nowait(cio_queue_t *q, void **item);
+
+/* The number of items in the queue (0 for NULL). */
+CIO_EXTERN size_t cio_queue_qsize(const cio_queue_t *q);
+
+/* The maximum size given at init (0 = unbounded). */
+CIO_EXTERN size_t cio_queue_maxsize(const cio_queue_t *q);
+
+CIO_EXTERN bool cio_queue_empty(const cio_queue_t *q);
+
+/* True if maxsize items are queued (never for an unbounded queue). */
+CIO_EXTERN bool cio_queue_full(const cio_queue_t *q);
+
+/*
+ * Tells the queue that one item taken by a get has been processed
+ * (asyncio task_done). When every item put has been processed, the tasks
+ * in cio_queue_join resume. Not an await point. Returns 0, -EOVERFLOW if
+ * called more times than items were put (asyncio's ValueError; nothing
+ * changes), -EINVAL.
+ */
+CIO_EXTERN int cio_queue_task_done(cio_queue_t *q);
+
+/* Items put and not yet matched by cio_queue_task_done. */
+CIO_EXTERN size_t cio_queue_unfinished(const cio_queue_t *q);
+
+/*
+ * Await point: waits until every item put has been processed (the
+ * unfinished count is 0; returns at once if it is). Returns 0, -ECANCELED,
+ * -ETIMEDOUT, -EINVAL, -EPERM.
+ */
+CIO_EXTERN int cio_queue_join(cio_queue_t *q);
+
+/*
+ * Shuts the queue down (Python 3.13 Queue.shutdown): every later put fails
+ * with -ESHUTDOWN, the tasks waiting in put and get resume with -ESHUTDOWN
+ * (their items were not put), and get keeps returning the items left until
+ * the queue is empty, then -ESHUTDOWN. With `immediate`, the items left are
+ * dropped at once (passed to drop(item, arg) if drop is not NULL, so that
+ * their memory can be freed), the unfinished count is lowered by their
+ * number (so cio_queue_join returns once the items already taken are done),
+ * and joiners are woken if it reaches 0. Not an await point; idempotent.
+ * Returns the number of items dropped (0 unless immediate), or -EINVAL.
+ */
+CIO_EXTERN int64_t cio_queue_shutdown(cio_queue_t *q, bool immediate,
+                                      cio_queue_drop_fn drop, void *arg);
+
+/* True once cio_queue_shutdown has been called. */
+CIO_EXTERN bool cio_queue_is_shutdown(const cio_queue_t *q);
 
 /* ------------------------------------------------------------------------ */
 /* Generators (gen.c)                                                        */
 /* ------------------------------------------------------------------------ */
 
-/* @@GEN@@ */
+/*
+ * Generators: Python's generators and async generators. A generator runs a
+ * C function, its body, on a stack of its own; cio_gen_yield() inside the
+ * body pauses it and hands a value to whoever resumed it with
+ * cio_gen_next(), cio_gen_send() or cio_gen_throw(). Generators work in
+ * plain C code outside any loop and inside tasks. Driven from a task, the
+ * body may also await (cio_sleep, cio_await, ...): the task then waits while
+ * running on the generator's stack, which makes it an async generator.
+ *
+ *   Python                          cio
+ *   g = gen(arg)                    g = cio_gen_new(body, arg)
+ *   x = yield y                     cio_gen_yield(g, y, &x)
+ *   return v                        cio_gen_set_result(g, v); return 0;
+ *   next(g), g.send(x)              cio_gen_next(g, &y), cio_gen_send(g, x, &y)
+ *   g.throw(E)                      cio_gen_throw(g, -E, &y)
+ *   g.close(), await g.aclose()     cio_gen_close(g), cio_gen_aclose(g)
+ *   inspect.getgeneratorstate(g)    cio_gen_get_state(g)
+ *   for v in g / async for v in g   while ((rc = cio_gen_next(g, &v)) == 1) {...}
+ *
+ * Values are void * in both directions (integers travel as
+ * (void *)(intptr_t)n); they are never copied or freed by cio.
+ *
+ * The resuming calls (cio_gen_next, cio_gen_send, cio_gen_throw) return:
+ *    1   the body yielded; *out is the value it yielded.
+ *    0   the body has finished (StopIteration): on the call that finished it
+ *        *out is its result (cio_gen_set_result, NULL if never set). An
+ *        exhausted generator stays exhausted: later next/send calls return 0
+ *        again with *out NULL, as Python's iterator protocol requires.
+ *   < 0  either the body failed (it returned that negative status; the
+ *        generator is now CIO_GEN_CLOSED), or the call was refused and the
+ *        generator is unchanged: -EINVAL (NULL generator, bad argument),
+ *        -EBUSY (the generator is running: called from its own body, or from
+ *        another task while the body awaits), -ENOMEM (no stack for the
+ *        first resume). cio_gen_get_state() tells the two apart.
+ * `out` may be NULL; it is set to NULL whenever no value is handed over.
+ *
+ * A body's status is its return value: >= 0 is success, < 0 an error code.
+ *
+ * Stacks: a generator takes a stack at its first resume (so a generator that
+ * never runs costs only its small control block) and gives it back as soon
+ * as the body finishes. The stack comes from the running loop's pool when a
+ * loop runs on the calling thread (in a task or a callback), otherwise from
+ * a pool private to the thread. Hence two rules: a generator is used from
+ * one thread only, and a generator that started while a loop was running
+ * must finish (or be closed or freed) before that loop is closed; those of
+ * a thread's private pool must finish before the thread exits. A body that
+ * overflows its stack is reported on stderr with the generator's name (as
+ * for tasks) and the process dies of SIGSEGV.
+ *
+ * Cancel scopes entered in a body must be left before it yields (as with
+ * `async with timeout()` around a yield in Python, they would otherwise
+ * outlive the code that entered them): cio_gen_yield refuses with -EINVAL.
+ */
+
+typedef struct cio_gen cio_gen_t;
+
+/*
+ * The body of a generator: runs at the first resume with the generator and
+ * the arg given at creation. Returns its status: >= 0 success, < 0 an error
+ * code (what the resuming call then returns).
+ */
+typedef int (*cio_gen_fn)(cio_gen_t *g, void *arg);
+
+/* inspect.getgeneratorstate(): the four states of a generator. */
+enum cio_gen_state {
+    CIO_GEN_CREATED = 0, /* created, body not started (GEN_CREATED) */
+    CIO_GEN_RUNNING,     /* body running, or awaiting inside a task */
+    CIO_GEN_SUSPENDED,   /* paused at a cio_gen_yield() */
+    CIO_GEN_CLOSED       /* finished, failed, or closed (GEN_CLOSED) */
+};
+
+typedef struct cio_gen_opts {
+    const char *name;   /* copied; NULL gives "Generator-<id>" */
+    size_t stack_size;  /* 0 = CIO_DEFAULT_STACK_SIZE (pooled); rounded to pages */
+} cio_gen_opts_t;
+
+/*
+ * Creates a generator running fn(g, arg) at its first resume (a call to a
+ * Python generator function). Takes no stack yet. Returns the generator,
+ * owned by the caller (free with cio_gen_free()), or NULL with errno EINVAL
+ * (fn NULL) or ENOMEM. arg must stay valid while the body may run.
+ */
+CIO_EXTERN cio_gen_t *cio_gen_new(cio_gen_fn fn, void *arg);
+
+/* As cio_gen_new with a name and a stack size (opts NULL for defaults). */
+CIO_EXTERN cio_gen_t *cio_gen_new_ex(cio_gen_fn fn, void *arg,
+                                     const cio_gen_opts_t *opts);
+
+/*
+ * next(g): resumes the generator with nothing sent (the pending
+ * cio_gen_yield receives NULL), or starts it. Returns 1 / 0 / < 0 as
+ * described above, with the yielded value or result in *out.
+ */
+CIO_EXTERN int cio_gen_next(cio_gen_t *g, void **out);
+
+/*
+ * g.send(value): resumes the generator; its pending cio_gen_yield returns 0
+ * with `value` as the sent value. A generator that has not started must be
+ * primed with value NULL (that value goes nowhere, as send(None) in Python);
+ * a non-NULL value then gives -EINVAL and the generator is left unchanged
+ * (Python's TypeError). Returns 1 / 0 / < 0 as described above.
+ */
+CIO_EXTERN int cio_gen_send(cio_gen_t *g, void *value, void **out);
+
+/*
+ * g.throw(err): resumes the generator with its pending cio_gen_yield
+ * returning `err` (a negative error code; >= 0 gives -EINVAL). The body may
+ * handle it and yield again (returns 1), finish (0) or fail (< 0; a body
+ * that passes err on makes this call return err). A generator that has not
+ * started is closed without running its body, and a closed one stays
+ * closed; both return err, as Python raises the exception in the caller.
+ * -EBUSY while running, -EINVAL for NULL.
+ */
+CIO_EXTERN int cio_gen_throw(cio_gen_t *g, int err, void **out);
+
+/*
+ * g.close(): finishes a suspended generator. Its pending cio_gen_yield
+ * returns -ECANCELED (Python's GeneratorExit) and the body is expected to
+ * clean up and return; the cleanup may await when the caller is a task.
+ * Closing is level-triggered, like cancellation: every later cio_gen_yield
+ * of the body returns -ECANCELED at once without suspending, so the body
+ * always runs to its end and the generator is CIO_GEN_CLOSED afterwards.
+ * Returns:
+ *   0          the body returned a status >= 0 or -ECANCELED; also for a
+ *              generator that never started (it is just marked closed and
+ *              its body never runs) or one already closed (idempotent);
+ *   -EPROTO    the body yielded after it was closed (Python's RuntimeError
+ *              "generator ignored GeneratorExit"); it has finished anyway;
+ *   < 0        any other negative status the body returned (its cleanup
+ *              failed);
+ *   -EBUSY     the generator is running (nothing happens); -EINVAL for NULL.
+ */
+CIO_EXTERN int cio_gen_close(cio_gen_t *g);
+
+/*
+ * await agen.aclose(): the early exit from an `async for` loop over an async
+ * generator. The same call as cio_gen_close (when called from a task, the
+ * body's cleanup may await). Returns as cio_gen_close.
+ */
+CIO_EXTERN int cio_gen_aclose(cio_gen_t *g);
+
+/*
+ * `sent = yield value`, called by the body of g (on g's own stack): hands
+ * `value` to the caller and suspends until the generator is resumed.
+ * Returns 0 with the sent value in *sent (NULL for next), the error given to
+ * cio_gen_throw() (with *sent NULL), or -ECANCELED when the generator is
+ * being closed (then at once, every time). Returns -EPERM when not called
+ * from g's body (for example from the code that resumes g, or from the body
+ * of another generator it drives), -EINVAL for NULL or when a cancel scope
+ * entered in the body is still open. sent may be NULL.
+ */
+CIO_EXTERN int cio_gen_yield(cio_gen_t *g, void *value, void **sent);
+
+/*
+ * `return value` in a generator: sets the result that the call seeing the
+ * body finish receives in *out (StopIteration.value). Called by the body,
+ * usually just before it returns; the last call wins. NULL g: no-op.
+ */
+CIO_EXTERN void cio_gen_set_result(cio_gen_t *g, void *value);
+
+/*
+ * The outcome of a closed generator: returns the body's status (>= 0, or
+ * its error code; -ECANCELED if it was closed before it started; the error
+ * thrown into it before it started) and stores its result (NULL if none) in
+ * *value when value is not NULL. -EAGAIN if the generator has not finished,
+ * -EINVAL for NULL.
+ */
+CIO_EXTERN int cio_gen_result(const cio_gen_t *g, void **value);
+
+/* The generator's state (enum cio_gen_state); -EINVAL for NULL. */
+CIO_EXTERN int cio_gen_get_state(const cio_gen_t *g);
+
+/*
+ * The name of a state as inspect.getgeneratorstate() prints it
+ * ("GEN_CREATED", "GEN_RUNNING", "GEN_SUSPENDED", "GEN_CLOSED"); "?" for an
+ * unknown value. Static string.
+ */
+CIO_EXTERN const char *cio_gen_state_name(int state);
+
+/* The generator's name (valid while the generator lives); NULL for NULL. */
+CIO_EXTERN const char *cio_gen_get_name(const cio_gen_t *g);
+
+/*
+ * Closes the generator if it is suspended (see cio_gen_close; its body's
+ * cleanup runs) and frees it. Returns 0 or the error cio_gen_close reported
+ * (the generator is freed all the same); -EBUSY if it is running (nothing is
+ * freed: a body cannot free its own generator). NULL is a no-op (0).
+ */
+CIO_EXTERN int cio_gen_free(cio_gen_t *g);
 
 #ifdef __cplusplus
 }

@@ -286,6 +286,32 @@ int cio_queue_get_nowait(cio_queue_t *q, void **item)
     return q_take(q, item);
 }
 
+/* put's slow path: the queue is full. */
+static CIO__NOINLINE int q_wait_put(cio_queue_t *q, cio__task *t, void *item)
+{
+    /* Woken with 0 once a get moved our item in, with -ESHUTDOWN by a
+     * shutdown; interrupted, the item was not put. */
+    cio__waiter w;
+    cio__waiter_init(&w, t, "queue put", q, putter_unlink);
+    w.data = item;
+    cio__waitq_push(&q->putters_, &w);
+    return cio__wait(&w, CIO__NO_DEADLINE);
+}
+
+/* get's slow path: the queue is empty. */
+static CIO__NOINLINE int q_wait_get(cio_queue_t *q, cio__task *t, void **item)
+{
+    /* Woken with 0 and an item handed over by a put, with -ESHUTDOWN by a
+     * shutdown; interrupted, nothing was taken. */
+    cio__waiter w;
+    cio__waiter_init(&w, t, "queue get", q, getter_unlink);
+    cio__waitq_push(&q->getters_, &w);
+    int rc = cio__wait(&w, CIO__NO_DEADLINE);
+    if (rc == 0)
+        *item = w.data;
+    return rc;
+}
+
 int cio_queue_put(cio_queue_t *q, void *item)
 {
     cio__task *t = cio__current;
@@ -296,13 +322,7 @@ int cio_queue_put(cio_queue_t *q, void *item)
     int rc = cio__check_cancel(t);
     if (rc || (rc = q_offer(q, item)) != -EAGAIN)
         return rc;
-    /* Full: wait for a get to move our item in (0), or for a shutdown
-     * (-ESHUTDOWN) or an interruption (the item was not put). */
-    cio__waiter w;
-    cio__waiter_init(&w, t, "queue put", q, putter_unlink);
-    w.data = item;
-    cio__waitq_push(&q->putters_, &w);
-    return cio__wait(&w, CIO__NO_DEADLINE);
+    return q_wait_put(q, t, item);
 }
 
 int cio_queue_get(cio_queue_t *q, void **item)
@@ -315,15 +335,7 @@ int cio_queue_get(cio_queue_t *q, void **item)
     int rc = cio__check_cancel(t);
     if (rc || (rc = q_take(q, item)) != -EAGAIN)
         return rc;
-    /* Empty: wait for a put to hand us an item (0), for a shutdown
-     * (-ESHUTDOWN) or an interruption (nothing taken). */
-    cio__waiter w;
-    cio__waiter_init(&w, t, "queue get", q, getter_unlink);
-    cio__waitq_push(&q->getters_, &w);
-    rc = cio__wait(&w, CIO__NO_DEADLINE);
-    if (rc == 0)
-        *item = w.data;
-    return rc;
+    return q_wait_get(q, t, item);
 }
 
 /* ------------------------------------------------------------------------ */

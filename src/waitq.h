@@ -50,6 +50,16 @@ static inline bool cio__waitq_empty(const cio_waitq_t *q)
     return q->head_ == NULL;
 }
 
+/*
+ * For the slow path of an await point: the waiter it keeps on the stack
+ * would otherwise enlarge the frame and prologue of the fast path.
+ */
+#if defined(__GNUC__)
+#define CIO__NOINLINE __attribute__((noinline))
+#else
+#define CIO__NOINLINE
+#endif
+
 /* Pops every waiter and wakes it with `result`; returns how many. */
 static inline size_t cio__waitq_wake_all(cio_waitq_t *q, int result)
 {
