@@ -200,10 +200,14 @@ CIO_EXTERN void cio_loop_stop(cio_loop_t *loop);
 CIO_EXTERN bool cio_loop_is_running(const cio_loop_t *loop);
 CIO_EXTERN bool cio_loop_is_closed(const cio_loop_t *loop);
 
-/* The loop's clock in seconds (monotonic; asyncio loop.time()). */
+/*
+ * The loop's clock in seconds (monotonic; asyncio loop.time()). While the
+ * loop runs it is read once per iteration, so every callback of an iteration
+ * sees the same value; outside a run it is read fresh. NULL reads the clock.
+ */
 CIO_EXTERN double cio_loop_time(const cio_loop_t *loop);
 
-/* The loop's clock in nanoseconds, cached once per loop iteration. */
+/* The same clock in nanoseconds (what the *_ns deadlines are measured on). */
 CIO_EXTERN int64_t cio_loop_time_ns(const cio_loop_t *loop);
 
 /*

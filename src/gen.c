@@ -1,46 +1,99 @@
 /*
- * Generators: a body function on its own stack, resumed by its caller with
- * one context switch and suspended by cio_gen_yield with one switch back.
+ * Generators: a body function on its own stack, entered by its caller with
+ * one context switch and left by cio_gen_yield with one switch back. A send
+ * round trip is those two switches plus a few stores: no system call, no
+ * allocation.
  *
- * The caller and the body hand values over through the generator object
- * (xfer for values, code for what the pending yield returns), so a send
- * round trip is two switches plus a few stores: no system call, no
- * allocation. The stack is taken at the first resume, from the running
- * loop's pool or from a pool private to the thread, and given back by the
- * caller once it has switched off a finished body (a stack is never
- * released by the code running on it).
+ * Hand-off protocol. Each side writes the other side's result before it
+ * switches: the resumer stores the sent value through the pointer the
+ * pending yield left in g->sent, and the yield stores the yielded value
+ * through the pointer the resumer left in g->out. The only thing that
+ * travels with the switch itself is an int: the code the pending yield
+ * returns (0, a thrown error, -ECANCELED for close) one way, 1 ("yielded")
+ * the other way.
+ *
+ * Two ways to switch, chosen per generator at its first resume:
+ *  - jump (x86-64 assembly below, not in sanitizer builds): the switch is
+ *    the tail call of cio_gen_send and of cio_gen_yield, and resumes the
+ *    other side directly in the code that called them, with the int in the
+ *    return register. Neither side executes a `ret` after a stack swap, so
+ *    the return-stack predictor is never wrong: with a `ret` after each
+ *    switch a round trip took about 30 ns on the bench machine instead of
+ *    9, the two mispredicted returns costing far more than the switches.
+ *  - call (portable): cio__ctx_switch, with the ASan/TSan fiber
+ *    annotations around it, the int passed in g->rv.
+ * Both leave the same frames, so a task that awaits inside a body (its
+ * stack pointer then inside the generator's stack) is resumed by the loop
+ * whatever the mode.
  *
  * While the body runs, the code that is executing is the generator, whatever
- * task or plain thread resumed it, so the places that describe "what runs
- * on which stack" are switched to the generator and back at each yield:
+ * task or plain thread resumed it: the resumer points the places that
+ * describe "what runs on which stack" at the generator before switching in,
+ * and the body's side restores them before it switches out:
  *  - overflow reports: the current task's cur_stack/cur_name, or outside
  *    tasks the thread-locals cio__thread_stack/cio__thread_stack_name;
- *  - sanitizers: ASan is told about every stack switch, TSan runs each
- *    generator on a fiber of its own, and a task driving a generator has its
- *    tsan_fiber swapped for the generator's, so that when the body awaits
- *    and the loop resumes the task, TSan resumes the right fiber.
+ *  - TSan: each generator runs on a fiber of its own, and a task driving a
+ *    generator has its tsan_fiber swapped for the generator's, so that when
+ *    the body awaits and the loop resumes the task, TSan resumes the right
+ *    fiber. ASan is told the bounds of every stack switched to.
  * This is also what makes async generators work: when the body awaits, the
  * task suspends with its stack pointer inside the generator's stack, and
  * the loop resumes it there.
+ *
+ * The stack is taken at the first resume, from the running loop's pool or
+ * from a pool private to the thread, and given back once the body has
+ * finished, by code running on the caller's stack (never by the code running
+ * on the stack being released).
  */
 #include "internal.h"
 
 #include <stdio.h>
 
+/*
+ * The thread-locals the hot paths touch, accessed with the initial-exec
+ * model: with the default model of position-independent code every access
+ * is compiled as a call to __tls_get_addr (relaxed by the linker, but the
+ * register spills stay), which cost about 2 ns per round trip. The library
+ * is meant to be linked, not dlopen()ed late, so its small TLS block is
+ * always in the static TLS area.
+ */
+#if defined(__GNUC__)
+extern _Thread_local cio__task *cio__current __attribute__((tls_model("initial-exec")));
+extern _Thread_local cio__stack *cio__thread_stack __attribute__((tls_model("initial-exec")));
+extern _Thread_local const char *cio__thread_stack_name
+    __attribute__((tls_model("initial-exec")));
+#endif
+
+/*
+ * While a closed generator's body runs to its end its state is CLOSING, which
+ * cio_gen_get_state() reports as CIO_GEN_RUNNING: every yield then fails at
+ * the state check of the hot path and returns -ECANCELED from the slow one.
+ */
+#define GEN_CLOSING 4
+
 struct cio_gen {
     /* Hot fields first: everything a send round trip touches. */
     void *sp;              /* the body's stack pointer while suspended */
     void *caller_sp;       /* the resumer's stack pointer while the body runs */
-    void *xfer;            /* value handed over, in either direction */
-    int code;              /* what the pending yield returns (0, thrown, close) */
-    uint8_t state;         /* enum cio_gen_state */
-    uint8_t closing;       /* closed: every yield returns -ECANCELED at once */
+    void **out;            /* where the resumer wants the yielded value */
+    void **sent;           /* where the pending yield wants the sent value */
+    uint8_t state;         /* enum cio_gen_state, or GEN_CLOSING */
+    uint8_t fast;          /* jump mode and no canary: the inlined hot paths */
+    uint8_t jump;          /* switch with cio__gen_jump (see above) */
+    uint8_t canary;        /* the stack is canary-guarded: check at switches */
     uint8_t ignored;       /* the body yielded after it was closed */
-    cio__stack *stack;
-    cio__task *task;       /* the task that resumed the body, or NULL */
+    int rv;                /* the int passed with a switch, in call mode */
+    const char *stack_lo;  /* bounds of the stack, for yield's check */
+    const char *stack_hi;
+    /* Pairs copied together (the compiler may use one 16-byte access): keep
+     * each pair adjacent and in the order of cur_stack/cur_name in the task,
+     * so that a load never spans two smaller stores (which stalls it). */
     cio__stack *prev_stack; /* the resumer's overflow-report state */
     const char *prev_name;
+    cio__task *task;       /* the task that resumed the body, or NULL */
     cio_scope_t *caller_scope; /* the task's innermost scope at the resume */
+    cio__stack *stack;
+    const char *name;      /* stored after the struct */
 
     /* Cold fields. */
     cio__stack_pool *pool; /* where the stack goes back */
@@ -49,7 +102,6 @@ struct cio_gen {
     void *result;          /* cio_gen_set_result */
     int status;            /* the body's return value once closed */
     size_t stack_size;
-    const char *name;      /* stored after the struct */
 #ifdef CIO__ASAN
     void *caller_fake, *gen_fake;
     const void *caller_lo;
@@ -59,6 +111,134 @@ struct cio_gen {
     void *tsan_fiber, *tsan_caller, *prev_fiber;
 #endif
 };
+
+/* The caller's frame address: where the calling code's stack is. */
+#if defined(__GNUC__)
+#define FRAME_ADDRESS() ((const char *)__builtin_frame_address(0))
+#define GEN_NOINLINE __attribute__((noinline))
+#else
+#define FRAME_ADDRESS() ((const char *)&(char){0})
+#define GEN_NOINLINE
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* The jump switch (x86-64)                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Sanitizers must see every stack switch from C code on both sides, which a
+ * resume straight into the other side's caller does not allow: sanitizer
+ * builds use the call mode only.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(CIO__ASAN) && !defined(CIO__TSAN)
+#define GEN_JUMP 1
+#endif
+
+#ifdef GEN_JUMP
+
+/*
+ * int cio__gen_jump(void **save, void *to, int value): saves the
+ * callee-saved registers and the resume address on the current stack (the
+ * frame cio__ctx_switch uses, see src/ctx/switch_x86_64.S), stores the stack
+ * pointer in *save, switches to `to` and resumes there with `value` as the
+ * return value of the call that saved that frame.
+ *
+ * void cio__gen_finish(void *to, int (*fn)(void *), void *arg): switches to
+ * the saved frame `to`, calls fn(arg) on that stack (below the frame, which
+ * is free), then resumes the frame with fn's return value. A finished body
+ * uses it so that its stack is released from the caller's stack.
+ */
+int cio__gen_jump(void **save, void *to, int value);
+_Noreturn void cio__gen_finish(void *to, int (*fn)(void *), void *arg);
+
+#ifdef CIO_CTX_SAVE_FPU
+#define GEN_FPU_SAVE "    subq $8, %rsp\n    stmxcsr (%rsp)\n    fnstcw 4(%rsp)\n"
+#define GEN_FPU_LOAD "    ldmxcsr (%rsp)\n    fldcw 4(%rsp)\n    addq $8, %rsp\n"
+#define GEN_FPU_BYTES 8
+#else
+#define GEN_FPU_SAVE ""
+#define GEN_FPU_LOAD ""
+#define GEN_FPU_BYTES 0
+#endif
+
+#define GEN_POP_AND_RESUME                                                    \
+    "    popq %r15\n    popq %r14\n    popq %r13\n    popq %r12\n"              \
+    "    popq %rbx\n    popq %rbp\n    popq %rcx\n    jmpq *%rcx\n"
+
+__asm__(
+    "    .text\n"
+    "    .globl cio__gen_jump\n"
+    "    .hidden cio__gen_jump\n"
+    "    .type cio__gen_jump, @function\n"
+    "    .p2align 4\n"
+    "cio__gen_jump:\n"
+    "    pushq %rbp\n    pushq %rbx\n    pushq %r12\n"
+    "    pushq %r13\n    pushq %r14\n    pushq %r15\n"
+    GEN_FPU_SAVE
+    "    movq %rsp, (%rdi)\n"
+    "    movq %rsi, %rsp\n"
+    GEN_FPU_LOAD
+    "    movl %edx, %eax\n"
+    GEN_POP_AND_RESUME
+    "    .size cio__gen_jump, .-cio__gen_jump\n"
+    "\n"
+    "    .globl cio__gen_finish\n"
+    "    .hidden cio__gen_finish\n"
+    "    .type cio__gen_finish, @function\n"
+    "    .p2align 4\n"
+    "cio__gen_finish:\n"
+    "    movq %rdi, %rsp\n"
+    "    movq %rdi, %rbx\n" /* rbx is reloaded from the frame afterwards */
+    "    andq $-16, %rsp\n"
+    "    movq %rdx, %rdi\n"
+    "    callq *%rsi\n"
+    "    movq %rbx, %rsp\n"
+    GEN_FPU_LOAD
+    GEN_POP_AND_RESUME
+    "    .size cio__gen_finish, .-cio__gen_finish\n");
+
+/*
+ * The jump mode relies on cio__ctx_make building the frame described above
+ * (it does not with the ucontext fallback). Checked once per process on a
+ * scratch frame: r13 holds the argument and r12 the entry function.
+ */
+static void probe_entry(void *arg)
+{
+    (void)arg;
+}
+
+static bool probe_jump_frames(void)
+{
+    _Alignas(64) char scratch[4096]; /* room for a ucontext_t as well */
+    static char marker;
+    char *top = scratch + sizeof scratch;
+    void **sp = cio__ctx_make(top, probe_entry, &marker);
+    void **want = (void **)((uintptr_t)top & ~(uintptr_t)15) - 3 - 6 -
+                  GEN_FPU_BYTES / 8;
+    size_t fpu = GEN_FPU_BYTES / sizeof(void *);
+    return sp == want && sp[fpu + 2] == (void *)&marker &&
+           sp[fpu + 3] == (void *)(uintptr_t)probe_entry;
+}
+
+static bool jump_supported(void)
+{
+    static atomic_int state; /* 0 unknown, 1 yes, 2 no */
+    int s = atomic_load_explicit(&state, memory_order_relaxed);
+    if (!s) {
+        s = probe_jump_frames() ? 1 : 2;
+        atomic_store_explicit(&state, s, memory_order_relaxed);
+    }
+    return s == 1;
+}
+
+#else
+
+static bool jump_supported(void)
+{
+    return false;
+}
+
+#endif /* GEN_JUMP */
 
 /* ------------------------------------------------------------------------ */
 /* The per-thread stack pool (generators resumed outside a running loop)    */
@@ -98,16 +278,59 @@ static cio__stack_pool *pool_for_thread(void)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Switching                                                                 */
+/* Stacks and bookkeeping                                                    */
 /* ------------------------------------------------------------------------ */
 
 static void gen_entry(void *arg);
+
+/* Takes a stack for the first resume and prepares the entry frame. */
+static int take_stack(cio_gen_t *g)
+{
+    cio__stack_pool *p = cio__running ? &cio__running->stacks : pool_for_thread();
+    cio__stack *s = cio__stack_get(p, g->stack_size);
+    if (!s)
+        return -ENOMEM;
+    /* Outside loops nothing has installed the overflow reporter yet. */
+    cio__stack_install_handler();
+    g->stack = s;
+    g->pool = p;
+    g->stack_lo = s->lo;
+    g->stack_hi = cio__stack_top(s);
+    g->canary = s->kind == CIO__GUARD_CANARY;
+    g->jump = jump_supported();
+    g->fast = g->jump && !g->canary;
+    g->sp = cio__ctx_make(cio__stack_top(s), gen_entry, g);
+#ifdef CIO__TSAN
+    g->tsan_fiber = __tsan_create_fiber(0);
+#endif
+    return 0;
+}
+
+/*
+ * Runs on the caller's stack once the body has finished: gives the stack
+ * back and returns what the resuming call returns (see cio.h).
+ */
+static int finish_on_caller(void *arg)
+{
+    cio_gen_t *g = arg;
+    cio__stack_put(g->pool, g->stack);
+    g->stack = NULL;
+    g->pool = NULL;
+    g->stack_lo = g->stack_hi = NULL;
+#ifdef CIO__TSAN
+    __tsan_destroy_fiber(g->tsan_fiber);
+    g->tsan_fiber = NULL;
+#endif
+    if (g->out)
+        *g->out = g->status >= 0 ? g->result : NULL;
+    return g->status >= 0 ? 0 : g->status;
+}
 
 /*
  * Resumer side, before switching in: the generator becomes the code that
  * runs, for overflow reports (and for TSan, the task's fiber).
  */
-static inline void enter_body(cio_gen_t *g)
+static inline void point_at_body(cio_gen_t *g)
 {
     cio__task *t = cio__current;
     g->task = t;
@@ -130,7 +353,7 @@ static inline void enter_body(cio_gen_t *g)
 }
 
 /* Body side, before switching out: gives the resumer its state back. */
-static inline void leave_body(cio_gen_t *g)
+static inline void point_at_caller(cio_gen_t *g)
 {
     cio__task *t = g->task;
     if (t) {
@@ -145,9 +368,14 @@ static inline void leave_body(cio_gen_t *g)
     }
 }
 
-/* Resumer side: runs the body until it yields or finishes. */
-static inline void switch_in(cio_gen_t *g)
+/* ------------------------------------------------------------------------ */
+/* Switching                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Call mode, resumer side: runs the body until it yields or finishes. */
+static int enter_by_call(cio_gen_t *g, int code)
 {
+    g->rv = code;
 #ifdef CIO__ASAN
     char *bottom = g->stack->lo + g->stack->guard;
     __sanitizer_start_switch_fiber(&g->caller_fake, bottom,
@@ -161,11 +389,15 @@ static inline void switch_in(cio_gen_t *g)
 #ifdef CIO__ASAN
     __sanitizer_finish_switch_fiber(g->caller_fake, NULL, NULL);
 #endif
+    if (g->state == CIO_GEN_CLOSED)
+        return finish_on_caller(g);
+    return g->rv;
 }
 
-/* Body side: back to the resumer; returns when the body is resumed. */
-static inline void switch_out(cio_gen_t *g, bool finished)
+/* Call mode, body side: back to the resumer; returns the code sent back. */
+static int leave_by_call(cio_gen_t *g, int value, bool finished)
 {
+    g->rv = value;
 #ifdef CIO__ASAN
     __sanitizer_start_switch_fiber(finished ? NULL : &g->gen_fake, g->caller_lo,
                                    g->caller_size);
@@ -180,6 +412,24 @@ static inline void switch_out(cio_gen_t *g, bool finished)
     /* Records the stack of whoever resumed us, for the next switch out. */
     __sanitizer_finish_switch_fiber(g->gen_fake, &g->caller_lo, &g->caller_size);
 #endif
+    return g->rv;
+}
+
+/*
+ * Runs the body in `run_state` (RUNNING, or GEN_CLOSING for close), its
+ * pending yield returning `code`, until it yields (returns 1, the value
+ * stored in *out) or finishes (see finish_on_caller()).
+ */
+static inline int resume(cio_gen_t *g, void **out, int code, uint8_t run_state)
+{
+    g->out = out;
+    g->state = run_state;
+    point_at_body(g);
+#ifdef GEN_JUMP
+    if (cio__likely(g->jump))
+        return cio__gen_jump(&g->caller_sp, g->sp, code);
+#endif
+    return enter_by_call(g, code);
 }
 
 static void gen_entry(void *arg)
@@ -189,70 +439,29 @@ static void gen_entry(void *arg)
     __sanitizer_finish_switch_fiber(NULL, &g->caller_lo, &g->caller_size);
 #endif
     g->status = g->fn(g, g->arg);
+    if (cio__unlikely(g->canary))
+        cio__stack_check(g->stack, FRAME_ADDRESS(), g->name);
     g->state = CIO_GEN_CLOSED;
-    leave_body(g);
-    switch_out(g, true);
+    point_at_caller(g);
+#ifdef GEN_JUMP
+    if (g->jump)
+        cio__gen_finish(g->caller_sp, finish_on_caller, g);
+#endif
+    leave_by_call(g, 0, true);
     abort(); /* a finished body is never resumed */
 }
 
-/* Takes a stack for the first resume and prepares the entry frame. */
-static int take_stack(cio_gen_t *g)
+/* RUNNING and CLOSING: the body is on its way; callers get -EBUSY. */
+static inline bool is_running(const cio_gen_t *g)
 {
-    cio__stack_pool *p = cio__running ? &cio__running->stacks : pool_for_thread();
-    cio__stack *s = cio__stack_get(p, g->stack_size);
-    if (!s)
-        return -ENOMEM;
-    /* Outside loops nothing has installed the overflow reporter yet. */
-    cio__stack_install_handler();
-    g->stack = s;
-    g->pool = p;
-    g->sp = cio__ctx_make(cio__stack_top(s), gen_entry, g);
-#ifdef CIO__TSAN
-    g->tsan_fiber = __tsan_create_fiber(0);
-#endif
-    return 0;
+    return g->state == CIO_GEN_RUNNING || g->state == GEN_CLOSING;
 }
 
-/* Resumer side, after the body finished: the stack goes back to its pool. */
-static void release_stack(cio_gen_t *g)
+/* Hands the sent value (or NULL with an error code) to the pending yield. */
+static inline void deliver(cio_gen_t *g, void *value)
 {
-    cio__stack_put(g->pool, g->stack);
-    g->stack = NULL;
-    g->pool = NULL;
-#ifdef CIO__TSAN
-    __tsan_destroy_fiber(g->tsan_fiber);
-    g->tsan_fiber = NULL;
-#endif
-}
-
-/* What a resuming call returns once the body has finished. */
-static int finished(cio_gen_t *g, void **out)
-{
-    release_stack(g);
-    if (out)
-        *out = g->status >= 0 ? g->result : NULL;
-    return g->status >= 0 ? 0 : g->status;
-}
-
-/*
- * Runs the body (g->code and g->xfer already set) until it yields (1, the
- * value in *out) or finishes (see finished()).
- */
-static inline int resume(cio_gen_t *g, void **out)
-{
-    g->state = CIO_GEN_RUNNING;
-    enter_body(g);
-    switch_in(g);
-    /* Canary-guarded stacks (no guard page left) are checked at every
-     * switch away from them, as task stacks are. */
-    if (cio__unlikely(g->stack->kind == CIO__GUARD_CANARY))
-        cio__stack_check(g->stack, g->sp, g->name);
-    if (cio__likely(g->state == CIO_GEN_SUSPENDED)) {
-        if (out)
-            *out = g->xfer;
-        return 1;
-    }
-    return finished(g, out);
+    if (g->sent)
+        *g->sent = value;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -298,7 +507,7 @@ int cio_gen_free(cio_gen_t *g)
 {
     if (!g)
         return 0;
-    if (g->state == CIO_GEN_RUNNING)
+    if (is_running(g))
         return -EBUSY;
     int rc = g->state == CIO_GEN_SUSPENDED ? cio_gen_close(g) : 0;
     free(g);
@@ -309,9 +518,16 @@ int cio_gen_free(cio_gen_t *g)
 /* The caller's side: next, send, throw, close                               */
 /* ------------------------------------------------------------------------ */
 
-/* send/next in every state but SUSPENDED. */
-static int send_slow(cio_gen_t *g, void *value, void **out)
+/*
+ * send/next in every case but the hot one (see cio_gen_send). Kept out of
+ * line so that the hot path needs no stack frame of its own.
+ */
+static GEN_NOINLINE int send_general(cio_gen_t *g, void *value, void **out)
 {
+    if (g && g->state == CIO_GEN_SUSPENDED) {
+        deliver(g, value);
+        return resume(g, out, 0, CIO_GEN_RUNNING);
+    }
     if (out)
         *out = NULL;
     if (!g)
@@ -323,25 +539,28 @@ static int send_slow(cio_gen_t *g, void *value, void **out)
         int rc = take_stack(g);
         if (rc)
             return rc;
-        g->code = 0;
-        g->xfer = NULL;
-        return resume(g, out);
+        return resume(g, out, 0, CIO_GEN_RUNNING);
     }
-    case CIO_GEN_RUNNING:
-        return -EBUSY;
-    default: /* closed: an exhausted iterator stays exhausted */
+    case CIO_GEN_CLOSED: /* an exhausted iterator stays exhausted */
         return 0;
+    default:
+        return -EBUSY;
     }
 }
 
 int cio_gen_send(cio_gen_t *g, void *value, void **out)
 {
-    if (cio__likely(g && g->state == CIO_GEN_SUSPENDED)) {
-        g->xfer = value;
-        g->code = 0;
-        return resume(g, out);
+#ifdef GEN_JUMP
+    /* The hot path: resume() for a suspended generator in jump mode. */
+    if (cio__likely(g && g->state == CIO_GEN_SUSPENDED && g->fast)) {
+        deliver(g, value);
+        g->out = out;
+        g->state = CIO_GEN_RUNNING;
+        point_at_body(g);
+        return cio__gen_jump(&g->caller_sp, g->sp, 0);
     }
-    return send_slow(g, value, out);
+#endif
+    return send_general(g, value, out);
 }
 
 int cio_gen_next(cio_gen_t *g, void **out)
@@ -357,17 +576,16 @@ int cio_gen_throw(cio_gen_t *g, int err, void **out)
         return -EINVAL;
     switch (g->state) {
     case CIO_GEN_SUSPENDED:
-        g->xfer = NULL;
-        g->code = err;
-        return resume(g, out);
+        deliver(g, NULL);
+        return resume(g, out, err, CIO_GEN_RUNNING);
     case CIO_GEN_CREATED: /* raised before the first line: the body never runs */
         g->state = CIO_GEN_CLOSED;
         g->status = err;
         return err;
-    case CIO_GEN_RUNNING:
-        return -EBUSY;
-    default:
+    case CIO_GEN_CLOSED:
         return err;
+    default:
+        return -EBUSY;
     }
 }
 
@@ -380,20 +598,18 @@ int cio_gen_close(cio_gen_t *g)
         g->state = CIO_GEN_CLOSED;
         g->status = -ECANCELED;
         return 0;
-    case CIO_GEN_RUNNING:
-        return -EBUSY;
     case CIO_GEN_CLOSED:
         return 0;
-    default:
+    case CIO_GEN_SUSPENDED:
         break;
+    default:
+        return -EBUSY;
     }
     /* The pending yield returns -ECANCELED, and so does every later one
-     * (cio_gen_yield checks `closing`), so this resume runs the body to
-     * its end. */
-    g->closing = 1;
-    g->xfer = NULL;
-    g->code = -ECANCELED;
-    (void)resume(g, NULL);
+     * (the state is GEN_CLOSING), so this resume runs the body to its
+     * end. */
+    deliver(g, NULL);
+    (void)resume(g, NULL, -ECANCELED, GEN_CLOSING);
     if (g->ignored)
         return -EPROTO;
     return (g->status >= 0 || g->status == -ECANCELED) ? 0 : g->status;
@@ -408,48 +624,72 @@ int cio_gen_aclose(cio_gen_t *g)
 /* The body's side: yield                                                    */
 /* ------------------------------------------------------------------------ */
 
-/* True when the calling code runs on g's stack (that is, in g's body). */
-static inline bool on_own_stack(const cio_gen_t *g)
+/* True when sp lies on g's stack (that is, g's body is the caller). */
+static inline bool on_stack(const cio_gen_t *g, const char *sp)
 {
-#if defined(__GNUC__)
-    const char *sp = __builtin_frame_address(0);
-#else
-    char here;
-    const char *sp = &here;
-#endif
-    return sp > g->stack->lo && sp < (const char *)cio__stack_top(g->stack);
+    return sp > g->stack_lo && sp < g->stack_hi;
 }
 
-/* The refusals and the closed case of cio_gen_yield, off the hot path. */
-static int yield_slow(cio_gen_t *g, void **sent)
+/* True when the body of g, running on its own stack at sp, may yield. */
+static inline bool may_yield(const cio_gen_t *g, const char *sp)
+{
+    return g->state == CIO_GEN_RUNNING && on_stack(g, sp) &&
+           (!g->task || g->task->scope == g->caller_scope);
+}
+
+/* The refusals and the closed case of cio_gen_yield. */
+static int yield_refused(cio_gen_t *g, const char *sp, void **sent)
 {
     if (sent)
         *sent = NULL;
     if (!g)
         return -EINVAL;
-    if (g->state != CIO_GEN_RUNNING || !on_own_stack(g))
+    if (!is_running(g) || !on_stack(g, sp))
         return -EPERM;
-    if (g->closing) { /* level-triggered: the body ignored the close */
+    if (g->state == GEN_CLOSING) { /* level-triggered: the close was ignored */
         g->ignored = 1;
         return -ECANCELED;
     }
     return -EINVAL; /* a cancel scope entered in the body is still open */
 }
 
+/* cio_gen_yield in every case but the hot one; sp is the body's frame. */
+static GEN_NOINLINE int yield_general(cio_gen_t *g, void *value, void **sent,
+                                      const char *sp)
+{
+    if (!g || !may_yield(g, sp))
+        return yield_refused(g, sp, sent);
+    /* Canary-guarded stacks (no guard page left) are checked at every
+     * switch away from them, as task stacks are. */
+    if (cio__unlikely(g->canary))
+        cio__stack_check(g->stack, sp, g->name);
+    if (g->out)
+        *g->out = value;
+    g->sent = sent;
+    g->state = CIO_GEN_SUSPENDED;
+    point_at_caller(g);
+#ifdef GEN_JUMP
+    if (g->jump)
+        return cio__gen_jump(&g->sp, g->caller_sp, 1);
+#endif
+    return leave_by_call(g, 1, false);
+}
+
 int cio_gen_yield(cio_gen_t *g, void *value, void **sent)
 {
-    if (cio__unlikely(!g || g->state != CIO_GEN_RUNNING || g->closing ||
-                      !on_own_stack(g) ||
-                      (g->task && g->task->scope != g->caller_scope)))
-        return yield_slow(g, sent);
-    g->xfer = value;
-    g->state = CIO_GEN_SUSPENDED;
-    leave_body(g);
-    switch_out(g, false);
-    /* Resumed: the resumer has set code and xfer, and entered us. */
-    if (sent)
-        *sent = g->xfer;
-    return g->code;
+    const char *sp = FRAME_ADDRESS();
+#ifdef GEN_JUMP
+    /* The hot path: yield_general() in jump mode without canary. */
+    if (cio__likely(g && g->fast && may_yield(g, sp))) {
+        if (g->out)
+            *g->out = value;
+        g->sent = sent;
+        g->state = CIO_GEN_SUSPENDED;
+        point_at_caller(g);
+        return cio__gen_jump(&g->sp, g->caller_sp, 1);
+    }
+#endif
+    return yield_general(g, value, sent, sp);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -477,7 +717,9 @@ int cio_gen_result(const cio_gen_t *g, void **value)
 
 int cio_gen_get_state(const cio_gen_t *g)
 {
-    return g ? g->state : -EINVAL;
+    if (!g)
+        return -EINVAL;
+    return g->state == GEN_CLOSING ? CIO_GEN_RUNNING : g->state;
 }
 
 const char *cio_gen_state_name(int state)

@@ -374,6 +374,7 @@ struct cio_loop {
     cio__task *current;
     uint8_t running, stopping, closed, debug;
     uint8_t last_was_task; /* debug: the last ready callback was a task step */
+    uint8_t now_valid;     /* `now` was read during this iteration */
     pthread_t owner;       /* the thread that created the loop */
     int64_t slow_ns;
 

@@ -178,7 +178,7 @@ int cio_call_at(cio_loop_t *loop, cio_handle_t *h, double when,
 {
     if (isnan(when))
         return -EINVAL;
-    int64_t ns = isinf(when) || when > 9.0e9 ? CIO__NO_DEADLINE
+    int64_t ns = when > 9.0e9 ? CIO__NO_DEADLINE /* includes +INFINITY */
                  : when < 0                  ? 0
                                              : (int64_t)(when * 1e9);
     return cio_call_at_ns(loop, h, ns, cb, arg);
@@ -526,8 +526,10 @@ void cio__loop_run_once(cio_loop_t *loop)
         cio__poll_wait(loop, &loop->poller, timeout);
     if (atomic_load_explicit(&loop->ts_pending, memory_order_acquire))
         ts_drain(loop);
+    loop->now_valid = 0;
     if (loop->timers.n) {
         loop->now = cio__clock_ns();
+        loop->now_valid = 1;
         cio_handle_t *h;
         while ((h = cio__timer_pop_expired(&loop->timers, loop->now)))
             cio__ready_push(loop, h);
@@ -618,16 +620,24 @@ bool cio_loop_is_closed(const cio_loop_t *loop)
     return loop && loop->closed;
 }
 
-double cio_loop_time(const cio_loop_t *loop)
-{
-    (void)loop;
-    return (double)cio__clock_ns() / 1e9;
-}
-
 int64_t cio_loop_time_ns(const cio_loop_t *loop)
 {
-    (void)loop;
-    return cio__clock_ns();
+    /* While the loop runs, the clock is read at most once per iteration
+     * (lazily: iterations that never ask pay nothing), so every callback of
+     * one iteration sees the same "now". Outside a run it is read fresh. */
+    cio_loop_t *l = (cio_loop_t *)loop;
+    if (!l || !l->running)
+        return cio__clock_ns();
+    if (!l->now_valid) {
+        l->now = cio__clock_ns();
+        l->now_valid = 1;
+    }
+    return l->now;
+}
+
+double cio_loop_time(const cio_loop_t *loop)
+{
+    return (double)cio_loop_time_ns(loop) / 1e9;
 }
 
 void cio_loop_set_debug(cio_loop_t *loop, bool enabled)

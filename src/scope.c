@@ -96,6 +96,10 @@ int cio_wait_for(cio_future_t *f, double timeout, void **result)
         return -EPERM;
     if (!f)
         return -EINVAL;
+    /* A future that is already done gives its outcome whatever the timeout,
+     * as asyncio.wait_for does (even with timeout 0). */
+    if (f->state != CIO__PENDING)
+        return cio_await(f, result);
     cio_scope_t s;
     int rc = cio_scope_enter(&s, timeout, 0);
     if (rc)

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Delays that are exact in binary, so that seconds -> ns is exact too. */
 #define D_SHORT 0.03125 /* 31.25 ms */
@@ -100,6 +101,40 @@ static inline void close_free(cio_loop_t *l)
     ck_assert(!cio_loop_is_running(l));
     ck_assert_int_eq(cio_loop_close(l), 0);
     ck_assert_int_eq(cio_loop_free(l), 0);
+}
+
+/*
+ * Captures what is written to stderr (fd 2) between capture_begin and
+ * capture_end; capture_end returns it as a malloc'd string.
+ */
+typedef struct capture {
+    int saved;
+    FILE *tmp;
+} capture_t;
+
+static inline void capture_begin(capture_t *c)
+{
+    fflush(stderr);
+    c->tmp = tmpfile();
+    ck_assert_ptr_nonnull(c->tmp);
+    c->saved = dup(STDERR_FILENO);
+    ck_assert_int_ge(c->saved, 0);
+    ck_assert_int_ge(dup2(fileno(c->tmp), STDERR_FILENO), 0);
+}
+
+static inline char *capture_end(capture_t *c)
+{
+    fflush(stderr);
+    ck_assert_int_ge(dup2(c->saved, STDERR_FILENO), 0);
+    close(c->saved);
+    long n = lseek(fileno(c->tmp), 0, SEEK_END);
+    ck_assert_int_ge(n, 0);
+    char *buf = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_int_eq(pread(fileno(c->tmp), buf, (size_t)n, 0), n);
+    buf[n] = 0;
+    fclose(c->tmp);
+    return buf;
 }
 
 /* Adds a TCase with the default timeout to a suite. */

@@ -334,6 +334,18 @@ static int main_wait_timeout(void *arg, void **result)
     }
     release_all(fs, 3);
 
+    /* Timeout 0 polls: counts what is done, waits for nothing. */
+    child_t z[2];
+    cio_future_t *zs[2];
+    zs[0] = spawn_child(&z[0], 10, 0, NULL);
+    zs[1] = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_set_result(zs[1], NULL), 0);
+    ck_assert_int_eq(cio_wait(zs, 2, CIO_ALL_COMPLETED, 0), 1);
+    ck_assert(!cio_future_done(zs[0]));
+    ck_assert_int_eq(cio_task_cancel(zs[0]), 1);
+    ck_assert_int_eq(cio_await(zs[0], NULL), -ECANCELED);
+    release_all(zs, 2);
+
     /* FIRST_COMPLETED with a timeout and nothing done: 0. */
     cio_future_t *f = cio_future_new(NULL);
     ck_assert_int_eq(cio_wait(&f, 1, CIO_FIRST_COMPLETED, 0.01), 0);
@@ -446,6 +458,9 @@ static int main_as_completed_done_first(void *arg, void **result)
     ck_assert_ptr_eq(out, fs[1]);
     ck_assert_int_eq(cio_as_completed_next(&it, &out), 1);
     ck_assert_ptr_eq(out, fs[0]);
+    ck_assert_int_eq(cio_as_completed_next(&it, &out), 0);
+    /* No futures at all: done at once. */
+    ck_assert_int_eq(cio_as_completed_init(&it, NULL, 0, 5), 0);
     ck_assert_int_eq(cio_as_completed_next(&it, &out), 0);
     /* Early stop with cleanup (ASan checks nothing is held). */
     ck_assert_int_eq(cio_as_completed_init(&it, fs, 2, 5), 0);

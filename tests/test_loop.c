@@ -5,6 +5,7 @@
 #include "cio_test.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -132,6 +133,42 @@ START_TEST(loop_time_monotonic)
     ck_assert_double_ge(t1 - t0, D_SHORT);
     ck_assert_int_ge(n1 - n0, NS_SHORT);
     close_loop(l);
+}
+END_TEST
+
+/* cio_loop_time_ns is documented as cached once per loop iteration: two
+ * reads inside one callback agree, and the next iteration moves on. */
+struct cached_probe {
+    cio_loop_t *loop;
+    int64_t t1, t2, t3;
+};
+
+static void cb_read_twice(void *arg)
+{
+    struct cached_probe *p = arg;
+    p->t1 = cio_loop_time_ns(p->loop);
+    double w0 = mono_now();
+    while (mono_now() - w0 < 0.002)
+        ;
+    p->t2 = cio_loop_time_ns(p->loop);
+}
+
+static void cb_read_later(void *arg)
+{
+    struct cached_probe *p = arg;
+    p->t3 = cio_loop_time_ns(p->loop);
+    cio_loop_stop(p->loop);
+}
+
+START_TEST(loop_time_ns_cached_per_iteration)
+{
+    struct cached_probe p = {.loop = new_loop()};
+    ck_assert_int_eq(cio_call_soon(p.loop, NULL, cb_read_twice, &p), 0);
+    ck_assert_int_eq(cio_call_later(p.loop, NULL, 0.01, cb_read_later, &p), 0);
+    ck_assert_int_eq(cio_loop_run_forever(p.loop), 0);
+    ck_assert_int_eq(p.t2, p.t1);
+    ck_assert_int_ge(p.t3 - p.t1, 2000000LL);
+    close_loop(p.loop);
 }
 END_TEST
 
@@ -271,6 +308,45 @@ START_TEST(loop_call_soon_from_callback)
 }
 END_TEST
 
+/* stop() lets the current batch finish; callbacks scheduled by that batch
+ * run on the next run (asyncio semantics: "after the current iteration"). */
+struct stop_batch {
+    cio_loop_t *loop;
+    int ran_b, ran_c;
+};
+
+static void cb_sb_b(void *arg)
+{
+    ((struct stop_batch *)arg)->ran_b++;
+}
+
+static void cb_sb_c(void *arg)
+{
+    ((struct stop_batch *)arg)->ran_c++;
+}
+
+static void cb_sb_a(void *arg)
+{
+    struct stop_batch *sb = arg;
+    cio_loop_stop(sb->loop);
+    ck_assert_int_eq(cio_call_soon(sb->loop, NULL, cb_sb_b, sb), 0);
+}
+
+START_TEST(loop_stop_after_current_batch)
+{
+    struct stop_batch sb = {.loop = new_loop()};
+    ck_assert_int_eq(cio_call_soon(sb.loop, NULL, cb_sb_a, &sb), 0);
+    ck_assert_int_eq(cio_call_soon(sb.loop, NULL, cb_sb_c, &sb), 0);
+    ck_assert_int_eq(cio_loop_run_forever(sb.loop), 0);
+    ck_assert_int_eq(sb.ran_c, 1); /* same batch as the stop */
+    ck_assert_int_eq(sb.ran_b, 0); /* scheduled during it: next run */
+    run_for(sb.loop, 0.01);
+    ck_assert_int_eq(sb.ran_b, 1);
+    ck_assert_int_eq(sb.ran_c, 1);
+    close_loop(sb.loop);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* call_later / call_at                                                      */
 /* ------------------------------------------------------------------------ */
@@ -309,6 +385,45 @@ START_TEST(loop_call_later_never_early)
         ck_assert_int_eq(t[i].count, 1);
         ck_assert_int_ge(t[i].fired_ns - start, (int64_t)(delays[i] * 1e9));
     }
+    close_loop(l);
+}
+END_TEST
+
+/* Huge delays are clamped (no overflow into the past), huge negative ones
+ * run at once. */
+START_TEST(loop_call_later_huge)
+{
+    cio_loop_t *l = new_loop();
+    cio_handle_t h1 = CIO_HANDLE_INIT, h2 = CIO_HANDLE_INIT, h3 = CIO_HANDLE_INIT;
+    int n = 0, m = 0;
+    ck_assert_int_eq(cio_call_later(l, &h1, 1e300, cb_inc, &n), 0);
+    ck_assert_int_eq(cio_call_later(l, &h2, INFINITY, cb_inc, &n), 0);
+    ck_assert_int_eq(cio_call_at(l, &h3, 1e300, cb_inc, &n), 0);
+    ck_assert_int_eq(cio_call_later(l, NULL, -1e300, cb_inc, &m), 0);
+    ck_assert_int_eq(cio_call_at(l, NULL, -1e300, cb_inc, &m), 0);
+    ck_assert_int_eq(cio_call_later(l, NULL, -INFINITY, cb_inc, &m), 0);
+    run_for(l, 0.02);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(m, 3);
+    ck_assert(cio_handle_active(&h1));
+    ck_assert_int_eq(cio_handle_cancel(&h1), 1);
+    ck_assert_int_eq(cio_handle_cancel(&h2), 1);
+    ck_assert_int_eq(cio_handle_cancel(&h3), 1);
+    close_loop(l);
+}
+END_TEST
+
+/* A time infinitely far in the past is in the past, not "no deadline". */
+START_TEST(loop_call_at_minus_infinity)
+{
+    cio_loop_t *l = new_loop();
+    cio_handle_t h = CIO_HANDLE_INIT;
+    int n = 0;
+    ck_assert_int_eq(cio_call_at(l, &h, -INFINITY, cb_inc, &n), 0);
+    run_for(l, 0.02);
+    ck_assert_int_eq(n, 1);
+    ck_assert(!cio_handle_active(&h));
+    cio_handle_cancel(&h);
     close_loop(l);
 }
 END_TEST
@@ -407,6 +522,77 @@ START_TEST(loop_call_at_equal_fifo)
     for (int i = 0; i < NEQ; i++)
         ck_assert_int_eq(e.log[i], i);
     close_loop(e.loop);
+}
+END_TEST
+
+/* Timer heap under random deadlines and random cancellations: every timer
+ * not cancelled fires exactly once, in (deadline, insertion) order; no
+ * cancelled timer fires. */
+#define NRAND 5000
+
+struct rnd {
+    int64_t when[NRAND];
+    cio_handle_t h[NRAND];
+    int fired[NRAND];
+    bool cancelled[NRAND];
+    int order[NRAND];
+    int n;
+};
+
+struct rnd_item {
+    struct rnd *r;
+    int id;
+};
+
+static void cb_rnd(void *arg)
+{
+    struct rnd_item *it = arg;
+    it->r->fired[it->id]++;
+    it->r->order[it->r->n++] = it->id;
+}
+
+START_TEST(loop_timer_heap_random)
+{
+    static struct rnd r;
+    static struct rnd_item items[NRAND];
+    memset(&r, 0, sizeof r);
+    cio_loop_t *l = new_loop();
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    int64_t base = cio_loop_time_ns(l) + 5000000;
+    for (int i = 0; i < NRAND; i++) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        /* 64 distinct deadlines within 40 ms: many ties. */
+        r.when[i] = base + (int64_t)(seed % 64) * 625000;
+        items[i].r = &r;
+        items[i].id = i;
+        ck_assert_int_eq(cio_call_at_ns(l, &r.h[i], r.when[i], cb_rnd, &items[i]), 0);
+    }
+    for (int i = 0; i < NRAND; i++) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        if (seed % 3 == 0) {
+            ck_assert_int_eq(cio_handle_cancel(&r.h[i]), 1);
+            r.cancelled[i] = true;
+        }
+    }
+    run_for(l, 0.1);
+    int expected = 0;
+    for (int i = 0; i < NRAND; i++) {
+        ck_assert_int_eq(r.fired[i], r.cancelled[i] ? 0 : 1);
+        expected += !r.cancelled[i];
+        ck_assert(!cio_handle_active(&r.h[i]));
+    }
+    ck_assert_int_eq(r.n, expected);
+    for (int k = 1; k < r.n; k++) {
+        int a = r.order[k - 1], b = r.order[k];
+        ck_assert_msg(r.when[a] < r.when[b] || (r.when[a] == r.when[b] && a < b),
+                      "timer %d (when %lld) fired before timer %d (when %lld)", a,
+                      (long long)r.when[a], b, (long long)r.when[b]);
+    }
+    close_loop(l);
 }
 END_TEST
 
@@ -730,8 +916,9 @@ static int waitfd_main(void *arg, void **result)
     /* A second waiter on the same fd and direction is refused. */
     cio_task_t *t = cio_spawn(waitfd_second, w);
     ck_assert_ptr_nonnull(t);
-    ck_assert_int_eq(cio_call_later(cio_get_running_loop(), NULL, D_SHORT, cb_write_fd, &w->fds[1]), 0);
+    /* Read the clock before arming: the deadline counts from the arming. */
     int64_t t0 = loop_ns();
+    ck_assert_int_eq(cio_call_later(cio_get_running_loop(), NULL, D_SHORT, cb_write_fd, &w->fds[1]), 0);
     w->rc_read = cio_wait_fd(w->fds[0], CIO_READABLE);
     ck_assert_int_eq(w->rc_read, CIO_READABLE);
     ck_assert_int_ge(loop_ns() - t0, NS_SHORT);
@@ -749,6 +936,71 @@ static int waitfd_main(void *arg, void **result)
     close(w->fds[1]);
     return 0;
 }
+
+/* Both directions at once, and one task per direction on the same fd. */
+struct fd_dirs {
+    int sv[2];
+    int rc_both;
+    int rc_read, rc_write;
+};
+
+static int body_wait_read(void *arg, void **result)
+{
+    (void)result;
+    struct fd_dirs *d = arg;
+    d->rc_read = cio_wait_fd(d->sv[0], CIO_READABLE);
+    return 0;
+}
+
+static int body_wait_write(void *arg, void **result)
+{
+    (void)result;
+    struct fd_dirs *d = arg;
+    d->rc_write = cio_wait_fd(d->sv[0], CIO_WRITABLE);
+    return 0;
+}
+
+static void cb_write_sv(void *arg)
+{
+    struct fd_dirs *d = arg;
+    ck_assert_int_eq(write(d->sv[1], "q", 1), 1);
+}
+
+static int main_fd_dirs(void *arg, void **result)
+{
+    (void)result;
+    struct fd_dirs *d = arg;
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, d->sv), 0);
+    /* Readable and writable at the same time: both reported. */
+    ck_assert_int_eq(write(d->sv[1], "p", 1), 1);
+    d->rc_both = cio_wait_fd(d->sv[0], CIO_READABLE | CIO_WRITABLE);
+    ck_assert_int_eq(d->rc_both, CIO_READABLE | CIO_WRITABLE);
+    char ch;
+    ck_assert_int_eq(read(d->sv[0], &ch, 1), 1);
+    /* A reader and a writer task on the same fd. */
+    d->rc_read = d->rc_write = 12345;
+    cio_task_t *r = cio_spawn(body_wait_read, d);
+    cio_task_t *w = cio_spawn(body_wait_write, d);
+    ck_assert_int_eq(cio_call_later(cio_get_running_loop(), NULL, 0.02, cb_write_sv, d), 0);
+    ck_assert_int_eq(cio_await(w, NULL), 0);
+    ck_assert_int_eq(d->rc_write, CIO_WRITABLE);
+    ck_assert_int_eq(d->rc_read, 12345); /* still waiting for data */
+    ck_assert_int_eq(cio_wait_for(r, 5, NULL), 0);
+    ck_assert_int_eq(d->rc_read, CIO_READABLE);
+    cio_future_release(r);
+    cio_future_release(w);
+    close(d->sv[0]);
+    close(d->sv[1]);
+    return 0;
+}
+
+START_TEST(loop_wait_fd_directions)
+{
+    struct fd_dirs d;
+    memset(&d, 0, sizeof d);
+    RUN_MAIN(main_fd_dirs, &d);
+}
+END_TEST
 
 START_TEST(loop_wait_fd_in_task)
 {
@@ -1019,6 +1271,153 @@ START_TEST(loop_threadsafe_before_run)
 }
 END_TEST
 
+/* run_until_complete drives a task spawned on a loop that is not running. */
+static int body_sleep_value(void *arg, void **result)
+{
+    int rc = cio_sleep(0.01);
+    *result = arg;
+    return rc ? rc : 4;
+}
+
+START_TEST(loop_run_until_complete_task)
+{
+    cio_loop_t *l = new_loop();
+    static int marker;
+    cio_task_t *t = cio_spawn_ex(l, body_sleep_value, &marker, NULL);
+    ck_assert_ptr_nonnull(t);
+    cio_task_t *t2 = cio_spawn_ex(l, body_sleep_value, NULL, NULL);
+    ck_assert_ptr_nonnull(t2);
+    cio_task_t *out[4] = {NULL};
+    ck_assert_uint_eq(cio_all_tasks(l, out, 4), 2);
+    ck_assert_ptr_nonnull(out[0]);
+    ck_assert_ptr_nonnull(out[1]);
+    void *r = NULL;
+    ck_assert_int_eq(cio_loop_run_until_complete(l, t, &r), 4);
+    ck_assert_ptr_eq(r, &marker);
+    ck_assert_int_eq(cio_loop_run_until_complete(l, t2, NULL), 4);
+    ck_assert_uint_eq(cio_all_tasks(l, out, 4), 0);
+    cio_future_release(t);
+    cio_future_release(t2);
+    close_loop(l);
+}
+END_TEST
+
+/* Debug mode: slow callbacks and slow task steps are reported (a task step
+ * with the task's name); nothing is reported with debug mode off. */
+static void cb_busy(void *arg)
+{
+    double d = *(double *)arg;
+    double w0 = mono_now();
+    while (mono_now() - w0 < d)
+        ;
+}
+
+START_TEST(loop_debug_slow_callback)
+{
+    unsetenv("CIO_DEBUG");
+    double d = 0.1;
+    cio_loop_t *l = new_loop();
+    ck_assert(!cio_loop_get_debug(l));
+    capture_t c;
+    capture_begin(&c);
+    ck_assert_int_eq(cio_call_soon(l, NULL, cb_busy, &d), 0);
+    run_for(l, 0.01);
+    char *quiet = capture_end(&c);
+    ck_assert_msg(quiet[0] == 0, "debug off, yet stderr got:\n%s", quiet);
+    free(quiet);
+
+    cio_loop_set_debug(l, true);
+    cio_loop_set_slow_callback_duration(l, 0.02);
+    capture_begin(&c);
+    ck_assert_int_eq(cio_call_soon(l, NULL, cb_busy, &d), 0);
+    run_for(l, 0.01);
+    char *out = capture_end(&c);
+    ck_assert_msg(out[0] != 0, "a callback held the loop for 100 ms with a 20 ms "
+                               "threshold in debug mode, and nothing was reported");
+    free(out);
+    close_loop(l);
+}
+END_TEST
+
+static int body_busy(void *arg, void **result)
+{
+    (void)result;
+    cio_sleep(0);
+    cb_busy(arg);
+    return 0;
+}
+
+static int main_slow_step(void *arg, void **result)
+{
+    (void)result;
+    cio_loop_set_slow_callback_duration(cio_get_running_loop(), 0.02);
+    cio_task_t *t = cio_spawn_named("slowpoke-task", body_busy, arg);
+    ck_assert_int_eq(cio_await(t, NULL), 0);
+    cio_future_release(t);
+    return 0;
+}
+
+START_TEST(loop_debug_slow_task_step)
+{
+    unsetenv("CIO_DEBUG");
+    double d = 0.1;
+    cio_run_opts_t o = {.debug = true};
+    capture_t c;
+    capture_begin(&c);
+    int rc = cio_run_ex(main_slow_step, &d, NULL, &o);
+    char *out = capture_end(&c);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_msg(strstr(out, "slowpoke-task") != NULL,
+                  "slow task step not reported with the task's name; stderr:\n%s", out);
+    free(out);
+}
+END_TEST
+
+/* Debug mode: an error nobody retrieved is reported when the task is freed;
+ * a retrieved one is not. */
+static int body_fail_eio(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    return -EIO;
+}
+
+static int main_unretrieved(void *arg, void **result)
+{
+    (void)result;
+    bool retrieve = *(bool *)arg;
+    cio_task_t *t = cio_spawn_named("doomed-task", body_fail_eio, NULL);
+    if (retrieve)
+        ck_assert_int_eq(cio_await(t, NULL), -EIO);
+    cio_future_release(t);
+    ck_assert_int_eq(cio_sleep(0.01), 0);
+    return 0;
+}
+
+START_TEST(loop_debug_unretrieved_error)
+{
+    unsetenv("CIO_DEBUG");
+    cio_run_opts_t o = {.debug = true};
+    bool retrieve = false;
+    capture_t c;
+    capture_begin(&c);
+    int rc = cio_run_ex(main_unretrieved, &retrieve, NULL, &o);
+    char *out = capture_end(&c);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_msg(strstr(out, "doomed-task") || strstr(out, "EIO"),
+                  "unretrieved task error not reported; stderr:\n%s", out);
+    free(out);
+
+    retrieve = true;
+    capture_begin(&c);
+    rc = cio_run_ex(main_unretrieved, &retrieve, NULL, &o);
+    out = capture_end(&c);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_msg(!strstr(out, "doomed-task"), "a retrieved error was reported:\n%s", out);
+    free(out);
+}
+END_TEST
+
 START_TEST(loop_debug_flag)
 {
     cio_loop_t *l = new_loop();
@@ -1038,21 +1437,30 @@ static Suite *loop_suite(void)
     tcase_add_test(tc, loop_new_close);
     tcase_add_test(tc, loop_run_forever_stop);
     tcase_add_test(tc, loop_time_monotonic);
+    tcase_add_test(tc, loop_time_ns_cached_per_iteration);
     tcase_add_test(tc, loop_run_until_complete_result);
     tcase_add_test(tc, loop_run_until_complete_error);
     tcase_add_test(tc, loop_run_until_complete_stopped);
     tcase_add_test(tc, loop_run_until_complete_einval);
     tcase_add_test(tc, loop_debug_flag);
+    tcase_add_test(tc, loop_run_until_complete_task);
+    tcase_add_test(tc, loop_debug_slow_callback);
+    tcase_add_test(tc, loop_debug_slow_task_step);
+    tcase_add_test(tc, loop_debug_unretrieved_error);
 
     tc = add_tcase(s, "callbacks", TEST_TIMEOUT);
     tcase_add_test(tc, loop_call_soon_fifo);
     tcase_add_test(tc, loop_call_soon_from_callback);
     tcase_add_test(tc, loop_call_later_never_early);
     tcase_add_test(tc, loop_call_later_negative);
+    tcase_add_test(tc, loop_call_later_huge);
+    tcase_add_test(tc, loop_call_at_minus_infinity);
     tcase_add_test(tc, loop_call_later_sorted);
     tcase_add_test(tc, loop_call_later_equal_fifo);
     tcase_add_test(tc, loop_call_at_equal_fifo);
     tcase_add_test(tc, loop_call_at);
+    tcase_add_test(tc, loop_timer_heap_random);
+    tcase_add_test(tc, loop_stop_after_current_batch);
     tcase_add_test(tc, loop_threadsafe_before_run);
 
     tc = add_tcase(s, "handles", TEST_TIMEOUT);
@@ -1068,6 +1476,7 @@ static Suite *loop_suite(void)
     tcase_add_test(tc, loop_add_writer);
     tcase_add_test(tc, loop_fd_watcher_errors);
     tcase_add_test(tc, loop_wait_fd_in_task);
+    tcase_add_test(tc, loop_wait_fd_directions);
 
     tc = add_tcase(s, "close", TEST_TIMEOUT);
     tcase_add_test(tc, loop_close_busy_then_shutdown);

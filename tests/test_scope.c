@@ -67,6 +67,12 @@ static int main_timeout_basic(void *arg, void **result)
     ck_assert_int_eq(cio_scope_exit(&s), -ETIMEDOUT);
 
     ck_assert_int_eq(cio_scope_enter(&s, NAN, 0), -EINVAL);
+
+    /* Huge timeouts are clamped, never overflowed into the past. */
+    ck_assert_int_eq(cio_scope_enter(&s, 1e300, 0), 0);
+    ck_assert_int_gt(cio_scope_deadline_ns(&s), loop_ns() + 1000000000LL * 1000000);
+    ck_assert_int_eq(cio_sleep(0.001), 0);
+    ck_assert_int_eq(cio_scope_exit(&s), 0);
     return 0;
 }
 
@@ -579,6 +585,38 @@ START_TEST(scope_wait_for)
 }
 END_TEST
 
+/* Timeout 0 (asyncio.wait_for(fut, 0)): a future already done gives its
+ * outcome, as there is nothing to wait for; a pending one times out and is
+ * cancelled. */
+static int main_wait_for_zero(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    cio_future_t *f = cio_future_new(NULL);
+    ck_assert_int_eq(cio_wait_for(f, 0, NULL), -ETIMEDOUT);
+    ck_assert(cio_future_cancelled(f));
+    cio_future_release(f);
+
+    f = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_set_result(f, &marker_a), 0);
+    void *r = NULL;
+    ck_assert_int_eq(cio_wait_for(f, 0, &r), 0);
+    ck_assert_ptr_eq(r, &marker_a);
+    cio_future_release(f);
+
+    f = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_set_error(f, -EPIPE), 0);
+    ck_assert_int_eq(cio_wait_for(f, 0, NULL), -EPIPE);
+    cio_future_release(f);
+    return 0;
+}
+
+START_TEST(scope_wait_for_zero_timeout)
+{
+    RUN_MAIN(main_wait_for_zero, NULL);
+}
+END_TEST
+
 /* wait_for's timeout is its own: the caller's enclosing deadline still wins
  * with -ETIMEDOUT, and cancellation of the caller gives -ECANCELED. */
 static int body_wait_for_cancelled(void *arg, void **result)
@@ -919,6 +957,7 @@ static Suite *scope_suite(void)
 
     tc = add_tcase(s, "wait_for", TEST_TIMEOUT);
     tcase_add_test(tc, scope_wait_for);
+    tcase_add_test(tc, scope_wait_for_zero_timeout);
     tcase_add_test(tc, scope_wait_for_caller_cancelled);
 
     tc = add_tcase(s, "await points", TEST_TIMEOUT);

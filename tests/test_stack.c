@@ -40,16 +40,19 @@ static int body_unbounded(void *arg, void **result)
     return (int)(r & 1);
 }
 
+enum { VIA_SPAWN_EX, VIA_SPAWN_NAMED, VIA_RUN_EX_MAIN };
+
 struct overflow_case {
     const char *name;
     size_t stack_size;      /* 0 = default */
     const char *size_regex; /* how the report may spell the size */
-    bool spawn_ex;
+    int via;
 };
 
 static const struct overflow_case overflow_cases[] = {
-    {"deep-recursor", 128 * 1024, "(131072|128 ?[Kk])", true},
-    {"deep-default", 0, "(262144|256 ?[Kk])", false},
+    {"deep-recursor", 128 * 1024, "(131072|128 ?[Kk])", VIA_SPAWN_EX},
+    {"deep-default", 0, "(262144|256 ?[Kk])", VIA_SPAWN_NAMED},
+    {"overflowing-main", 192 * 1024, "(196608|192 ?[Kk])", VIA_RUN_EX_MAIN},
 };
 
 static int main_overflow(void *arg, void **result)
@@ -57,7 +60,7 @@ static int main_overflow(void *arg, void **result)
     (void)result;
     const struct overflow_case *c = arg;
     cio_task_t *t;
-    if (c->spawn_ex) {
+    if (c->via == VIA_SPAWN_EX) {
         cio_spawn_opts_t o = {.name = c->name, .stack_size = c->stack_size};
         t = cio_spawn_ex(cio_get_running_loop(), body_unbounded, NULL, &o);
     } else {
@@ -83,7 +86,13 @@ START_TEST(stack_overflow_reported)
         dup2(p[1], STDERR_FILENO);
         close(p[1]);
         alarm(30); /* a hang shows as SIGALRM */
-        int rc = cio_run(main_overflow, (void *)c);
+        int rc;
+        if (c->via == VIA_RUN_EX_MAIN) {
+            cio_run_opts_t o = {.name = c->name, .stack_size = c->stack_size};
+            rc = cio_run_ex(body_unbounded, NULL, NULL, &o);
+        } else {
+            rc = cio_run(main_overflow, (void *)c);
+        }
         /* Surviving an unbounded recursion is the failure. */
         fprintf(stderr, "cio_run returned %d\n", rc);
         fflush(stderr);
@@ -161,7 +170,7 @@ static int main_bounded(void *arg, void **result)
 
     /* Many big-stack tasks alive at once. */
     cio_task_t *ts[16];
-    long d4 = 900;
+    long d4 = 600; /* about 620 KiB (770 KiB under ASan) */
     cio_spawn_opts_t o3 = {.stack_size = 1u << 20};
     for (int i = 0; i < 16; i++) {
         ts[i] = cio_spawn_ex(l, body_recurse, &d4, &o3);

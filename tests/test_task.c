@@ -138,6 +138,43 @@ START_TEST(task_release_early)
 }
 END_TEST
 
+/* A plain callback of a running loop may spawn tasks (create_task from a
+ * callback); the past is not an error for sleep_until. */
+struct from_cb {
+    cio_task_t *t;
+    int flag;
+};
+
+static void cb_spawn(void *arg)
+{
+    struct from_cb *f = arg;
+    ck_assert_ptr_null(cio_current_task());
+    f->t = cio_spawn(body_flag, &f->flag);
+    ck_assert_ptr_nonnull(f->t);
+}
+
+static int main_spawn_from_callback(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    struct from_cb f = {NULL, 0};
+    ck_assert_int_eq(cio_call_soon(cio_get_running_loop(), NULL, cb_spawn, &f), 0);
+    ck_assert_int_eq(cio_sleep(0.01), 0);
+    ck_assert_ptr_nonnull(f.t);
+    ck_assert_int_eq(cio_await(f.t, NULL), 0);
+    ck_assert_int_eq(f.flag, 1);
+    cio_future_release(f.t);
+    ck_assert_int_eq(cio_sleep_until_ns(loop_ns() - 1000000000LL), 0);
+    ck_assert_int_eq(cio_sleep_until_ns(0), 0);
+    return 0;
+}
+
+START_TEST(task_spawn_from_callback)
+{
+    RUN_MAIN(main_spawn_from_callback, NULL);
+}
+END_TEST
+
 START_TEST(task_spawn_outside_loop)
 {
     errno = 0;
@@ -709,6 +746,204 @@ START_TEST(task_cancel_propagates_to_awaited)
 }
 END_TEST
 
+/* The awaited task delays its end after being cancelled (cleanup in a
+ * shielded scope): the cancelled awaiter returns only once it finished. */
+struct slow_cleanup {
+    int rc_sleep;
+    int cleanup_rc;
+    int finished;
+};
+
+static int body_slow_cleanup(void *arg, void **result)
+{
+    (void)result;
+    struct slow_cleanup *c = arg;
+    c->rc_sleep = cio_sleep(10);
+    cio_scope_t sh;
+    ck_assert_int_eq(cio_scope_enter(&sh, INFINITY, CIO_SCOPE_SHIELD), 0);
+    c->cleanup_rc = cio_sleep(0.05);
+    cio_scope_exit(&sh);
+    c->finished = 1;
+    return c->rc_sleep;
+}
+
+struct awaiter {
+    struct slow_cleanup inner;
+    int rc;
+    int inner_finished_at_return;
+};
+
+static int body_awaiter(void *arg, void **result)
+{
+    (void)result;
+    struct awaiter *a = arg;
+    cio_task_t *t = cio_spawn(body_slow_cleanup, &a->inner);
+    a->rc = cio_await(t, NULL);
+    a->inner_finished_at_return = a->inner.finished;
+    cio_future_release(t);
+    return a->rc;
+}
+
+static int main_await_waits_for_cleanup(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    struct awaiter a;
+    memset(&a, 0, sizeof a);
+    cio_task_t *t = cio_spawn(body_awaiter, &a);
+    ck_assert_int_eq(cio_sleep(0.01), 0);
+    ck_assert_int_eq(cio_task_cancel(t), 1);
+    ck_assert_int_eq(cio_await(t, NULL), -ECANCELED);
+    ck_assert_int_eq(a.rc, -ECANCELED);
+    ck_assert_int_eq(a.inner.rc_sleep, -ECANCELED);
+    ck_assert_int_eq(a.inner.cleanup_rc, 0);
+    ck_assert_int_eq(a.inner_finished_at_return, 1);
+    cio_future_release(t);
+    return 0;
+}
+
+START_TEST(task_cancel_waits_for_awaited_cleanup)
+{
+    RUN_MAIN(main_await_waits_for_cleanup, NULL);
+}
+END_TEST
+
+/* A cancel request is never lost, even when it races with the wake-up of
+ * the await point (timer firing in the same iteration, future completed
+ * just before): either that await point or the next one reports it. */
+struct race {
+    int r1, r2;
+    cio_task_t *t;
+    cio_future_t *f;
+    int finished;
+};
+
+static int body_race_sleep(void *arg, void **result)
+{
+    (void)result;
+    struct race *r = arg;
+    r->r1 = cio_sleep(0.02);
+    r->r2 = cio_sleep(10);
+    r->finished = 1;
+    return 0;
+}
+
+static int body_race_future(void *arg, void **result)
+{
+    (void)result;
+    struct race *r = arg;
+    r->r1 = cio_await(r->f, NULL);
+    r->r2 = cio_sleep(10);
+    r->finished = 1;
+    return 0;
+}
+
+static void cb_race_cancel(void *arg)
+{
+    struct race *r = arg;
+    cio_task_cancel(r->t);
+}
+
+static void cb_race_complete_then_cancel(void *arg)
+{
+    struct race *r = arg;
+    ck_assert_int_eq(cio_future_set_result(r->f, NULL), 0);
+    cio_task_cancel(r->t);
+}
+
+static int main_cancel_race(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    cio_loop_t *l = cio_get_running_loop();
+    for (int k = 0; k < 40; k++) {
+        struct race r;
+        memset(&r, 0, sizeof r);
+        r.r1 = r.r2 = 12345;
+        if (k % 2 == 0) {
+            /* The cancelling timer is due around the sleep's own timer. */
+            r.t = cio_spawn(body_race_sleep, &r);
+            ck_assert_int_eq(cio_call_later(l, NULL, 0.02 + (k / 2 - 10) * 0.0001, cb_race_cancel, &r), 0);
+        } else {
+            r.f = cio_future_new(NULL);
+            r.t = cio_spawn(body_race_future, &r);
+            ck_assert_int_eq(cio_call_later(l, NULL, 0.005, cb_race_complete_then_cancel, &r), 0);
+        }
+        double w0 = mono_now();
+        cio_await(r.t, NULL);
+        ck_assert_double_lt(mono_now() - w0, HANG_BOUND_S);
+        ck_assert(r.finished);
+        ck_assert_msg(r.r1 == -ECANCELED || (r.r1 == 0 && r.r2 == -ECANCELED),
+                      "cancellation lost: r1=%d r2=%d (round %d)", r.r1, r.r2, k);
+        cio_future_release(r.t);
+        cio_future_release(r.f);
+    }
+    return 0;
+}
+
+START_TEST(task_cancel_never_lost)
+{
+    RUN_MAIN(main_cancel_race, NULL);
+}
+END_TEST
+
+static int body_sleep_forever(void *arg, void **result)
+{
+    (void)result;
+    int *rc = arg;
+    rc[0] = cio_sleep(INFINITY);
+    rc[1] = cio_sleep_until_ns(INT64_MAX);
+    rc[2] = cio_sleep(1e300);
+    return rc[0];
+}
+
+static int main_sleep_forever(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    int rc[3] = {1, 1, 1};
+    cio_task_t *t = cio_spawn(body_sleep_forever, rc);
+    ck_assert_int_eq(cio_sleep(0.01), 0);
+    ck_assert_int_eq(rc[0], 1);
+    ck_assert_int_eq(cio_task_cancel(t), 1);
+    ck_assert_int_eq(cio_await(t, NULL), -ECANCELED);
+    ck_assert_int_eq(rc[0], -ECANCELED);
+    ck_assert_int_eq(rc[1], -ECANCELED);
+    ck_assert_int_eq(rc[2], -ECANCELED);
+    cio_future_release(t);
+    return 0;
+}
+
+START_TEST(task_sleep_forever_cancelled)
+{
+    RUN_MAIN(main_sleep_forever, NULL);
+}
+END_TEST
+
+/* cio_future_cancel on a task is cio_task_cancel. */
+static int main_future_cancel_task(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    struct sleeper s = {.n = 1, .delay = 10, .rc = {1}};
+    cio_task_t *t = cio_spawn(body_sleeper, &s);
+    ck_assert_int_eq(cio_sleep(0.01), 0);
+    ck_assert_int_eq(cio_future_cancel(t), 1);
+    ck_assert(cio_task_cancelling(t));
+    ck_assert_int_eq(cio_await(t, NULL), -ECANCELED);
+    ck_assert_int_eq(s.rc[0], -ECANCELED);
+    ck_assert(cio_future_cancelled(t));
+    ck_assert_int_eq(cio_future_cancel(t), 0);
+    cio_future_release(t);
+    return 0;
+}
+
+START_TEST(task_future_cancel_on_task)
+{
+    RUN_MAIN(main_future_cancel_task, NULL);
+}
+END_TEST
+
 /* Awaiting through cio_shield: the outer wait is cancelled, the inner task
  * is not. */
 struct shielded {
@@ -946,6 +1181,29 @@ static int main_dump(void *arg, void **result)
     return 0;
 }
 
+START_TEST(task_dump_created)
+{
+    cio_loop_t *l = NULL;
+    ck_assert_int_eq(cio_loop_new(&l), 0);
+    cio_spawn_opts_t o = {.name = "dump-created"};
+    cio_task_t *t = cio_spawn_ex(l, body_value, NULL, &o);
+    ck_assert_ptr_nonnull(t);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    cio_dump_tasks(l, out);
+    ck_assert_int_eq(fclose(out), 0);
+    const char *line = NULL;
+    ck_assert_msg(lines_with(buf, "dump-created", &line) == 1, "dump:\n%s", buf);
+    ck_assert_msg(line_has(line, "created"), "dump:\n%s", buf);
+    ck_assert_msg(lines_with(buf, "", NULL) == 1, "dump:\n%s", buf);
+    free(buf);
+    ck_assert_int_eq(cio_loop_run_until_complete(l, t, NULL), 0);
+    cio_future_release(t);
+    close_free(l);
+}
+END_TEST
+
 START_TEST(task_dump_tasks)
 {
     RUN_MAIN(main_dump, NULL);
@@ -989,6 +1247,8 @@ START_TEST(task_run_status)
 END_TEST
 
 struct runner_state {
+    cio_runner_t *runner;
+    int nested_rc;
     cio_loop_t *loop1, *loop2;
     struct sleeper bg;
 };
@@ -1009,6 +1269,8 @@ static int runner_fn2(void *arg, void **result)
 {
     struct runner_state *s = arg;
     s->loop2 = cio_get_running_loop();
+    /* Re-entering the runner from inside it is refused. */
+    s->nested_rc = cio_runner_run(s->runner, body_value, NULL, NULL);
     *result = &marker_b;
     return -EIO;
 }
@@ -1023,6 +1285,7 @@ START_TEST(task_runner_two_calls)
     cio_runner_t *r = NULL;
     ck_assert_int_eq(cio_runner_new(&r, NULL), 0);
     ck_assert_ptr_nonnull(r);
+    s.runner = r;
     cio_loop_t *l = cio_runner_get_loop(r);
     ck_assert_ptr_nonnull(l);
     void *res = NULL;
@@ -1031,6 +1294,7 @@ START_TEST(task_runner_two_calls)
     res = NULL;
     ck_assert_int_eq(cio_runner_run(r, runner_fn2, &s, &res), -EIO);
     ck_assert_ptr_eq(res, &marker_b);
+    ck_assert_int_eq(s.nested_rc, -EBUSY);
     ck_assert_ptr_eq(s.loop1, l);
     ck_assert_ptr_eq(s.loop2, l);
     ck_assert_ptr_null(cio_get_running_loop());
@@ -1052,6 +1316,7 @@ static Suite *task_suite(void)
     tcase_add_test(tc, task_starts_later);
     tcase_add_test(tc, task_release_early);
     tcase_add_test(tc, task_spawn_outside_loop);
+    tcase_add_test(tc, task_spawn_from_callback);
     tcase_add_test(tc, task_sleep_not_early);
     tcase_add_test(tc, task_names_current);
     tcase_add_test(tc, task_run_named_main);
@@ -1061,6 +1326,7 @@ static Suite *task_suite(void)
     tcase_add_test(tc, task_await_self);
     tcase_add_test(tc, task_yield_interleaves);
     tcase_add_test(tc, task_dump_tasks);
+    tcase_add_test(tc, task_dump_created);
 
     tc = add_tcase(s, "cancel", TEST_TIMEOUT);
     tcase_add_test(tc, task_cancel_sleeping);
@@ -1070,6 +1336,10 @@ static Suite *task_suite(void)
     tcase_add_test(tc, task_cancel_before_start);
     tcase_add_test(tc, task_cancel_propagates_to_awaited);
     tcase_add_test(tc, task_await_shield);
+    tcase_add_test(tc, task_cancel_waits_for_awaited_cleanup);
+    tcase_add_test(tc, task_future_cancel_on_task);
+    tcase_add_test(tc, task_cancel_never_lost);
+    tcase_add_test(tc, task_sleep_forever_cancelled);
 
     tc = add_tcase(s, "run", TEST_TIMEOUT);
     tcase_add_test(tc, task_run_status);

@@ -588,6 +588,69 @@ START_TEST(thread_cancel_job_future)
 }
 END_TEST
 
+/* A task awaiting a queued job future is cancelled: the job is cancelled
+ * and never runs. Awaiting a started job: the job cannot be cancelled, so
+ * the await waits for it, then returns -ECANCELED. */
+struct job_awaiter {
+    cio_future_t *f;
+    int rc;
+    int blocker_done_at_return;
+    struct slow_job *blocker;
+};
+
+static int body_await_job(void *arg, void **result)
+{
+    (void)result;
+    struct job_awaiter *a = arg;
+    a->rc = cio_await(a->f, NULL);
+    a->blocker_done_at_return = atomic_load(&a->blocker->done);
+    return a->rc;
+}
+
+static int main_await_job_cancelled(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    static struct slow_job blocker;
+    static struct queued q;
+    memset(&blocker, 0, sizeof blocker);
+    memset(&q, 0, sizeof q);
+    cio_loop_t *l = cio_get_running_loop();
+    cio_executor_t *ex = NULL;
+    ck_assert_int_eq(cio_executor_new(&ex, 1), 0);
+    struct job_awaiter started = {.blocker = &blocker}, queued = {.blocker = &blocker};
+    started.f = cio_run_in_executor(l, ex, job_slow, &blocker);
+    for (int i = 0; i < 500 && !atomic_load(&blocker.started); i++)
+        ck_assert_int_eq(cio_sleep(0.005), 0);
+    ck_assert(atomic_load(&blocker.started));
+    queued.f = cio_run_in_executor(l, ex, job_mark, &q);
+    cio_task_t *ts = cio_spawn(body_await_job, &started);
+    cio_task_t *tq = cio_spawn(body_await_job, &queued);
+    ck_assert_int_eq(cio_sleep(0.01), 0);
+    ck_assert_int_eq(cio_task_cancel(tq), 1);
+    ck_assert_int_eq(cio_task_cancel(ts), 1);
+    ck_assert_int_eq(cio_await(tq, NULL), -ECANCELED);
+    ck_assert(cio_future_cancelled(queued.f));
+    ck_assert_int_eq(cio_await(ts, NULL), -ECANCELED);
+    ck_assert_int_eq(started.blocker_done_at_return, 1);
+    ck_assert(!cio_future_cancelled(started.f));
+    ck_assert_int_eq(cio_future_result(started.f, NULL), 0);
+    ck_assert_int_eq(cio_sleep(0.05), 0);
+    ck_assert_int_eq(atomic_load(&q.ran), 0);
+    cio_future_release(ts);
+    cio_future_release(tq);
+    cio_future_release(started.f);
+    cio_future_release(queued.f);
+    cio_executor_shutdown(ex, true);
+    return 0;
+}
+
+START_TEST(thread_await_job_cancelled)
+{
+    RUN_MAIN(main_await_job_cancelled, NULL);
+}
+END_TEST
+
 /* cio_loop_shutdown (through cio_run) waits for a job still running in the
  * default pool before closing. */
 static struct slow_job leftover;
@@ -705,6 +768,7 @@ static Suite *thread_suite(void)
     tcase_add_test(tc, thread_cancel_in_to_thread);
     tcase_add_test(tc, thread_executor_shutdown_cancels_queued);
     tcase_add_test(tc, thread_cancel_job_future);
+    tcase_add_test(tc, thread_await_job_cancelled);
     tcase_add_test(tc, thread_run_waits_for_running_job);
     tcase_add_test(tc, thread_loops_in_threads);
     return s;
