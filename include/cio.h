@@ -221,8 +221,9 @@ CIO_EXTERN int cio_loop_shutdown(cio_loop_t *loop);
  * Closes the loop: frees everything it owns (stacks, pooled futures, tasks
  * and handles; pending callbacks and timers are discarded, as in asyncio, and
  * caller-owned handles become inactive). Idempotent: returns 0, also for an
- * already closed loop or NULL; -EBUSY if it is running or still has
- * unfinished tasks (call cio_loop_shutdown() first; nothing is freed then).
+ * already closed loop or NULL; -EBUSY if it is running, still has
+ * unfinished tasks (call cio_loop_shutdown() first), or generators created
+ * on it are still alive (cio_gen_free them first); nothing is freed then.
  * In debug mode the objects still open are reported on stderr. The loop
  * object itself stays valid (cio_loop_is_closed) until cio_loop_free().
  */

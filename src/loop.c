@@ -712,6 +712,13 @@ int cio_loop_close(cio_loop_t *loop)
             cio__task_report_open(loop, stderr);
         return -EBUSY;
     }
+    if (loop->stacks.live) {
+        /* Suspended generators still run on stacks of this loop's pool. */
+        if (loop->debug)
+            fprintf(stderr, "cio: loop not closed: %zu generator stack(s) still in use\n",
+                    loop->stacks.live);
+        return -EBUSY;
+    }
     cio__executor_shutdown_default(loop);
     if (loop->debug)
         report_open(loop);
