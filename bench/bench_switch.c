@@ -5,9 +5,7 @@
  *   raw    two contexts made with cio__ctx_make ping-ponging with
  *          cio__ctx_switch (no scheduler, no task objects)
  *   yield  two tasks each calling cio_yield() N/2 times through the loop
- *   event  two tasks waking each other: a fresh cio_future per hand-off
- *          (the waker completes the other task's future, then awaits its
- *          own); cio has no event object yet, so futures are the mechanism
+ *   event  two tasks waking each other through two cio_event_t
  *
  * Usage: bench_switch [raw|yield|event|all] [N]
  */
@@ -122,10 +120,11 @@ static int yield_main(void *arg, void **result)
 /* -------------------------------------------------------------- event --- */
 
 /*
- * slot[i] is the future task i is waiting on. A hand-off from X to Y: X
- * installs a fresh future in slot[X], completes slot[Y] and awaits slot[X].
+ * Two tasks, two events: task i waits on ev[i], clears it, and wakes the
+ * other by setting ev[1 - i]. Each hand-off is one event_set and one
+ * event_wait that suspends.
  */
-static cio_future_t *ev_slot[2];
+static cio_event_t ev[2];
 static long ev_handoffs;
 static int ev_error;
 
@@ -134,30 +133,18 @@ static int event_body(void *arg, void **result)
     (void)result;
     int self = (int)(intptr_t)arg, other = 1 - self;
     for (;;) {
-        int rc = cio_await(ev_slot[self], NULL);
-        cio_future_release(ev_slot[self]);
-        ev_slot[self] = NULL;
+        int rc = cio_event_wait(&ev[self]);
         if (rc < 0) {
             ev_error = rc;
             return rc;
         }
+        cio_event_clear(&ev[self]);
         if (ev_handoffs >= n_switches) {
-            /* Done: let the other task see it too. */
-            if (ev_slot[other])
-                cio_future_set_result(ev_slot[other], NULL);
+            cio_event_set(&ev[other]); /* let the other task see the end too */
             return 0;
         }
-        ev_slot[self] = cio_future_new(NULL);
-        if (!ev_slot[self]) {
-            ev_error = -ENOMEM;
-            return -ENOMEM;
-        }
         ev_handoffs++;
-        rc = cio_future_set_result(ev_slot[other], NULL);
-        if (rc < 0) {
-            ev_error = rc;
-            return rc;
-        }
+        cio_event_set(&ev[other]);
     }
 }
 
@@ -165,11 +152,9 @@ static int event_main(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    ev_slot[0] = cio_future_new(NULL);
-    ev_slot[1] = cio_future_new(NULL);
-    if (!ev_slot[0] || !ev_slot[1])
-        return -ENOMEM;
-    cio_future_set_result(ev_slot[0], NULL); /* task 0 has the first turn */
+    cio_event_init(&ev[0]);
+    cio_event_init(&ev[1]);
+    cio_event_set(&ev[0]); /* task 0 has the first turn */
 
     int64_t t0 = bench_now_ns();
     cio_task_t *t[2];
@@ -190,7 +175,7 @@ static int event_main(void *arg, void **result)
         return -EPROTO;
     }
     printf("RESULT bench=switch variant=event switches=%ld ns_per_switch=%.2f "
-           "mechanism=future_per_handoff\n",
+           "mechanism=cio_event\n",
            ev_handoffs, (double)(t1 - t0) / (double)ev_handoffs);
     fflush(stdout);
     return 0;
