@@ -147,6 +147,29 @@ static inline TCase *add_tcase(Suite *s, const char *name, int timeout)
 }
 
 /* Runs `fn` as cio_run's main task and asserts that it returned 0. */
+/* Spawns on the running loop; the test fails if that is impossible. */
+static inline cio_task_t *spawn(cio_task_fn fn, void *arg)
+{
+    cio_task_t *t = cio_spawn(fn, arg);
+    ck_assert_ptr_nonnull(t);
+    return t;
+}
+
+/* Awaits t, returns its status and releases it. */
+static inline int finish(cio_task_t *t)
+{
+    int rc = cio_await(t, NULL);
+    cio_future_release(t);
+    return rc;
+}
+
+/* Lets every ready task run until all are suspended (a few loop turns). */
+static inline void settle(void)
+{
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(cio_yield(), 0);
+}
+
 #define RUN_MAIN(fn, arg) ck_assert_int_eq(cio_run((fn), (arg)), 0)
 
 #define CIO_TEST_MAIN(make_suite)                                    \

@@ -11,25 +11,8 @@
 
 static cio_queue_t g_q;
 
-static cio_task_t *spawn(cio_task_fn fn, void *arg)
-{
-    cio_task_t *t = cio_spawn(fn, arg);
-    ck_assert_ptr_nonnull(t);
-    return t;
-}
 
-static int finish(cio_task_t *t)
-{
-    int rc = cio_await(t, NULL);
-    cio_future_release(t);
-    return rc;
-}
 
-static void settle(void)
-{
-    for (int i = 0; i < 8; i++)
-        ck_assert_int_eq(cio_yield(), 0);
-}
 
 #define ITEM(i) ((void *)(intptr_t)(i))
 #define VAL(p) ((int)(intptr_t)(p))

@@ -11,27 +11,8 @@
 
 #include <limits.h>
 
-/* Lets every ready task run until all are suspended (a few loop turns). */
-static void settle(void)
-{
-    for (int i = 0; i < 8; i++)
-        ck_assert_int_eq(cio_yield(), 0);
-}
 
-static cio_task_t *spawn(cio_task_fn fn, void *arg)
-{
-    cio_task_t *t = cio_spawn(fn, arg);
-    ck_assert_ptr_nonnull(t);
-    return t;
-}
 
-/* Awaits t, returns its status and releases it. */
-static int finish(cio_task_t *t)
-{
-    int rc = cio_await(t, NULL);
-    cio_future_release(t);
-    return rc;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Lock                                                                      */
