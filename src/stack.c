@@ -226,10 +226,12 @@ static size_t put_num(char *buf, size_t at, size_t cap, uint64_t v)
     return at;
 }
 
-static void report_overflow(const char *name, uint64_t id, size_t size)
+static void report_overflow(const char *kind, const char *name, uint64_t id, size_t size)
 {
     char buf[256];
-    size_t n = put_str(buf, 0, sizeof buf, "cio: stack overflow in task '");
+    size_t n = put_str(buf, 0, sizeof buf, "cio: stack overflow in ");
+    n = put_str(buf, n, sizeof buf, kind);
+    n = put_str(buf, n, sizeof buf, " '");
     if (name) {
         n = put_str(buf, n, sizeof buf, name);
     } else {
@@ -251,7 +253,9 @@ static void segv_handler(int sig, siginfo_t *si, void *uctx)
     if (s) {
         char *a = si->si_addr;
         if (a >= s->lo && a < s->lo + s->guard) {
-            report_overflow(name, t && !t->cur_name ? t->id : 0, s->size);
+            /* Any stack but the task's own is a generator's (gen.c). */
+            bool own = t && s == t->stack;
+            report_overflow(own ? "task" : "generator", name, own ? t->id : 0, s->size);
             /* Die of the signal: the faulting access runs again with the
              * default action restored. */
             signal(SIGSEGV, SIG_DFL);
@@ -302,7 +306,7 @@ void cio__stack_check(const cio__stack *s, const void *sp, const char *name)
     for (int i = 0; i < 8 && !broken; i++)
         broken = c[i] != CIO__STACK_CANARY;
     if (broken) {
-        report_overflow(name ? name : "?", 0, s->size);
+        report_overflow("task or generator", name ? name : "?", 0, s->size);
         abort();
     }
 }
