@@ -197,7 +197,10 @@ CIO_EXTERN int cio_loop_run_until_complete(cio_loop_t *loop, cio_future_t *fut,
 /* Asks a running loop to return after the current iteration. */
 CIO_EXTERN void cio_loop_stop(cio_loop_t *loop);
 
+/* True while the loop runs (run_forever, run_until_complete, shutdown). */
 CIO_EXTERN bool cio_loop_is_running(const cio_loop_t *loop);
+
+/* True once cio_loop_close() has succeeded. False for NULL. */
 CIO_EXTERN bool cio_loop_is_closed(const cio_loop_t *loop);
 
 /*
@@ -415,7 +418,10 @@ CIO_EXTERN int cio_future_set_error(cio_future_t *f, int err);
  */
 CIO_EXTERN int cio_future_cancel(cio_future_t *f);
 
+/* True once f has a value, an error, or was cancelled. False for NULL. */
 CIO_EXTERN bool cio_future_done(const cio_future_t *f);
+
+/* True if f ended cancelled (a task whose body returned -ECANCELED too). */
 CIO_EXTERN bool cio_future_cancelled(const cio_future_t *f);
 
 /*
@@ -425,11 +431,14 @@ CIO_EXTERN bool cio_future_cancelled(const cio_future_t *f);
  */
 CIO_EXTERN int cio_future_result(cio_future_t *f, void **result);
 
-/*
- * Schedules cb(f, arg) once f is done (immediately on the next iteration if
- * it already is). Returns 0, -EINVAL, -ENOMEM.
- */
+/* A done callback: receives the future (borrowed) and its argument. */
 typedef void (*cio_done_fn)(cio_future_t *f, void *arg);
+
+/*
+ * Schedules cb(f, arg) once f is done (on the next iteration if it already
+ * is); callbacks run in registration order and f stays alive until they have
+ * run. Returns 0, -EINVAL (NULL f or cb), -ENOMEM.
+ */
 CIO_EXTERN int cio_future_add_done_callback(cio_future_t *f, cio_done_fn cb, void *arg);
 
 /* Removes every done callback equal to (cb, arg). Returns how many. */
