@@ -61,7 +61,10 @@ static long mprotect_guard_limit(void)
 /* Installs the guard at [lo, lo + len) and returns its kind. */
 static uint8_t guard_install(char *lo, size_t len)
 {
-    static long limit;
+    /* Loops in several threads may get here at once: the limit is read
+     * once and published atomically. */
+    static atomic_long limit_cache;
+    long limit = atomic_load_explicit(&limit_cache, memory_order_relaxed);
     if (atomic_load_explicit(&madvise_guard_state, memory_order_relaxed) != 2) {
         if (madvise(lo, len, MADV_GUARD_INSTALL) == 0) {
             atomic_store_explicit(&madvise_guard_state, 1, memory_order_relaxed);
@@ -69,8 +72,10 @@ static uint8_t guard_install(char *lo, size_t len)
         }
         atomic_store_explicit(&madvise_guard_state, 2, memory_order_relaxed);
     }
-    if (!limit)
+    if (!limit) {
         limit = mprotect_guard_limit();
+        atomic_store_explicit(&limit_cache, limit, memory_order_relaxed);
+    }
     if (atomic_fetch_add(&mprotect_guards, 1) < limit) {
         if (mprotect(lo, len, PROT_NONE) == 0)
             return CIO__GUARD_MPROTECT;
