@@ -11,13 +11,38 @@
  *   0 x19 x20 | 16 x21 x22 | 32 x23 x24 | 48 x25 x26 | 64 x27 x28
  *   80 x29 x30 | 96 d8 d9 | 112 d10 d11 | 128 d12 d13 | 144 d14 d15
  *   160 fpcr | 168 padding
+ *
+ * Built with -mbranch-protection (BTI and/or PAC), the file marks itself
+ * compatible with a GNU property note, as the compiler does for every C
+ * object: one object without the note makes the linker drop the marking of
+ * the whole library. The two global functions then start with `bti c`
+ * (written as hint #34, a no-op on cores without BTI) so that they may also
+ * be reached by an indirect call, e.g. through a linker veneer. The switch
+ * itself needs nothing more: x30 is saved and restored as the caller left
+ * it (signed or not, the caller authenticates it on its own stack), and the
+ * trampoline is entered by `ret`, which BTI does not check.
  */
+#if defined(__ARM_FEATURE_BTI_DEFAULT) && __ARM_FEATURE_BTI_DEFAULT
+#define CIO_BTI_C hint #34
+#define CIO_FEATURE_BTI 1
+#else
+#define CIO_BTI_C
+#define CIO_FEATURE_BTI 0
+#endif
+#if defined(__ARM_FEATURE_PAC_DEFAULT) && __ARM_FEATURE_PAC_DEFAULT
+#define CIO_FEATURE_PAC 2
+#else
+#define CIO_FEATURE_PAC 0
+#endif
+#define CIO_FEATURES (CIO_FEATURE_BTI | CIO_FEATURE_PAC)
+
     .text
     .globl  cio__ctx_switch
     .hidden cio__ctx_switch
     .type   cio__ctx_switch, %function
     .p2align 4
 cio__ctx_switch:
+    CIO_BTI_C
     sub     sp, sp, #176
     stp     x19, x20, [sp, #0]
     stp     x21, x22, [sp, #16]
@@ -69,6 +94,7 @@ cio__ctx_trampoline:
     .type   cio__ctx_make, %function
     .p2align 4
 cio__ctx_make:
+    CIO_BTI_C
     and     x0, x0, #~15
     sub     x0, x0, #176
     stp     x1, x2, [x0, #0]          /* x19 = entry, x20 = arg */
@@ -87,3 +113,22 @@ cio__ctx_make:
     .size   cio__ctx_make, .-cio__ctx_make
 
     .section .note.GNU-stack,"",%progbits
+
+/*
+ * The GNU property note (NT_GNU_PROPERTY_TYPE_0) with
+ * GNU_PROPERTY_AARCH64_FEATURE_1_AND set to the features built for; emitted
+ * only when there is at least one.
+ */
+#if CIO_FEATURES
+    .pushsection .note.gnu.property, "a"
+    .p2align 3
+    .long   4                         /* name size: "GNU" and its NUL */
+    .long   16                        /* descriptor size */
+    .long   5                         /* NT_GNU_PROPERTY_TYPE_0 */
+    .asciz  "GNU"
+    .long   0xc0000000                /* GNU_PROPERTY_AARCH64_FEATURE_1_AND */
+    .long   4                         /* property data size */
+    .long   CIO_FEATURES              /* bit 0 BTI, bit 1 PAC */
+    .long   0                         /* padding to 8 bytes */
+    .popsection
+#endif
