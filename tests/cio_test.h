@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Delays that are exact in binary, so that seconds -> ns is exact too. */
@@ -168,6 +170,53 @@ static inline void settle(void)
 {
     for (int i = 0; i < 8; i++)
         ck_assert_int_eq(cio_yield(), 0);
+}
+
+/*
+ * Runs fn(arg) in a forked child whose stderr goes to a pipe, with a 30 s
+ * alarm so a hang shows as SIGALRM; if fn returns, the child exits 0. Stores
+ * the child's wait status in *status and returns its stderr (a static buffer,
+ * valid until the next call).
+ */
+static inline const char *run_child_stderr(void (*fn)(void *), void *arg, int *status)
+{
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(p[0]);
+        dup2(p[1], STDERR_FILENO);
+        close(p[1]);
+        alarm(30);
+        fn(arg);
+        fflush(stderr);
+        _exit(0);
+    }
+    close(p[1]);
+    static char out[65536];
+    size_t len = 0;
+    ssize_t n;
+    while ((n = read(p[0], out + len, sizeof out - 1 - len)) > 0 ||
+           (n < 0 && errno == EINTR))
+        if (n > 0)
+            len += (size_t)n;
+    out[len] = 0;
+    close(p[0]);
+    ck_assert_int_eq(waitpid(pid, status, 0), pid);
+    return out;
+}
+
+/* Checks that a child run by run_child_stderr died of an overflow report. */
+static inline void assert_overflow_death(int st, const char *out)
+{
+    ck_assert_msg(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM),
+                  "the overflowing process hung; stderr:\n%s", out);
+    ck_assert_msg(!(WIFEXITED(st) && WEXITSTATUS(st) == 0),
+                  "the process survived an unbounded recursion; stderr:\n%s", out);
+    ck_assert_msg(strcasestr(out, "stack overflow") != NULL,
+                  "no \"stack overflow\" report on stderr:\n%s", out);
 }
 
 #define RUN_MAIN(fn, arg) ck_assert_int_eq(cio_run((fn), (arg)), 0)

@@ -1128,42 +1128,23 @@ static void overflow_in_task(void)
     cio_run(main_overflow, NULL);
 }
 
-/* Runs fn in a child; returns its stderr and checks that it died. */
+struct fnbox {
+    void (*fn)(void);
+};
+
+static void call_boxed(void *arg)
+{
+    ((struct fnbox *)arg)->fn();
+    fprintf(stderr, "survived an unbounded recursion\n");
+}
+
+/* Runs fn in a child and checks it died reporting an overflow of `name`. */
 static void expect_overflow_report(void (*fn)(void), const char *name)
 {
-    int p[2];
-    ck_assert_int_eq(pipe(p), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], STDERR_FILENO);
-        close(p[1]);
-        alarm(30); /* a hang shows as SIGALRM */
-        fn();
-        fprintf(stderr, "survived an unbounded recursion\n");
-        fflush(stderr);
-        _exit(0);
-    }
-    close(p[1]);
-    static char out[65536];
-    size_t len = 0;
-    ssize_t n;
-    while ((n = read(p[0], out + len, sizeof out - 1 - len)) > 0 ||
-           (n < 0 && errno == EINTR))
-        if (n > 0)
-            len += (size_t)n;
-    out[len] = 0;
-    close(p[0]);
     int st = 0;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert_msg(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM),
-                  "the overflowing process hung; stderr:\n%s", out);
-    ck_assert_msg(!(WIFEXITED(st) && WEXITSTATUS(st) == 0),
-                  "the process survived an unbounded recursion; stderr:\n%s", out);
-    ck_assert_msg(strcasestr(out, "stack overflow") != NULL,
-                  "no \"stack overflow\" report on stderr:\n%s", out);
+    struct fnbox box = {fn};
+    const char *out = run_child_stderr(call_boxed, &box, &st);
+    assert_overflow_death(st, out);
     ck_assert_msg(strstr(out, name) != NULL,
                   "the report does not name generator \"%s\":\n%s", name, out);
 }

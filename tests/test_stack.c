@@ -73,50 +73,27 @@ static int main_overflow(void *arg, void **result)
     return 0;
 }
 
+/* The child: overflows as the case says; returning means it survived. */
+static void overflow_child(void *arg)
+{
+    const struct overflow_case *c = arg;
+    int rc;
+    if (c->via == VIA_RUN_EX_MAIN) {
+        cio_run_opts_t o = {.name = c->name, .stack_size = c->stack_size};
+        rc = cio_run_ex(body_unbounded, NULL, NULL, &o);
+    } else {
+        rc = cio_run(main_overflow, (void *)c);
+    }
+    fprintf(stderr, "cio_run returned %d\n", rc);
+}
+
 START_TEST(stack_overflow_reported)
 {
     const struct overflow_case *c = &overflow_cases[_i];
-    int p[2];
-    ck_assert_int_eq(pipe(p), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], STDERR_FILENO);
-        close(p[1]);
-        alarm(30); /* a hang shows as SIGALRM */
-        int rc;
-        if (c->via == VIA_RUN_EX_MAIN) {
-            cio_run_opts_t o = {.name = c->name, .stack_size = c->stack_size};
-            rc = cio_run_ex(body_unbounded, NULL, NULL, &o);
-        } else {
-            rc = cio_run(main_overflow, (void *)c);
-        }
-        /* Surviving an unbounded recursion is the failure. */
-        fprintf(stderr, "cio_run returned %d\n", rc);
-        fflush(stderr);
-        _exit(0);
-    }
-    close(p[1]);
-    static char out[65536];
-    size_t len = 0;
-    ssize_t n;
-    while ((n = read(p[0], out + len, sizeof out - 1 - len)) > 0 ||
-           (n < 0 && errno == EINTR))
-        if (n > 0)
-            len += (size_t)n;
-    out[len] = 0;
-    close(p[0]);
     int st = 0;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert_msg(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM),
-                  "the overflowing process hung; stderr:\n%s", out);
-    ck_assert_msg(!(WIFEXITED(st) && WEXITSTATUS(st) == 0),
-                  "the process survived an unbounded recursion; stderr:\n%s", out);
+    const char *out = run_child_stderr(overflow_child, (void *)c, &st);
     ck_assert_msg(!(WIFEXITED(st) && WEXITSTATUS(st) == 3), "spawn failed");
-    ck_assert_msg(strcasestr(out, "stack overflow") != NULL,
-                  "no \"stack overflow\" report on stderr:\n%s", out);
+    assert_overflow_death(st, out);
     ck_assert_msg(strstr(out, c->name) != NULL,
                   "the report does not name task \"%s\":\n%s", c->name, out);
     regex_t re;
