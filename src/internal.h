@@ -139,14 +139,44 @@ typedef struct cio__waiter {
     int64_t own_deadline;
 } cio__waiter;
 
-/* A FIFO list of waiters (intrusive, O(1) removal). */
-typedef struct cio__wlist {
-    cio__waiter *head, *tail;
-} cio__wlist;
+/*
+ * A FIFO list of waiters (intrusive, O(1) removal). It is the public
+ * cio_waitq_t, so that objects in caller storage (locks, queues) embed the
+ * same list the core uses.
+ */
+typedef cio_waitq_t cio__wlist;
 
-void cio__wlist_push(cio__wlist *l, cio__waiter *w);
-void cio__wlist_remove(cio__wlist *l, cio__waiter *w);
-cio__waiter *cio__wlist_pop(cio__wlist *l);
+static inline void cio__wlist_push(cio__wlist *l, cio__waiter *w)
+{
+    w->next = NULL;
+    w->prev = l->tail_;
+    if (l->tail_)
+        l->tail_->next = w;
+    else
+        l->head_ = w;
+    l->tail_ = w;
+}
+
+static inline void cio__wlist_remove(cio__wlist *l, cio__waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        l->head_ = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        l->tail_ = w->prev;
+    w->next = w->prev = NULL;
+}
+
+static inline cio__waiter *cio__wlist_pop(cio__wlist *l)
+{
+    cio__waiter *w = l->head_;
+    if (w)
+        cio__wlist_remove(l, w);
+    return w;
+}
 
 /* cio__wait returns this when the waiter's own deadline passed. */
 #define CIO__OWN_DEADLINE 1
@@ -177,6 +207,13 @@ bool cio__interrupt(cio__waiter *w, int code);
 /* The cancellation state of the current code of task t: 0, -ECANCELED or
  * -ETIMEDOUT; *deadline receives the effective deadline (may be NULL). */
 int cio__cancel_state(struct cio__task *t, int64_t *deadline);
+
+/*
+ * The level-triggered check every await point makes first, even one that
+ * will not suspend: 0, or -ECANCELED / -ETIMEDOUT. A task neither cancelled
+ * nor inside a scope (the common case) costs two loads.
+ */
+static inline int cio__check_cancel(struct cio__task *t);
 
 /* ------------------------------------------------------------------------ */
 /* Futures and tasks                                                          */
@@ -261,6 +298,13 @@ typedef struct cio__task {
 static inline cio__task *cio__as_task(cio_future_t *f)
 {
     return (f && f->kind == CIO__KIND_TASK) ? (cio__task *)f : NULL;
+}
+
+static inline int cio__check_cancel(cio__task *t)
+{
+    if (cio__likely(!t->cancel_requested && !t->scope))
+        return 0;
+    return cio__cancel_state(t, NULL);
 }
 
 /* Current task on this thread (NULL in callbacks and outside loops). */

@@ -214,17 +214,17 @@ int cio_queue_destroy(cio_queue_t *q)
 
 static void getter_unlink(cio__waiter *w)
 {
-    cio__waitq_remove(&((cio_queue_t *)w->obj)->getters_, w);
+    cio__wlist_remove(&((cio_queue_t *)w->obj)->getters_, w);
 }
 
 static void putter_unlink(cio__waiter *w)
 {
-    cio__waitq_remove(&((cio_queue_t *)w->obj)->putters_, w);
+    cio__wlist_remove(&((cio_queue_t *)w->obj)->putters_, w);
 }
 
 static void joiner_unlink(cio__waiter *w)
 {
-    cio__waitq_remove(&((cio_queue_t *)w->obj)->joiners_, w);
+    cio__wlist_remove(&((cio_queue_t *)w->obj)->joiners_, w);
 }
 
 /*
@@ -237,7 +237,7 @@ static inline int q_offer(cio_queue_t *q, void *item)
         return -ESHUTDOWN;
     cio__waiter *w = q->getters_.head_;
     if (cio__unlikely(w != NULL)) { /* the queue is empty: hand it over */
-        cio__waitq_remove(&q->getters_, w);
+        cio__wlist_remove(&q->getters_, w);
         w->data = item;
         q->unfinished_++;
         cio__wake(w, 0);
@@ -255,7 +255,7 @@ static inline int q_offer(cio_queue_t *q, void *item)
 /* A slot just freed in a full queue goes to the first waiting putter. */
 static void admit_putter(cio_queue_t *q)
 {
-    cio__waiter *w = cio__waitq_pop(&q->putters_);
+    cio__waiter *w = cio__wlist_pop(&q->putters_);
     q_push(q, w->data);
     q->unfinished_++;
     cio__wake(w, 0);
@@ -294,7 +294,7 @@ static CIO__NOINLINE int q_wait_put(cio_queue_t *q, cio__task *t, void *item)
     cio__waiter w;
     cio__waiter_init(&w, t, "queue put", q, putter_unlink);
     w.data = item;
-    cio__waitq_push(&q->putters_, &w);
+    cio__wlist_push(&q->putters_, &w);
     return cio__wait(&w, CIO__NO_DEADLINE);
 }
 
@@ -305,7 +305,7 @@ static CIO__NOINLINE int q_wait_get(cio_queue_t *q, cio__task *t, void **item)
      * shutdown; interrupted, nothing was taken. */
     cio__waiter w;
     cio__waiter_init(&w, t, "queue get", q, getter_unlink);
-    cio__waitq_push(&q->getters_, &w);
+    cio__wlist_push(&q->getters_, &w);
     int rc = cio__wait(&w, CIO__NO_DEADLINE);
     if (rc == 0)
         *item = w.data;
@@ -394,7 +394,7 @@ int cio_queue_join(cio_queue_t *q)
         return rc;
     cio__waiter w;
     cio__waiter_init(&w, t, "queue join", q, joiner_unlink);
-    cio__waitq_push(&q->joiners_, &w);
+    cio__wlist_push(&q->joiners_, &w);
     return cio__wait(&w, CIO__NO_DEADLINE);
 }
 

@@ -29,7 +29,7 @@ static int park(cio_waitq_t *q, cio__task *t, const char *what, const void *obj,
     cio__waiter w;
     cio__waiter_init(&w, t, what, obj, unlink);
     w.nointr = nointr;
-    cio__waitq_push(q, &w);
+    cio__wlist_push(q, &w);
     return cio__wait(&w, CIO__NO_DEADLINE);
 }
 
@@ -39,7 +39,7 @@ static int park(cio_waitq_t *q, cio__task *t, const char *what, const void *obj,
 
 static void lock_unlink(cio__waiter *w)
 {
-    cio__waitq_remove(&((cio_lock_t *)w->obj)->waiters_, w);
+    cio__wlist_remove(&((cio_lock_t *)w->obj)->waiters_, w);
 }
 
 void cio_lock_init(cio_lock_t *l)
@@ -102,7 +102,7 @@ int cio_lock_release(cio_lock_t *l)
         return -EINVAL;
     if (!l->locked_)
         return -EPERM;
-    cio__waiter *w = cio__waitq_pop(&l->waiters_);
+    cio__waiter *w = cio__wlist_pop(&l->waiters_);
     if (w) {
         /* Hand-off: the lock stays locked and changes owner. */
         l->owner_ = w->task;
@@ -125,7 +125,7 @@ bool cio_lock_locked(const cio_lock_t *l)
 
 static void event_unlink(cio__waiter *w)
 {
-    cio__waitq_remove(&((cio_event_t *)w->obj)->waiters_, w);
+    cio__wlist_remove(&((cio_event_t *)w->obj)->waiters_, w);
 }
 
 void cio_event_init(cio_event_t *e)
@@ -174,7 +174,7 @@ int cio_event_wait(cio_event_t *e)
 
 static void cond_unlink(cio__waiter *w)
 {
-    cio__waitq_remove(&((cio_cond_t *)w->obj)->waiters_, w);
+    cio__wlist_remove(&((cio_cond_t *)w->obj)->waiters_, w);
 }
 
 int cio_cond_init(cio_cond_t *c, cio_lock_t *lock)
@@ -250,7 +250,7 @@ static void cond_morph(cio_lock_t *l, cio__waiter *w)
     w->unlink = lock_unlink;
     w->obj = l;
     w->what = "lock";
-    cio__waitq_push(&l->waiters_, w);
+    cio__wlist_push(&l->waiters_, w);
 }
 
 int cio_cond_notify(cio_cond_t *c, size_t n)
@@ -262,7 +262,7 @@ int cio_cond_notify(cio_cond_t *c, size_t n)
         return -EPERM;
     size_t woken = 0;
     cio__waiter *w;
-    while (woken < n && (w = cio__waitq_pop(&c->waiters_))) {
+    while (woken < n && (w = cio__wlist_pop(&c->waiters_))) {
         cond_morph(l, w);
         woken++;
     }
@@ -280,7 +280,7 @@ int cio_cond_notify_all(cio_cond_t *c)
 
 static void sem_unlink(cio__waiter *w)
 {
-    cio__waitq_remove(&((cio_sem_t *)w->obj)->waiters_, w);
+    cio__wlist_remove(&((cio_sem_t *)w->obj)->waiters_, w);
 }
 
 int cio_sem_init(cio_sem_t *s, int value, bool bounded)
@@ -329,7 +329,7 @@ int cio_sem_release(cio_sem_t *s)
      * error even when a task waits (a BoundedSemaphore(0), say). */
     if (s->bound_ >= 0 ? s->value_ >= s->bound_ : s->value_ == INT_MAX)
         return -EOVERFLOW;
-    cio__waiter *w = cio__waitq_pop(&s->waiters_);
+    cio__waiter *w = cio__wlist_pop(&s->waiters_);
     if (w)
         cio__wake(w, 0); /* the permit passes directly; value stays 0 */
     else
@@ -356,12 +356,12 @@ enum { B_FILLING = 0, B_DRAINING, B_RESETTING, B_BROKEN };
 
 static void barrier_unlink_waiting(cio__waiter *w)
 {
-    cio__waitq_remove(&((cio_barrier_t *)w->obj)->waiters_, w);
+    cio__wlist_remove(&((cio_barrier_t *)w->obj)->waiters_, w);
 }
 
 static void barrier_unlink_blocked(cio__waiter *w)
 {
-    cio__waitq_remove(&((cio_barrier_t *)w->obj)->blocked_, w);
+    cio__wlist_remove(&((cio_barrier_t *)w->obj)->blocked_, w);
 }
 
 int cio_barrier_init(cio_barrier_t *b, unsigned parties)

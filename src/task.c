@@ -21,42 +21,6 @@
 _Thread_local cio__task *cio__current;
 
 /* ------------------------------------------------------------------------ */
-/* Waiter lists                                                              */
-/* ------------------------------------------------------------------------ */
-
-void cio__wlist_push(cio__wlist *l, cio__waiter *w)
-{
-    w->next = NULL;
-    w->prev = l->tail;
-    if (l->tail)
-        l->tail->next = w;
-    else
-        l->head = w;
-    l->tail = w;
-}
-
-void cio__wlist_remove(cio__wlist *l, cio__waiter *w)
-{
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        l->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        l->tail = w->prev;
-    w->next = w->prev = NULL;
-}
-
-cio__waiter *cio__wlist_pop(cio__wlist *l)
-{
-    cio__waiter *w = l->head;
-    if (w)
-        cio__wlist_remove(l, w);
-    return w;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Switching                                                                 */
 /* ------------------------------------------------------------------------ */
 
@@ -472,11 +436,9 @@ int cio_yield(void)
     cio__task *t = cio__current;
     if (!t)
         return -EPERM;
-    if (t->cancel_requested || t->scope) {
-        int c = cio__cancel_state(t, NULL);
-        if (c)
-            return c;
-    }
+    int c = cio__check_cancel(t);
+    if (c)
+        return c;
     t->tstate = CIO__T_READY;
     cio__ready_push(t->fut.loop, &t->run);
     task_suspend(t->fut.loop, t);
