@@ -50,21 +50,6 @@
 #include <stdio.h>
 
 /*
- * The thread-locals the hot paths touch, accessed with the initial-exec
- * model: with the default model of position-independent code every access
- * is compiled as a call to __tls_get_addr (relaxed by the linker, but the
- * register spills stay), which cost about 2 ns per round trip. The library
- * is meant to be linked, not dlopen()ed late, so its small TLS block is
- * always in the static TLS area.
- */
-#if defined(__GNUC__)
-extern _Thread_local cio__task *cio__current __attribute__((tls_model("initial-exec")));
-extern _Thread_local cio__stack *cio__thread_stack __attribute__((tls_model("initial-exec")));
-extern _Thread_local const char *cio__thread_stack_name
-    __attribute__((tls_model("initial-exec")));
-#endif
-
-/*
  * While a closed generator's body runs to its end its state is CLOSING, which
  * cio_gen_get_state() reports as CIO_GEN_RUNNING: every yield then fails at
  * the state check of the hot path and returns -ECANCELED from the slow one.
