@@ -2,7 +2,7 @@
  * Synchronisation primitives for the tasks of one loop: asyncio's Lock,
  * Event, Condition, Semaphore, BoundedSemaphore and Barrier.
  *
- * Every object keeps a FIFO wait queue of cio__waiter (waitq.h) and every
+ * Every object keeps a FIFO wait queue of cio__waiter (cio__wlist) and every
  * blocking call suspends through cio__wait, so cancellation and scope
  * deadlines interrupt any of them. The rule that keeps them correct under
  * cancellation is direct hand-off: whoever releases a resource pops the
