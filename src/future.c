@@ -9,9 +9,8 @@
  */
 #include "internal.h"
 
-cio_future_t *cio__future_alloc(cio_loop_t *loop, size_t size, uint8_t kind)
+cio_future_t *cio__future_alloc(cio_loop_t *loop, uint8_t kind)
 {
-    (void)size;
     cio_future_t *f = cio__pool_alloc(&loop->future_pool);
     if (!f)
         return NULL;
@@ -30,7 +29,7 @@ cio_future_t *cio_future_new(cio_loop_t *loop)
         errno = EPERM;
         return NULL;
     }
-    cio_future_t *f = cio__future_alloc(loop, sizeof(*f), CIO__KIND_FUTURE);
+    cio_future_t *f = cio__future_alloc(loop, CIO__KIND_FUTURE);
     if (!f)
         errno = ENOMEM;
     return f;

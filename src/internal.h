@@ -325,8 +325,8 @@ static inline int cio__check_cancel(cio__task *t)
 extern _Thread_local cio__task *cio__current CIO__TLS_IE;
 extern _Thread_local cio_loop_t *cio__running CIO__TLS_IE;
 
-/* Allocates a pending future of the given kind from the loop's pool. */
-cio_future_t *cio__future_alloc(cio_loop_t *loop, size_t size, uint8_t kind);
+/* Allocates a pending plain or job future (one reference) from the loop's pool. */
+cio_future_t *cio__future_alloc(cio_loop_t *loop, uint8_t kind);
 /* Completes f (internal: also for tasks and jobs). Returns -EALREADY if done. */
 int cio__future_complete(cio_future_t *f, int status, void *result, uint8_t state);
 /* Frees a done future whose references are gone. */

@@ -139,7 +139,7 @@ cio_future_t *cio_run_in_executor(cio_loop_t *loop, cio_executor_t *ex, cio_task
         ex = loop->executor;
     }
     job *j = calloc(1, sizeof(*j));
-    cio_future_t *f = j ? cio__future_alloc(loop, sizeof(*f), CIO__KIND_JOB) : NULL;
+    cio_future_t *f = j ? cio__future_alloc(loop, CIO__KIND_JOB) : NULL;
     if (!f) {
         free(j);
         errno = ENOMEM;
