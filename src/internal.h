@@ -467,6 +467,9 @@ struct cio_loop {
 #endif
 };
 
+/* The states of a cio_handle_t (its state_ field). */
+enum { CIO__H_IDLE = 0, CIO__H_READY, CIO__H_TIMER };
+
 /* Appends h to the ready list (hot path: inline). */
 static inline void cio__ready_push(cio_loop_t *loop, cio_handle_t *h)
 {
@@ -475,7 +478,7 @@ static inline void cio__ready_push(cio_loop_t *loop, cio_handle_t *h)
     h->prev_ = tail;
     tail->next_ = h;
     loop->ready.prev_ = h;
-    h->state_ = 1; /* ready */
+    h->state_ = CIO__H_READY;
     loop->nready++;
 }
 
@@ -485,7 +488,7 @@ static inline void cio__ready_unlink(cio_loop_t *loop, cio_handle_t *h)
     h->prev_->next_ = h->next_;
     h->next_->prev_ = h->prev_;
     h->next_ = h->prev_ = NULL;
-    h->state_ = 0; /* idle */
+    h->state_ = CIO__H_IDLE;
     loop->nready--;
 }
 void *cio__pool_alloc(cio__freelist *fl);
@@ -496,12 +499,8 @@ int64_t cio__clock_ns(void);
 /* Converts seconds to a deadline after now (clamps; NaN gives -EINVAL). */
 int cio__deadline_after(cio_loop_t *loop, double delay, int64_t *out);
 
-/* Task internals used by the loop. */
-void cio__task_run(cio_loop_t *loop, cio__task *t);
-void cio__task_release_all(cio_loop_t *loop);
+/* Lists the loop's unfinished tasks on `out` (debug reports at close). */
 void cio__task_report_open(cio_loop_t *loop, FILE *out);
-/* Runs one loop iteration (poll with timeout when `block`). */
-void cio__loop_run_once(cio_loop_t *loop);
 
 /* Thread pool internals. */
 void cio__executor_shutdown_default(cio_loop_t *loop);

@@ -1,7 +1,7 @@
 /*
  * The event loop: one per thread, single-threaded, like asyncio's.
  *
- * One iteration (cio__loop_run_once) has four phases:
+ * One iteration (loop_run_once) has four phases:
  *   1. poll:     wait for I/O with a timeout derived from the ready list and
  *                the earliest timer, dispatching fd callbacks and waking
  *                tasks waiting on fds. The poll is skipped while callbacks
@@ -23,7 +23,6 @@
 
 _Thread_local cio_loop_t *cio__running;
 
-enum { H_IDLE = 0, H_READY, H_TIMER };
 enum { H_POOLED = 1 };
 
 #define POOL_CHUNK (256u * 1024u)
@@ -127,7 +126,7 @@ static int handle_prepare(cio_loop_t *loop, cio_handle_t **hp, cio_callback_fn c
         memset(h, 0, sizeof(*h));
         h->flags_ = H_POOLED;
         *hp = h;
-    } else if (h->state_ != H_IDLE) {
+    } else if (h->state_ != CIO__H_IDLE) {
         return -EBUSY;
     } else {
         h->flags_ = 0;
@@ -161,7 +160,7 @@ int cio_call_at_ns(cio_loop_t *loop, cio_handle_t *h, int64_t when_ns,
             cio__pool_free(&loop->handle_pool, h);
         return rc;
     }
-    h->state_ = H_TIMER;
+    h->state_ = CIO__H_TIMER;
     return 0;
 }
 
@@ -186,14 +185,14 @@ int cio_call_at(cio_loop_t *loop, cio_handle_t *h, double when,
 
 int cio_handle_cancel(cio_handle_t *h)
 {
-    if (!h || h->state_ == H_IDLE)
+    if (!h || h->state_ == CIO__H_IDLE)
         return 0;
     cio_loop_t *loop = h->loop_;
-    if (h->state_ == H_READY)
+    if (h->state_ == CIO__H_READY)
         cio__ready_unlink(loop, h);
     else
         cio__timer_remove(&loop->timers, h);
-    h->state_ = H_IDLE;
+    h->state_ = CIO__H_IDLE;
     if (h->flags_ & H_POOLED)
         cio__pool_free(&loop->handle_pool, h);
     return 1;
@@ -201,7 +200,7 @@ int cio_handle_cancel(cio_handle_t *h)
 
 bool cio_handle_active(const cio_handle_t *h)
 {
-    return h && h->state_ != H_IDLE;
+    return h && h->state_ != CIO__H_IDLE;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -510,7 +509,7 @@ static void run_handle(cio_loop_t *loop, cio_handle_t *h)
     cb(arg);
 }
 
-void cio__loop_run_once(cio_loop_t *loop)
+static void loop_run_once(cio_loop_t *loop)
 {
     int64_t timeout = -1;
     if (loop->nready || loop->stopping) {
@@ -575,7 +574,7 @@ int cio_loop_run_forever(cio_loop_t *loop)
     if (rc)
         return rc;
     while (!loop->stopping)
-        cio__loop_run_once(loop);
+        loop_run_once(loop);
     leave(loop);
     return 0;
 }
@@ -666,7 +665,7 @@ int cio_loop_shutdown(cio_loop_t *loop)
     for (cio__task *t = loop->all; t; t = t->all_next)
         cio_task_cancel(&t->fut);
     while (loop->ntasks) {
-        cio__loop_run_once(loop);
+        loop_run_once(loop);
         /* Tasks spawned while shutting down are cancelled too. */
         for (cio__task *t = loop->all; t; t = t->all_next)
             if (!t->cancel_requested)
@@ -677,7 +676,7 @@ int cio_loop_shutdown(cio_loop_t *loop)
     /* Completions the pool posted back still have to run. */
     if (loop->nready || atomic_load(&loop->ts_pending)) {
         enter(loop);
-        cio__loop_run_once(loop);
+        loop_run_once(loop);
         leave(loop);
     }
     return 0;
