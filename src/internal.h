@@ -218,6 +218,9 @@ bool cio__wake(cio__waiter *w, int result);
 /* Interrupts a waiter: unlinks it from its object and wakes it with `code`. */
 bool cio__interrupt(cio__waiter *w, int code);
 
+/* The states of a cio_scope_t (its state_ field). */
+enum { CIO__SCOPE_OPEN = 0, CIO__SCOPE_CANCELLED, CIO__SCOPE_EXPIRED };
+
 /* The cancellation state of the current code of task t: 0, -ECANCELED or
  * -ETIMEDOUT; *deadline receives the effective deadline (may be NULL). */
 int cio__cancel_state(struct cio__task *t, int64_t *deadline);

@@ -10,8 +10,6 @@
 
 #include <math.h>
 
-enum { SCOPE_OPEN = 0, SCOPE_CANCELLED = 1, SCOPE_EXPIRED = 2 };
-
 int cio_scope_enter_at_ns(cio_scope_t *s, int64_t deadline_ns, unsigned flags)
 {
     cio__task *t = cio__current;
@@ -23,7 +21,7 @@ int cio_scope_enter_at_ns(cio_scope_t *s, int64_t deadline_ns, unsigned flags)
     s->task_ = t;
     s->deadline_ = deadline_ns;
     s->flags_ = (uint8_t)flags;
-    s->state_ = SCOPE_OPEN;
+    s->state_ = CIO__SCOPE_OPEN;
     t->scope = s;
     return 0;
 }
@@ -40,8 +38,8 @@ int cio_scope_exit(cio_scope_t *s)
     if (!s || !s->task_)
         return -EINVAL;
     cio__task *t = s->task_;
-    int rc = s->state_ == SCOPE_EXPIRED ? -ETIMEDOUT
-             : s->state_ == SCOPE_CANCELLED ? -ECANCELED : 0;
+    int rc = s->state_ == CIO__SCOPE_EXPIRED ? -ETIMEDOUT
+             : s->state_ == CIO__SCOPE_CANCELLED ? -ECANCELED : 0;
     if (t->scope != s) {
         /* Not innermost: drop it and whatever is still open inside it. */
         cio_scope_t *p = t->scope;
@@ -58,9 +56,9 @@ int cio_scope_exit(cio_scope_t *s)
 
 void cio_scope_cancel(cio_scope_t *s)
 {
-    if (!s || !s->task_ || s->state_ != SCOPE_OPEN)
+    if (!s || !s->task_ || s->state_ != CIO__SCOPE_OPEN)
         return;
-    s->state_ = SCOPE_CANCELLED;
+    s->state_ = CIO__SCOPE_CANCELLED;
     cio__task_rearm(s->task_);
 }
 
@@ -82,7 +80,7 @@ int cio_scope_reschedule(cio_scope_t *s, double timeout)
 
 bool cio_scope_expired(const cio_scope_t *s)
 {
-    return s && s->state_ == SCOPE_EXPIRED;
+    return s && s->state_ == CIO__SCOPE_EXPIRED;
 }
 
 int64_t cio_scope_deadline_ns(const cio_scope_t *s)

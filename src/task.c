@@ -305,12 +305,12 @@ int cio__cancel_state(cio__task *t, int64_t *deadline)
     int64_t d = CIO__NO_DEADLINE, now = 0;
     for (cio_scope_t *s = t->scope; s; s = s->parent_) {
         if (s->state_)
-            return s->state_ == 2 ? -ETIMEDOUT : -ECANCELED;
+            return s->state_ == CIO__SCOPE_EXPIRED ? -ETIMEDOUT : -ECANCELED;
         if (s->deadline_ != CIO__NO_DEADLINE) {
             if (!now)
                 now = cio__clock_ns();
             if (s->deadline_ <= now) {
-                s->state_ = 2;
+                s->state_ = CIO__SCOPE_EXPIRED;
                 return -ETIMEDOUT;
             }
             if (s->deadline_ < d)
