@@ -10,7 +10,7 @@
  * Usage: bench_switch [raw|yield|event|all] [N]
  */
 #include "bench_common.h"
-#include "internal.h" /* cio__ctx_make, cio__ctx_switch (raw variant) */
+#include "ctx/ctx.h" /* cio__ctx_make, cio__ctx_switch (raw variant) */
 
 #include <cio.h>
 

@@ -36,6 +36,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -67,6 +70,27 @@ CIO_EXTERN const char *cio_strerror(int err);
  * Never NULL; unknown codes give "UNKNOWN".
  */
 CIO_EXTERN const char *cio_err_name(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef void *(*cio_malloc_fn)(size_t size);
+typedef void *(*cio_realloc_fn)(void *ptr, size_t size);
+typedef void *(*cio_calloc_fn)(size_t count, size_t size);
+typedef void (*cio_free_fn)(void *ptr);
+
+/*
+ * Replaces the functions all of cio's heap memory comes from (libuv's
+ * uv_replace_allocator): for accounting, arenas or fault injection. They must
+ * behave as the C library's (thread-safe; NULL when out of memory). Call it
+ * before any other cio call and never while a loop or pool exists: memory
+ * taken from one allocator is given back to the same one only if it is not
+ * replaced in between. Returns 0, or -EINVAL if any function is NULL.
+ * Stacks are mapped with mmap, not taken from the allocator.
+ */
+CIO_EXTERN int cio_replace_allocator(cio_malloc_fn malloc_fn, cio_realloc_fn realloc_fn,
+                                     cio_calloc_fn calloc_fn, cio_free_fn free_fn);
 
 /* ------------------------------------------------------------------------ */
 /* Types                                                                     */
@@ -165,12 +189,39 @@ CIO_EXTERN int cio_call_soon_threadsafe(cio_loop_t *loop, cio_callback_fn cb,
 /* Event loop                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* The I/O backends a loop can run on. */
+typedef enum cio_backend {
+    CIO_BACKEND_DEFAULT = 0, /* CIO_BACKEND=epoll|uring from the environment, else epoll */
+    CIO_BACKEND_EPOLL,       /* readiness: try, wait for readiness, retry */
+    CIO_BACKEND_URING        /* io_uring: operations submitted and completed */
+} cio_backend_t;
+
+/* Options of cio_loop_new_ex. Zero-initialise and set what you need. */
+typedef struct cio_loop_opts {
+    cio_backend_t backend;
+    void *reserved_[4];      /* must be zero (room for later options) */
+} cio_loop_opts_t;
+
 /*
- * Creates an event loop for the calling thread (epoll backend, eventfd
- * wake-up). Stores it in *out. Returns 0, -EINVAL, -ENOMEM, or an errno from
+ * Creates an event loop (default options: see cio_loop_new_ex). Stores it in
+ * *out. Returns 0, -EINVAL (out is NULL), -ENOMEM, or an errno from
  * epoll_create1/eventfd. Free with cio_loop_free().
  */
 CIO_EXTERN int cio_loop_new(cio_loop_t **out);
+
+/*
+ * Creates an event loop with options (NULL: the defaults). When io_uring is
+ * asked for but the kernel refuses it (ENOSYS on an old kernel, EPERM under
+ * a seccomp filter or kernel.io_uring_disabled, ENOMEM for locked memory),
+ * the loop falls back to epoll and, in debug mode, says so on stderr; it
+ * never fails for that reason. Returns 0, -EINVAL (out is NULL, an unknown
+ * backend, or reserved_ not zero), -ENOMEM, or an errno of epoll/eventfd.
+ * Free with cio_loop_free().
+ */
+CIO_EXTERN int cio_loop_new_ex(cio_loop_t **out, const cio_loop_opts_t *opts);
+
+/* The name of the loop's backend ("epoll" or "io_uring"); NULL for NULL. */
+CIO_EXTERN const char *cio_loop_backend(const cio_loop_t *loop);
 
 /*
  * Returns the loop running in the calling thread (asyncio
@@ -239,6 +290,19 @@ CIO_EXTERN int cio_loop_close(cio_loop_t *loop);
 CIO_EXTERN int cio_loop_free(cio_loop_t *loop);
 
 /*
+ * Call in the child after fork() before using a loop created before the fork
+ * (libuv's uv_loop_fork): the epoll instance or io_uring ring, the wake-up
+ * eventfd and the registrations were shared with the parent; this gives the
+ * child its own and registers every watcher again. The loop's default
+ * thread pool starts afresh (the parent's threads do not exist in the
+ * child; jobs queued at the fork are cancelled). Tasks and timers carry on.
+ * A child that does not call it may only exec or _exit. Returns 0,
+ * -EINVAL, -ESHUTDOWN (closed), -EBUSY (running, or io_uring operations in
+ * flight: they belong to the parent's ring), or the backend's error.
+ */
+CIO_EXTERN int cio_loop_fork(cio_loop_t *loop);
+
+/*
  * Debug mode (also turned on by the environment variable CIO_DEBUG=1 when the
  * loop is created): errors of tasks never retrieved are reported when freed,
  * callbacks and task steps that hold the loop longer than the slow-callback
@@ -258,8 +322,12 @@ CIO_EXTERN void cio_loop_set_slow_callback_duration(cio_loop_t *loop, double sec
 /*
  * Calls cb(arg) on every loop iteration while fd is readable (level
  * triggered), until cio_remove_reader(). Replaces an existing reader of fd.
- * Returns 0, -EINVAL (bad fd or cb), -ENOMEM, or the errno of epoll_ctl
- * (-EPERM for a regular file, which epoll does not support).
+ * Returns 0, -EINVAL (negative fd, NULL loop or cb), -EBADF (fd not open;
+ * checked before the fd table grows, so a huge number costs nothing),
+ * -EBUSY (a task waits on that fd and direction), -ESHUTDOWN (closed loop),
+ * -ENOMEM, or the backend's error: on epoll, epoll_ctl's (-EPERM for a
+ * regular file, which epoll does not support); io_uring reports regular
+ * files always ready, as poll(2) does.
  */
 CIO_EXTERN int cio_add_reader(cio_loop_t *loop, int fd, cio_callback_fn cb, void *arg);
 
@@ -274,13 +342,175 @@ CIO_EXTERN int cio_remove_writer(cio_loop_t *loop, int fd);
 #define CIO_WRITABLE 2
 
 /*
- * Await point: suspends the current task until fd is readable and/or
- * writable (events: CIO_READABLE | CIO_WRITABLE). Returns the ready events
- * (> 0), -ECANCELED, -ETIMEDOUT (scope deadline), -EBUSY if another task
- * already waits on the same fd and direction, -EINVAL, -EPERM outside a
- * task, or an epoll_ctl error.
+ * Await point: suspends the current task until fd is readable or writable
+ * (events: CIO_READABLE, CIO_WRITABLE or both; with both it returns as soon
+ * as either fires). Returns the ready events (> 0: the bits of `events` that
+ * fired, so the caller knows which direction to serve), -ECANCELED,
+ * -ETIMEDOUT (scope deadline), -EBUSY if a task or watcher already waits on
+ * the same fd and direction, -EINVAL, -EPERM outside a task, -ENOMEM, or the
+ * backend's registration error (-EBADF, -EPERM for a regular file on epoll).
  */
 CIO_EXTERN int cio_wait_fd(int fd, int events);
+
+/* ------------------------------------------------------------------------ */
+/* I/O operations (asyncio loop.sock_*, and reads/writes on any fd)          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every call here is an await point of the current task: it takes part in
+ * cancellation and in the deadlines of enclosing scopes (so cio_wait_for and
+ * deadline scopes bound it). Outside a task they return -EPERM. Results are
+ * a count (>= 0) or a negative errno; EINTR is retried inside, never
+ * returned. They work on both backends: on epoll a call is tried, and on
+ * EAGAIN the task waits for readiness and tries again; on io_uring the
+ * operation is submitted (all operations of one loop iteration in one system
+ * call) and the task parks until its completion. The fd must be
+ * non-blocking on epoll (sockets made by cio_socket and cio_sock_accept
+ * are); a blocking fd blocks the loop there.
+ *
+ * SIGPIPE never kills the process: socket sends use MSG_NOSIGNAL, and for
+ * writes to pipes and ttys the first cio_loop_new sets SIGPIPE to SIG_IGN
+ * if its disposition is still the default (as CPython does at start-up); a
+ * handler the program installed is left alone. A write to a closed peer
+ * returns -EPIPE.
+ *
+ * Cancel safety: what has happened when a call returns -ECANCELED or
+ * -ETIMEDOUT.
+ *
+ *   call                    epoll                    io_uring
+ *   ----------------------  -----------------------  ------------------------------
+ *   recv, recv_into,        nothing was read          nothing was read: a read that
+ *   recvfrom, read, readv                             completed while the cancel was
+ *                                                     in flight is returned as a
+ *                                                     success (its count), and the
+ *                                                     next await returns -ECANCELED
+ *   send, sendto, write,    nothing was written       nothing was written, or (raced)
+ *   writev                                            the count is returned as success
+ *   sendall                 *sent bytes were sent     *sent bytes were sent (counted,
+ *                           (the rest was not)        raced completions included)
+ *   accept                  no connection taken       no connection taken, or (raced)
+ *                                                     the new fd is returned
+ *   connect                 the attempt is abandoned; the socket's state is
+ *                           unspecified: close it (as after asyncio's)
+ *   pread, pwrite, fsync,   not interruptible on epoll (regular files never
+ *   close                   block on readiness); on io_uring as read/write
+ */
+
+/*
+ * Creates a socket that is non-blocking and close-on-exec (socket(2) with
+ * SOCK_NONBLOCK | SOCK_CLOEXEC). Not an await point. Returns the fd or a
+ * negative errno (-EAFNOSUPPORT, -EMFILE, ...). The caller closes it.
+ */
+CIO_EXTERN int cio_socket(int domain, int type, int protocol);
+
+/*
+ * Accepts a connection on the listening socket fd (asyncio sock_accept).
+ * The new socket is non-blocking and close-on-exec; its address is stored
+ * in addr/addrlen when they are not NULL (*addrlen in: the room, out: the
+ * size). Returns the new fd, -ECANCELED, -ETIMEDOUT, -EPERM outside a task,
+ * or accept4's errors (-EMFILE, -ENFILE, -EINVAL for a socket that does not
+ * listen, ...). The caller closes the fd.
+ */
+CIO_EXTERN int cio_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
+
+/*
+ * Connects the non-blocking socket fd to addr (asyncio sock_connect).
+ * Returns 0, -ECONNREFUSED, -ETIMEDOUT (also a scope deadline),
+ * -ECANCELED, -ENETUNREACH, -EPERM outside a task, or connect's errors.
+ */
+CIO_EXTERN int cio_sock_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+
+/*
+ * Receives up to len bytes (asyncio sock_recv into caller memory). Returns
+ * the count (0: the peer closed its side), -ECONNRESET, -ECANCELED,
+ * -ETIMEDOUT, -EPERM, or recv's errors. flags are recv(2)'s.
+ */
+CIO_EXTERN ssize_t cio_sock_recv(int fd, void *buf, size_t len, int flags);
+
+/*
+ * Receives into several buffers at once (asyncio sock_recv_into, scattered;
+ * recvmsg underneath). Returns as cio_sock_recv.
+ */
+CIO_EXTERN ssize_t cio_sock_recv_into(int fd, const struct iovec *iov, int iovcnt, int flags);
+
+/*
+ * Sends up to len bytes once (one send(2), MSG_NOSIGNAL added): returns the
+ * count sent, which may be less than len, -EPIPE or -ECONNRESET when the peer
+ * is gone, -ECANCELED, -ETIMEDOUT, -EPERM, or send's errors.
+ */
+CIO_EXTERN ssize_t cio_sock_send(int fd, const void *buf, size_t len, int flags);
+
+/*
+ * Sends all len bytes (asyncio sock_sendall), waiting as often as needed.
+ * Returns 0 when everything was sent, else the error (-EPIPE, -ECONNRESET,
+ * -ECANCELED, -ETIMEDOUT, ...). *sent (when not NULL) receives the bytes
+ * sent in every case, so a caller knows what reached the socket.
+ */
+CIO_EXTERN int cio_sock_sendall(int fd, const void *buf, size_t len, int flags, size_t *sent);
+
+/*
+ * Receives one datagram (asyncio sock_recvfrom): up to len bytes, the
+ * sender's address in addr/addrlen when not NULL. A datagram longer than len
+ * is truncated by the kernel as recvfrom(2) does; pass MSG_TRUNC in flags to
+ * get its real length back. Returns the count, or errors as cio_sock_recv.
+ */
+CIO_EXTERN ssize_t cio_sock_recvfrom(int fd, void *buf, size_t len, int flags,
+                                     struct sockaddr *addr, socklen_t *addrlen);
+
+/*
+ * Sends one datagram to addr (asyncio sock_sendto). Returns the count, or
+ * errors as cio_sock_send (-EMSGSIZE for a datagram too large).
+ */
+CIO_EXTERN ssize_t cio_sock_sendto(int fd, const void *buf, size_t len, int flags,
+                                   const struct sockaddr *addr, socklen_t addrlen);
+
+/* recvmsg(2) / sendmsg(2) as await points (sendmsg adds MSG_NOSIGNAL). */
+CIO_EXTERN ssize_t cio_sock_recvmsg(int fd, struct msghdr *msg, int flags);
+CIO_EXTERN ssize_t cio_sock_sendmsg(int fd, const struct msghdr *msg, int flags);
+
+/*
+ * Reads up to len bytes from any fd (socket, pipe, tty, file). Returns the
+ * count (0 at end of file), -ECANCELED, -ETIMEDOUT, -EPERM, or read's
+ * errors. On epoll, a regular file is read at once (it never waits).
+ */
+CIO_EXTERN ssize_t cio_read(int fd, void *buf, size_t len);
+
+/*
+ * Writes up to len bytes once: returns the count (may be short), -EPIPE
+ * when the reader is gone, -ECANCELED, -ETIMEDOUT, -EPERM, or write's
+ * errors. Use cio_write_all to write everything.
+ */
+CIO_EXTERN ssize_t cio_write(int fd, const void *buf, size_t len);
+
+/*
+ * Writes all len bytes, retrying partial writes. Returns 0 or the error;
+ * *written (when not NULL) receives the bytes written in every case.
+ */
+CIO_EXTERN int cio_write_all(int fd, const void *buf, size_t len, size_t *written);
+
+/* readv(2) / writev(2) as await points; returns as cio_read / cio_write. */
+CIO_EXTERN ssize_t cio_readv(int fd, const struct iovec *iov, int iovcnt);
+CIO_EXTERN ssize_t cio_writev(int fd, const struct iovec *iov, int iovcnt);
+
+/*
+ * Positioned reads and writes and fsync for files (pread/pwrite/fsync;
+ * datasync selects fdatasync). On io_uring they run asynchronously; on epoll
+ * they run at once on the loop thread (regular files never report EAGAIN;
+ * the file layer will route them through the thread pool there). Returns the
+ * count (or 0 for fsync), -EINVAL for a negative offset, -EPERM outside a
+ * task, or the system call's errors.
+ */
+CIO_EXTERN ssize_t cio_pread(int fd, void *buf, size_t len, int64_t offset);
+CIO_EXTERN ssize_t cio_pwrite(int fd, const void *buf, size_t len, int64_t offset);
+CIO_EXTERN int cio_fsync(int fd, bool datasync);
+
+/*
+ * Closes fd after dropping every watcher and waiter the running loop has on
+ * it (so a reused fd number never sees stale interest). Returns 0 or
+ * close's error (-EBADF, -EIO); the fd is closed in every case but -EBADF.
+ * May be called from a task or from a callback of the running loop.
+ */
+CIO_EXTERN int cio_close(int fd);
 
 /* ------------------------------------------------------------------------ */
 /* Tasks                                                                     */

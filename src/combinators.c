@@ -6,7 +6,7 @@
  * trip through the ready list) and sleeps on one waiter that the callbacks
  * wake when the combinator's condition holds.
  */
-#include "internal.h"
+#include "task.h"
 
 
 typedef struct gather_st {
@@ -138,7 +138,7 @@ int cio_wait(cio_future_t *const *fs, size_t n, int return_when, double timeout)
     if (return_when < CIO_ALL_COMPLETED || return_when > CIO_FIRST_EXCEPTION)
         return -EINVAL;
     int64_t deadline;
-    if ((rc = cio__deadline_after(NULL, timeout, &deadline)))
+    if ((rc = cio__deadline_after(timeout, &deadline)))
         return rc;
     if ((rc = cio__cancel_state(cio__current, NULL)))
         return rc;
@@ -208,9 +208,9 @@ void cio_as_completed_cleanup(cio_as_completed_t *it)
     for (size_t i = 0; i < st->n; i++)
         if (st->e[i].hooked)
             cio__future_off_done_arg(st->fs[i], &st->e[i]);
-    free(st->order);
-    free(st->e);
-    free(st);
+    cio__free(st->order);
+    cio__free(st->e);
+    cio__free(st);
     it->state_ = NULL;
 }
 
@@ -223,15 +223,15 @@ int cio_as_completed_init(cio_as_completed_t *it, cio_future_t *const *fs, size_
     for (size_t i = 0; i < n; i++)
         if (!fs[i])
             return -EINVAL;
-    ac_state *st = calloc(1, sizeof(*st));
+    ac_state *st = cio__calloc(1, sizeof(*st));
     if (!st)
         return -ENOMEM;
     it->state_ = st;
     st->fs = fs;
     st->n = n;
-    int rc = cio__deadline_after(NULL, timeout, &st->deadline);
-    st->order = malloc((n ? n : 1) * sizeof(size_t));
-    st->e = calloc(n ? n : 1, sizeof(ac_entry));
+    int rc = cio__deadline_after(timeout, &st->deadline);
+    st->order = cio__malloc((n ? n : 1) * sizeof(size_t));
+    st->e = cio__calloc(n ? n : 1, sizeof(ac_entry));
     if (rc || !st->order || !st->e) {
         cio_as_completed_cleanup(it);
         return rc ? rc : -ENOMEM;

@@ -3,7 +3,7 @@
  * single table below (the codes cio returns; others fall back to the C
  * library's description).
  */
-#include "internal.h"
+#include "base.h"
 
 #define CIO_ERRNO_MAP(X)                                                   \
     X(EPERM, "operation not permitted (not inside a task?)")              \

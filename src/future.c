@@ -7,18 +7,71 @@
  * (as asyncio does), each holding a reference so the future outlives them.
  * Internal "sync" callbacks (combinators) run at completion instead.
  */
-#include "internal.h"
+#include "future.h"
 
-cio_future_t *cio__future_alloc(cio_loop_t *loop, uint8_t kind)
+static void run_cbnode(void *arg);
+
+/*
+ * At close, the done callbacks still scheduled are dropped (asyncio discards
+ * pending callbacks) and the references they held released, so that their
+ * futures can be freed.
+ */
+static void drop_scheduled(cio_loop_t *loop)
 {
-    cio_future_t *f = cio__pool_alloc(&loop->future_pool);
+    cio_handle_t *h = loop->ready.next_;
+    while (h != &loop->ready) {
+        cio_handle_t *next = h->next_;
+        if (h->cb_ == run_cbnode) {
+            cio__cbnode *n = h->arg_;
+            cio_future_t *f = n->fut;
+            cio_handle_cancel(h);
+            cio__pool_free(&loop->pools[CIO__POOL_CB], n);
+            cio_future_release(f);
+        }
+        h = next;
+    }
+}
+
+static const cio__loop_hooks future_hooks = {.layer = 6, .close = drop_scheduled};
+
+static void layer_init(cio_loop_t *loop)
+{
+    cio__pool_init(&loop->pools[CIO__POOL_FUTURE], sizeof(struct cio_future));
+    cio__pool_init(&loop->pools[CIO__POOL_CB], sizeof(cio__cbnode));
+    cio__loop_hook(loop, &future_hooks);
+}
+
+static cio__freelist *fut_pool(cio_loop_t *loop)
+{
+    if (cio__unlikely(!loop->pools[CIO__POOL_FUTURE].size))
+        layer_init(loop);
+    return &loop->pools[CIO__POOL_FUTURE];
+}
+
+static cio__freelist *cb_pool(cio_loop_t *loop)
+{
+    if (cio__unlikely(!loop->pools[CIO__POOL_CB].size))
+        layer_init(loop);
+    return &loop->pools[CIO__POOL_CB];
+}
+
+cio_future_t *cio__future_alloc(cio_loop_t *loop, const cio__future_ops *ops)
+{
+    if (loop->closed)
+        return NULL;
+    cio_future_t *f = cio__pool_alloc(fut_pool(loop));
     if (!f)
         return NULL;
     memset(f, 0, sizeof(*f));
     f->loop = loop;
-    f->kind = kind;
+    f->ops = ops;
     f->refs = 1;
     return f;
+}
+
+void cio__future_pool_free(cio_future_t *f)
+{
+    cio__pool_free(&f->loop->pools[CIO__POOL_FUTURE], f);
 }
 
 cio_future_t *cio_future_new(cio_loop_t *loop)
@@ -29,7 +82,11 @@ cio_future_t *cio_future_new(cio_loop_t *loop)
         errno = EPERM;
         return NULL;
     }
-    cio_future_t *f = cio__future_alloc(loop, CIO__KIND_FUTURE);
+    if (loop->closed) {
+        errno = ESHUTDOWN;
+        return NULL;
+    }
+    cio_future_t *f = cio__future_alloc(loop, NULL);
     if (!f)
         errno = ENOMEM;
     return f;
@@ -44,9 +101,10 @@ cio_future_t *cio_future_ref(cio_future_t *f)
 
 void cio__report_unretrieved(cio_future_t *f)
 {
-    if (f->kind == CIO__KIND_TASK)
-        fprintf(stderr, "cio: task '%s' failed with %s (%s) and nobody retrieved the error\n",
-                cio_task_get_name(f), cio_err_name(f->status), cio_strerror(f->status));
+    const char *name = f->ops && f->ops->name ? f->ops->name(f) : NULL;
+    if (name)
+        fprintf(stderr, "cio: %s '%s' failed with %s (%s) and nobody retrieved the error\n",
+                f->ops->what, name, cio_err_name(f->status), cio_strerror(f->status));
     else
         fprintf(stderr, "cio: future %p failed with %s (%s) and nobody retrieved the error\n",
                 (void *)f, cio_err_name(f->status), cio_strerror(f->status));
@@ -54,21 +112,25 @@ void cio__report_unretrieved(cio_future_t *f)
 
 void cio__future_free(cio_future_t *f)
 {
-    cio_loop_t *loop = f->loop;
-    if (loop->debug && f->status < 0 && f->status != -ECANCELED && !f->retrieved)
+    if (f->loop->debug && f->status < 0 && f->status != -ECANCELED && !f->retrieved)
         cio__report_unretrieved(f);
-    if (f->kind == CIO__KIND_TASK) {
-        cio__task *t = (cio__task *)f;
-        free(t->name);
-        cio__pool_free(&loop->task_pool, t);
-    } else {
-        cio__pool_free(&loop->future_pool, f);
-    }
+    if (f->ops && f->ops->free)
+        f->ops->free(f);
+    else
+        cio__future_pool_free(f);
 }
 
 void cio_future_release(cio_future_t *f)
 {
-    if (!f || --f->refs > 0)
+    if (!f)
+        return;
+    if (cio__unlikely(f->refs <= 0)) {
+        /* Released once too often: the memory may already be reused, so
+         * nothing else is touched. Always reported: it is a bug. */
+        fprintf(stderr, "cio: future %p released more often than referenced\n", (void *)f);
+        return;
+    }
+    if (--f->refs > 0)
         return;
     /* A pending future nobody references may still be completed by whoever
      * waits on it; it is freed at completion then (see complete). */
@@ -82,7 +144,7 @@ static void run_cbnode(void *arg)
     cio_future_t *f = n->fut;
     cio_loop_t *loop = f->loop;
     n->cb(f, n->arg);
-    cio__pool_free(&loop->cb_pool, n);
+    cio__pool_free(&loop->pools[CIO__POOL_CB], n);
     cio_future_release(f);
 }
 
@@ -110,7 +172,7 @@ int cio__future_complete(cio_future_t *f, int status, void *result, uint8_t stat
         cio__cbnode *next = n->next;
         if (n->sync) {
             n->cb(f, n->arg);
-            cio__pool_free(&f->loop->cb_pool, n);
+            cio__pool_free(&f->loop->pools[CIO__POOL_CB], n);
         } else {
             f->refs++;
             n->h.cb_ = run_cbnode;
@@ -127,9 +189,11 @@ int cio__future_complete(cio_future_t *f, int status, void *result, uint8_t stat
 
 static int check_code(cio_future_t *f)
 {
-    if (!f || f->kind != CIO__KIND_FUTURE)
+    if (!f || f->ops)
         return -EINVAL;
-    return f->state != CIO__PENDING ? -EALREADY : 0;
+    if (f->state != CIO__PENDING)
+        return -EALREADY;
+    return f->loop->closed ? -ESHUTDOWN : 0; /* no callback could run */
 }
 
 int cio_future_set_result(cio_future_t *f, void *value)
@@ -150,17 +214,12 @@ int cio_future_set_error(cio_future_t *f, int err)
 
 int cio_future_cancel(cio_future_t *f)
 {
-    if (!f || f->state != CIO__PENDING)
+    if (!f || f->state != CIO__PENDING || f->loop->closed)
         return 0;
-    switch (f->kind) {
-    case CIO__KIND_TASK:
-        return cio_task_cancel(f);
-    case CIO__KIND_JOB:
-        return cio__job_cancel(f);
-    default:
-        cio__future_complete(f, -ECANCELED, NULL, CIO__CANCELLED);
-        return 1;
-    }
+    if (f->ops && f->ops->cancel)
+        return f->ops->cancel(f);
+    cio__future_complete(f, -ECANCELED, NULL, CIO__CANCELLED);
+    return 1;
 }
 
 bool cio_future_done(const cio_future_t *f)
@@ -187,7 +246,7 @@ int cio_future_result(cio_future_t *f, void **result)
 
 static cio__cbnode *add_node(cio_future_t *f, cio_done_fn cb, void *arg)
 {
-    cio__cbnode *n = cio__pool_alloc(&f->loop->cb_pool);
+    cio__cbnode *n = cio__pool_alloc(cb_pool(f->loop));
     if (!n)
         return NULL;
     memset(&n->h, 0, sizeof(n->h));
@@ -204,9 +263,11 @@ int cio_future_add_done_callback(cio_future_t *f, cio_done_fn cb, void *arg)
 {
     if (!f || !cb)
         return -EINVAL;
+    if (f->loop->closed)
+        return -ESHUTDOWN;
     if (f->state != CIO__PENDING) {
         /* Already done: schedule it for the next iteration. */
-        cio__cbnode *n = cio__pool_alloc(&f->loop->cb_pool);
+        cio__cbnode *n = cio__pool_alloc(cb_pool(f->loop));
         if (!n)
             return -ENOMEM;
         memset(&n->h, 0, sizeof(n->h));
@@ -234,7 +295,7 @@ int cio_future_remove_done_callback(cio_future_t *f, cio_done_fn cb, void *arg)
         cio__cbnode *n = *pp;
         if (!n->sync && n->cb == cb && n->arg == arg) {
             *pp = n->next;
-            cio__pool_free(&f->loop->cb_pool, n);
+            cio__pool_free(&f->loop->pools[CIO__POOL_CB], n);
             removed++;
         } else {
             pp = &n->next;
@@ -249,56 +310,6 @@ void *cio__future_on_done(cio_future_t *f, void (*fn)(cio_future_t *, void *), v
     if (n)
         n->sync = true;
     return n;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Awaiting                                                                  */
-/* ------------------------------------------------------------------------ */
-
-static void fut_unlink(cio__waiter *w)
-{
-    cio__wlist_remove(&((cio_future_t *)w->obj)->waiters, w);
-}
-
-void cio__await_done(cio_future_t *f)
-{
-    while (f->state == CIO__PENDING) {
-        cio__waiter w;
-        cio__waiter_init(&w, cio__current, f->kind == CIO__KIND_TASK ? "task" : "future",
-                         f, fut_unlink);
-        w.nointr = 1;
-        cio__wlist_push(&f->waiters, &w);
-        cio__wait(&w, CIO__NO_DEADLINE);
-    }
-}
-
-int cio_await(cio_future_t *f, void **result)
-{
-    cio__task *t = cio__current;
-    if (!t)
-        return -EPERM;
-    if (!f)
-        return -EINVAL;
-    if (f == &t->fut)
-        return -EDEADLK;
-    if (f->state == CIO__PENDING) {
-        cio__waiter w;
-        cio__waiter_init(&w, t, f->kind == CIO__KIND_TASK ? "task" : "future", f, fut_unlink);
-        cio__wlist_push(&f->waiters, &w);
-        int rc = cio__wait(&w, CIO__NO_DEADLINE);
-        if (rc < 0) {
-            /* Cancelled or timed out: cancel what we await and wait for it
-             * to finish, as asyncio's Task.cancel does with _fut_waiter. */
-            cio_future_cancel(f);
-            cio__await_done(f);
-            return rc;
-        }
-    } else {
-        int c = cio__cancel_state(t, NULL);
-        if (c)
-            return c;
-    }
-    return cio_future_result(f, result);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -349,11 +360,39 @@ int cio__future_off_done_arg(cio_future_t *f, void *arg)
         cio__cbnode *node = *pp;
         if (node->sync && node->arg == arg) {
             *pp = node->next;
-            cio__pool_free(&f->loop->cb_pool, node);
+            cio__pool_free(&f->loop->pools[CIO__POOL_CB], node);
             n++;
         } else {
             pp = &node->next;
         }
     }
     return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running a loop until a future is done                                     */
+/* ------------------------------------------------------------------------ */
+
+static void stop_cb(cio_future_t *f, void *arg)
+{
+    (void)f;
+    cio_loop_stop(arg);
+}
+
+int cio_loop_run_until_complete(cio_loop_t *loop, cio_future_t *fut, void **result)
+{
+    if (!loop || !fut)
+        return -EINVAL;
+    if (fut->state == CIO__PENDING) {
+        int rc = cio_future_add_done_callback(fut, stop_cb, loop);
+        if (rc)
+            return rc;
+        rc = cio_loop_run_forever(loop);
+        cio_future_remove_done_callback(fut, stop_cb, loop);
+        if (rc)
+            return rc;
+        if (fut->state == CIO__PENDING)
+            return -EINTR;
+    }
+    return cio_future_result(fut, result);
 }

@@ -30,8 +30,8 @@
  * task or plain thread resumed it: the resumer points the places that
  * describe "what runs on which stack" at the generator before switching in,
  * and the body's side restores them before it switches out:
- *  - overflow reports: the current task's cur_stack/cur_name, or outside
- *    tasks the thread-locals cio__thread_stack/cio__thread_stack_name;
+ *  - overflow reports: cio__stack_running (stack.h), whose owner record
+ *    names the generator;
  *  - TSan: each generator runs on a fiber of its own, and a task driving a
  *    generator has its tsan_fiber swapped for the generator's, so that when
  *    the body awaits and the loop resumes the task, TSan resumes the right
@@ -45,7 +45,7 @@
  * finished, by code running on the caller's stack (never by the code running
  * on the stack being released).
  */
-#include "internal.h"
+#include "task.h"
 
 #include <stdio.h>
 
@@ -70,15 +70,12 @@ struct cio_gen {
     int rv;                /* the int passed with a switch, in call mode */
     const char *stack_lo;  /* bounds of the stack, for yield's check */
     const char *stack_hi;
-    /* Pairs copied together (the compiler may use one 16-byte access): keep
-     * each pair adjacent and in the order of cur_stack/cur_name in the task,
-     * so that a load never spans two smaller stores (which stalls it). */
-    cio__stack *prev_stack; /* the resumer's overflow-report state */
-    const char *prev_name;
-    cio__task *task;       /* the task that resumed the body, or NULL */
+    cio__stack *prev_stack; /* the stack that ran before the resume */
+    cio__coro *task;       /* the task that resumed the body, or NULL */
     cio_scope_t *caller_scope; /* the task's innermost scope at the resume */
     cio__stack *stack;
     const char *name;      /* stored after the struct */
+    cio__stack_owner owner; /* "generator", &name: for overflow reports */
 
     /* Cold fields. */
     cio__stack_pool *pool; /* where the stack goes back */
@@ -277,6 +274,8 @@ static int take_stack(cio_gen_t *g)
         return -ENOMEM;
     /* Outside loops nothing has installed the overflow reporter yet. */
     cio__stack_install_handler();
+    g->owner = (cio__stack_owner){.kind = "generator", .name = &g->name, .id = NULL};
+    s->owner = &g->owner;
     g->stack = s;
     g->pool = p;
     g->stack_lo = s->lo;
@@ -317,40 +316,27 @@ static int finish_on_caller(void *arg)
  */
 static inline void point_at_body(cio_gen_t *g)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     g->task = t;
+    g->prev_stack = cio__stack_running;
+    cio__stack_running = g->stack;
     if (t) {
-        g->prev_stack = t->cur_stack;
-        g->prev_name = t->cur_name;
         g->caller_scope = t->scope;
-        t->cur_stack = g->stack;
-        t->cur_name = g->name;
 #ifdef CIO__TSAN
         g->prev_fiber = t->tsan_fiber;
         t->tsan_fiber = g->tsan_fiber;
 #endif
-    } else {
-        g->prev_stack = cio__thread_stack;
-        g->prev_name = cio__thread_stack_name;
-        cio__thread_stack = g->stack;
-        cio__thread_stack_name = g->name;
     }
 }
 
 /* Body side, before switching out: gives the resumer its state back. */
 static inline void point_at_caller(cio_gen_t *g)
 {
-    cio__task *t = g->task;
-    if (t) {
-        t->cur_stack = g->prev_stack;
-        t->cur_name = g->prev_name;
+    cio__stack_running = g->prev_stack;
 #ifdef CIO__TSAN
-        t->tsan_fiber = g->prev_fiber;
+    if (g->task)
+        g->task->tsan_fiber = g->prev_fiber;
 #endif
-    } else {
-        cio__thread_stack = g->prev_stack;
-        cio__thread_stack_name = g->prev_name;
-    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -425,7 +411,7 @@ static void gen_entry(void *arg)
 #endif
     g->status = g->fn(g, g->arg);
     if (cio__unlikely(g->canary))
-        cio__stack_check(g->stack, FRAME_ADDRESS(), g->name);
+        cio__stack_check(g->stack, FRAME_ADDRESS());
     g->state = CIO_GEN_CLOSED;
     point_at_caller(g);
 #ifdef GEN_JUMP
@@ -467,7 +453,7 @@ cio_gen_t *cio_gen_new_ex(cio_gen_fn fn, void *arg, const cio_gen_opts_t *opts)
         name = buf;
     }
     size_t len = strlen(name) + 1;
-    cio_gen_t *g = malloc(sizeof(*g) + len);
+    cio_gen_t *g = cio__malloc(sizeof(*g) + len);
     if (!g) {
         errno = ENOMEM;
         return NULL;
@@ -495,7 +481,7 @@ int cio_gen_free(cio_gen_t *g)
     if (is_running(g))
         return -EBUSY;
     int rc = g->state == CIO_GEN_SUSPENDED ? cio_gen_close(g) : 0;
-    free(g);
+    cio__free(g);
     return rc;
 }
 
@@ -647,7 +633,7 @@ static GEN_NOINLINE int yield_general(cio_gen_t *g, void *value, void **sent,
     /* Canary-guarded stacks (no guard page left) are checked at every
      * switch away from them, as task stacks are. */
     if (cio__unlikely(g->canary))
-        cio__stack_check(g->stack, sp, g->name);
+        cio__stack_check(g->stack, sp);
     if (g->out)
         *g->out = value;
     g->sent = sent;

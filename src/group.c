@@ -4,12 +4,12 @@
  * scope; the first child failure cancels the siblings and that scope, the
  * group waits for every child, and every failure is kept for the caller.
  */
-#include "internal.h"
+#include "task.h"
 
 
 struct cio_group {
     cio_scope_t scope;
-    cio__task *parent;
+    cio__coro *parent;
     cio_task_t **kids;
     size_t nkids, cap, pending;
     int *codes;            /* failures, in the order they happened */
@@ -21,12 +21,12 @@ struct cio_group {
 
 cio_group_t *cio_group_new(void)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     if (!t) {
         errno = EPERM;
         return NULL;
     }
-    cio_group_t *g = calloc(1, sizeof(*g));
+    cio_group_t *g = cio__calloc(1, sizeof(*g));
     if (!g) {
         errno = ENOMEM;
         return NULL;
@@ -67,15 +67,15 @@ static void kid_done(cio_future_t *f, void *arg)
 static int grow(cio_group_t *g)
 {
     size_t cap = g->cap ? g->cap * 2 : 8;
-    cio_task_t **k = realloc(g->kids, cap * sizeof(*k));
+    cio_task_t **k = cio__realloc(g->kids, cap * sizeof(*k));
     if (!k)
         return -ENOMEM;
     g->kids = k;
-    int *c = realloc(g->codes, cap * sizeof(*c));
+    int *c = cio__realloc(g->codes, cap * sizeof(*c));
     if (!c)
         return -ENOMEM;
     g->codes = c;
-    cio_task_t **fl = realloc(g->failed, cap * sizeof(*fl));
+    cio_task_t **fl = cio__realloc(g->failed, cap * sizeof(*fl));
     if (!fl)
         return -ENOMEM;
     g->failed = fl;
@@ -94,7 +94,7 @@ cio_task_t *cio_group_spawn(cio_group_t *g, const char *name, cio_task_fn fn, vo
         return NULL;
     }
     cio_spawn_opts_t o = {.name = name, .stack_size = 0};
-    cio_task_t *t = cio_spawn_ex(g->parent->fut.loop, fn, arg, &o);
+    cio_task_t *t = cio_spawn_ex(g->parent->loop, fn, arg, &o);
     if (!t)
         return NULL;
     if (!cio__future_on_done(t, kid_done, g)) {
@@ -112,7 +112,7 @@ cio_task_t *cio_group_spawn(cio_group_t *g, const char *name, cio_task_fn fn, vo
 
 int cio_group_wait(cio_group_t *g)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     if (!g || g->waited)
         return -EINVAL;
     if (!t || t != g->parent)
@@ -170,8 +170,8 @@ void cio_group_free(cio_group_t *g)
         }
         cio_future_release(g->kids[i]);
     }
-    free(g->kids);
-    free(g->codes);
-    free(g->failed);
-    free(g);
+    cio__free(g->kids);
+    cio__free(g->codes);
+    cio__free(g->failed);
+    cio__free(g);
 }

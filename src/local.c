@@ -4,7 +4,7 @@
  * parent's array (one increment); setting a value copies it (copy on
  * write), so neither task ever sees the other's later changes.
  */
-#include "internal.h"
+#include "task.h"
 
 struct cio__locals {
     int refs;
@@ -25,12 +25,12 @@ cio__locals *cio__locals_ref(cio__locals *l)
 void cio__locals_unref(cio__locals *l)
 {
     if (l && --l->refs == 0)
-        free(l);
+        cio__free(l);
 }
 
 int cio_local_set(const void *key, void *value)
 {
-    cio__task *t = cio__current;
+    cio__task *t = cio__current ? cio__task_of(cio__current) : NULL;
     if (!t)
         return -EPERM;
     if (!key)
@@ -41,7 +41,7 @@ int cio_local_set(const void *key, void *value)
         if (old->kv[i].key == key)
             at = i;
     size_t nn = at == n ? n + 1 : n;
-    cio__locals *l = malloc(sizeof(*l) + nn * sizeof(l->kv[0]));
+    cio__locals *l = cio__malloc(sizeof(*l) + nn * sizeof(l->kv[0]));
     if (!l)
         return -ENOMEM;
     l->refs = 1;
@@ -57,7 +57,7 @@ int cio_local_set(const void *key, void *value)
 
 void *cio_local_get(const void *key, void *dflt)
 {
-    cio__task *t = cio__current;
+    cio__task *t = cio__current ? cio__task_of(cio__current) : NULL;
     if (!t || !t->locals)
         return dflt;
     for (size_t i = 0; i < t->locals->n; i++)

@@ -1,24 +1,29 @@
 /*
- * The event loop: one per thread, single-threaded, like asyncio's.
+ * The event loop core: one per thread, single-threaded, like asyncio's.
  *
- * One iteration (loop_run_once) has four phases:
- *   1. poll:     wait for I/O with a timeout derived from the ready list and
- *                the earliest timer, dispatching fd callbacks and waking
- *                tasks waiting on fds. The poll is skipped while callbacks
- *                are ready and no fd is watched (a syscall per iteration
- *                would dominate task switches).
+ * One iteration (cio__loop_run_once) has four phases:
+ *   1. poll:     the backend waits for I/O with a timeout derived from the
+ *                ready list and the earliest timer, submitting what the last
+ *                iteration queued, and hands back readiness events (given to
+ *                the fd watchers, fd.c) and operation completions (whose
+ *                `complete` functions run). The poll is skipped while
+ *                callbacks are ready and nothing is watched or in flight (a
+ *                system call per iteration would dominate task switches).
  *   2. wake-ups: callbacks sent by other threads (call_soon_threadsafe).
  *   3. timers:   expired timers move to the end of the ready list in
  *                (deadline, sequence) order.
  *   4. ready:    the callbacks that were ready when this phase started run
  *                in FIFO order; what they schedule runs next iteration.
- * Resuming a task is just a ready callback (task.c).
+ * Resuming a coroutine is just a ready callback (wait.c).
+ *
+ * The loop calls nothing above its layer: what the task and thread pool
+ * layers must do at close they register as hooks (cio__loop_hook).
  */
-#include "internal.h"
+#include "loop.h"
 
 #include <math.h>
+#include <signal.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 _Thread_local cio_loop_t *cio__running;
@@ -26,30 +31,7 @@ _Thread_local cio_loop_t *cio__running;
 enum { H_POOLED = 1 };
 
 #define POOL_CHUNK (256u * 1024u)
-
-int64_t cio__clock_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int cio__deadline_after(cio_loop_t *loop, double delay, int64_t *out)
-{
-    (void)loop;
-    if (isnan(delay))
-        return -EINVAL;
-    if (delay <= 0) {
-        *out = cio__clock_ns();
-        return 0;
-    }
-    if (isinf(delay) || delay > 9.0e9) { /* ~285 years: no deadline */
-        *out = CIO__NO_DEADLINE;
-        return 0;
-    }
-    *out = cio__clock_ns() + (int64_t)(delay * 1e9);
-    return 0;
-}
+#define MAX_EVENTS 256
 
 /* ------------------------------------------------------------------------ */
 /* Fixed-size object pools: no malloc per task, future or callback.          */
@@ -65,7 +47,7 @@ void cio__pool_init(cio__freelist *fl, size_t size)
 
 static int pool_refill(cio__freelist *fl)
 {
-    char *chunk = malloc(POOL_CHUNK);
+    char *chunk = cio__malloc(POOL_CHUNK);
     if (!chunk)
         return -ENOMEM;
     *(void **)chunk = fl->chunks;
@@ -101,7 +83,7 @@ void cio__pool_destroy(cio__freelist *fl)
     void *c = fl->chunks;
     while (c) {
         void *next = *(void **)c;
-        free(c);
+        cio__free(c);
         c = next;
     }
     fl->chunks = fl->head = NULL;
@@ -120,7 +102,7 @@ static int handle_prepare(cio_loop_t *loop, cio_handle_t **hp, cio_callback_fn c
         return -ESHUTDOWN;
     cio_handle_t *h = *hp;
     if (!h) {
-        h = cio__pool_alloc(&loop->handle_pool);
+        h = cio__pool_alloc(&loop->pools[CIO__POOL_HANDLE]);
         if (!h)
             return -ENOMEM;
         memset(h, 0, sizeof(*h));
@@ -157,7 +139,7 @@ int cio_call_at_ns(cio_loop_t *loop, cio_handle_t *h, int64_t when_ns,
     rc = cio__timer_insert(&loop->timers, h);
     if (rc) {
         if (h->flags_ & H_POOLED)
-            cio__pool_free(&loop->handle_pool, h);
+            cio__pool_free(&loop->pools[CIO__POOL_HANDLE], h);
         return rc;
     }
     h->state_ = CIO__H_TIMER;
@@ -168,7 +150,7 @@ int cio_call_later(cio_loop_t *loop, cio_handle_t *h, double delay,
                    cio_callback_fn cb, void *arg)
 {
     int64_t when;
-    int rc = cio__deadline_after(loop, delay, &when);
+    int rc = cio__deadline_after(delay, &when);
     return rc ? rc : cio_call_at_ns(loop, h, when, cb, arg);
 }
 
@@ -194,7 +176,7 @@ int cio_handle_cancel(cio_handle_t *h)
         cio__timer_remove(&loop->timers, h);
     h->state_ = CIO__H_IDLE;
     if (h->flags_ & H_POOLED)
-        cio__pool_free(&loop->handle_pool, h);
+        cio__pool_free(&loop->pools[CIO__POOL_HANDLE], h);
     return 1;
 }
 
@@ -207,20 +189,12 @@ bool cio_handle_active(const cio_handle_t *h)
 /* Threadsafe wake-ups                                                       */
 /* ------------------------------------------------------------------------ */
 
-int cio_call_soon_threadsafe(cio_loop_t *loop, cio_callback_fn cb, void *arg)
+int cio__loop_post(cio_loop_t *loop, cio__tsnode *n)
 {
-    if (!loop || !cb)
-        return -EINVAL;
-    cio__tsnode *n = malloc(sizeof(*n));
-    if (!n)
-        return -ENOMEM;
     n->next = NULL;
-    n->cb = cb;
-    n->arg = arg;
     pthread_mutex_lock(&loop->ts_lock);
     if (atomic_load(&loop->ts_closed)) {
         pthread_mutex_unlock(&loop->ts_lock);
-        free(n);
         return -ESHUTDOWN;
     }
     if (loop->ts_tail)
@@ -229,15 +203,37 @@ int cio_call_soon_threadsafe(cio_loop_t *loop, cio_callback_fn cb, void *arg)
         loop->ts_head = n;
     loop->ts_tail = n;
     /* Write the eventfd only on the first wake-up since the loop drained:
-     * later senders see ts_pending set and skip the syscall. */
-    int wake = !atomic_exchange(&loop->ts_pending, 1);
-    pthread_mutex_unlock(&loop->ts_lock);
-    if (wake) {
+     * later senders see ts_pending set and skip the syscall. The write is
+     * made under the lock, because cio_loop_close closes the eventfd after
+     * taking it: a sender never writes into a closed (or reused) fd. */
+    if (!atomic_exchange(&loop->ts_pending, 1)) {
         uint64_t one = 1;
         ssize_t r = write(loop->wakefd, &one, sizeof one);
         (void)r; /* EAGAIN means the counter is already non-zero */
     }
+    pthread_mutex_unlock(&loop->ts_lock);
     return 0;
+}
+
+int cio_call_soon_threadsafe(cio_loop_t *loop, cio_callback_fn cb, void *arg)
+{
+    if (!loop || !cb)
+        return -EINVAL;
+    cio__tsnode *n = cio__malloc(sizeof(*n));
+    if (!n)
+        return -ENOMEM;
+    *n = (cio__tsnode){.next = NULL, .cb = cb, .arg = arg, .owned = 0};
+    int rc = cio__loop_post(loop, n);
+    if (rc)
+        cio__free(n);
+    return rc;
+}
+
+static void ts_drain(cio_loop_t *loop);
+
+void cio__loop_run_posts(cio_loop_t *loop)
+{
+    ts_drain(loop);
 }
 
 static void ts_drain(cio_loop_t *loop)
@@ -249,243 +245,119 @@ static void ts_drain(cio_loop_t *loop)
     pthread_mutex_unlock(&loop->ts_lock);
     while (n) {
         cio__tsnode *next = n->next;
-        n->cb(n->arg);
-        free(n);
+        bool owned = n->owned;
+        cio_callback_fn cb = n->cb;
+        void *arg = n->arg;
+        if (!owned)
+            cio__free(n);
+        cb(arg); /* may free an owned node */
         n = next;
     }
 }
 
-/* ------------------------------------------------------------------------ */
-/* fd watchers                                                               */
-/* ------------------------------------------------------------------------ */
-
-static int fd_slot(cio_loop_t *loop, int fd)
+/* The eventfd's watcher: empties the counter (the queue is drained in
+ * phase 2 whatever woke the poll). */
+static void wake_ready(void *arg, int fd, unsigned events)
 {
-    if (fd < 0)
-        return -EINVAL;
-    if (fd < loop->nfds)
-        return 0;
-    int n = loop->nfds ? loop->nfds : 64;
-    while (n <= fd)
-        n *= 2;
-    cio__fdw *v = realloc(loop->fds, sizeof(*v) * (size_t)n);
-    if (!v)
-        return -ENOMEM;
-    memset(v + loop->nfds, 0, sizeof(*v) * (size_t)(n - loop->nfds));
-    loop->fds = v;
-    loop->nfds = n;
-    return 0;
+    (void)arg;
+    (void)events;
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof v);
+    (void)r;
 }
 
-/* Brings fd's registration in line with its callbacks and waiters. */
-static int fd_update(cio_loop_t *loop, int fd)
-{
-    cio__fdw *w = &loop->fds[fd];
-    unsigned want = ((w->rcb || w->rwait) ? CIO_READABLE : 0) |
-                    ((w->wcb || w->wwait) ? CIO_WRITABLE : 0);
-    if (want == w->events)
-        return 0;
-    int rc = cio__poll_set(&loop->poller, fd, w->events, want);
-    if (rc)
-        return rc;
-    loop->nwatch += (want != 0) - (w->events != 0);
-    w->events = want;
-    return 0;
-}
+static int wake_start(cio_loop_t *loop);
 
-static int watch(cio_loop_t *loop, int fd, int dir, cio_callback_fn cb, void *arg)
+/* ------------------------------------------------------------------------ */
+/* Close hooks                                                               */
+/* ------------------------------------------------------------------------ */
+
+int cio__loop_hook(cio_loop_t *loop, const cio__loop_hooks *h)
 {
-    if (!loop || !cb)
-        return -EINVAL;
-    if (loop->closed)
-        return -ESHUTDOWN;
-    int rc = fd_slot(loop, fd);
-    if (rc)
-        return rc;
-    cio__fdw *w = &loop->fds[fd];
-    if ((dir == CIO_READABLE ? w->rwait : w->wwait) != NULL)
-        return -EBUSY; /* a task is waiting on this direction */
-    cio_callback_fn old_cb = dir == CIO_READABLE ? w->rcb : w->wcb;
-    void *old_arg = dir == CIO_READABLE ? w->rarg : w->warg;
-    if (dir == CIO_READABLE) {
-        w->rcb = cb;
-        w->rarg = arg;
-    } else {
-        w->wcb = cb;
-        w->warg = arg;
-    }
-    rc = fd_update(loop, fd);
-    if (rc) {
-        w = &loop->fds[fd];
-        if (dir == CIO_READABLE) {
-            w->rcb = old_cb;
-            w->rarg = old_arg;
-        } else {
-            w->wcb = old_cb;
-            w->warg = old_arg;
+    for (int i = 0; i < CIO__LOOP_HOOKS; i++) {
+        if (loop->hooks[i] == h)
+            return 0;
+        if (!loop->hooks[i]) {
+            loop->hooks[i] = h;
+            return 0;
         }
     }
-    return rc;
-}
-
-static int unwatch(cio_loop_t *loop, int fd, int dir)
-{
-    if (!loop || fd < 0 || fd >= loop->nfds)
-        return 0;
-    cio__fdw *w = &loop->fds[fd];
-    cio_callback_fn *cb = dir == CIO_READABLE ? &w->rcb : &w->wcb;
-    if (!*cb)
-        return 0;
-    *cb = NULL;
-    fd_update(loop, fd);
-    return 1;
-}
-
-int cio_add_reader(cio_loop_t *loop, int fd, cio_callback_fn cb, void *arg)
-{
-    return watch(loop, fd, CIO_READABLE, cb, arg);
-}
-
-int cio_add_writer(cio_loop_t *loop, int fd, cio_callback_fn cb, void *arg)
-{
-    return watch(loop, fd, CIO_WRITABLE, cb, arg);
-}
-
-int cio_remove_reader(cio_loop_t *loop, int fd)
-{
-    return unwatch(loop, fd, CIO_READABLE);
-}
-
-int cio_remove_writer(cio_loop_t *loop, int fd)
-{
-    return unwatch(loop, fd, CIO_WRITABLE);
-}
-
-void cio__fd_ready(cio_loop_t *loop, int fd, unsigned events)
-{
-    if (fd == loop->wakefd) {
-        uint64_t v;
-        ssize_t r = read(fd, &v, sizeof v);
-        (void)r;
-        return;
-    }
-    if (fd >= loop->nfds)
-        return;
-    /* Re-read the slot after each call: a callback may grow the table. */
-    if (events & CIO_READABLE) {
-        cio__fdw *w = &loop->fds[fd];
-        if (w->rwait)
-            cio__interrupt(w->rwait, (int)(events & (CIO_READABLE | CIO_WRITABLE)));
-        else if (w->rcb)
-            w->rcb(w->rarg);
-    }
-    if (events & CIO_WRITABLE) {
-        cio__fdw *w = &loop->fds[fd];
-        if (w->wwait)
-            cio__interrupt(w->wwait, (int)(events & (CIO_READABLE | CIO_WRITABLE)));
-        else if (w->wcb)
-            w->wcb(w->warg);
-    }
-}
-
-typedef struct fd_wait {
-    cio__waiter w;
-    cio_loop_t *loop;
-    int fd;
-} fd_wait;
-
-static void fd_wait_unlink(cio__waiter *w)
-{
-    fd_wait *fw = (fd_wait *)w;
-    cio__fdw *slot = &fw->loop->fds[fw->fd];
-    if (slot->rwait == w)
-        slot->rwait = NULL;
-    if (slot->wwait == w)
-        slot->wwait = NULL;
-    fd_update(fw->loop, fw->fd);
-}
-
-int cio_wait_fd(int fd, int events)
-{
-    cio__task *t = cio__current;
-    if (!t)
-        return -EPERM;
-    if (fd < 0 || !(events & (CIO_READABLE | CIO_WRITABLE)) ||
-        (events & ~(CIO_READABLE | CIO_WRITABLE)))
-        return -EINVAL;
-    cio_loop_t *loop = t->fut.loop;
-    int rc = cio__cancel_state(t, NULL);
-    if (rc)
-        return rc;
-    if ((rc = fd_slot(loop, fd)))
-        return rc;
-    cio__fdw *slot = &loop->fds[fd];
-    if (((events & CIO_READABLE) && (slot->rwait || slot->rcb)) ||
-        ((events & CIO_WRITABLE) && (slot->wwait || slot->wcb)))
-        return -EBUSY;
-    fd_wait fw = {.loop = loop, .fd = fd};
-    cio__waiter_init(&fw.w, t, "fd", (const void *)(intptr_t)fd, fd_wait_unlink);
-    if (events & CIO_READABLE)
-        slot->rwait = &fw.w;
-    if (events & CIO_WRITABLE)
-        slot->wwait = &fw.w;
-    if ((rc = fd_update(loop, fd))) {
-        slot = &loop->fds[fd];
-        slot->rwait = slot->rwait == &fw.w ? NULL : slot->rwait;
-        slot->wwait = slot->wwait == &fw.w ? NULL : slot->wwait;
-        return rc;
-    }
-    rc = cio__wait(&fw.w, CIO__NO_DEADLINE);
-    return rc;
+    return -ENOSPC;
 }
 
 /* ------------------------------------------------------------------------ */
-/* Life cycle                                                                */
+/* Backend selection and the poll phase                                      */
 /* ------------------------------------------------------------------------ */
 
-int cio_loop_new(cio_loop_t **out)
+static const cio__backend *backend_for(cio_backend_t which)
 {
-    if (!out)
-        return -EINVAL;
-    cio_loop_t *loop = calloc(1, sizeof(*loop));
-    if (!loop)
-        return -ENOMEM;
-    loop->ready.next_ = loop->ready.prev_ = &loop->ready;
-    loop->batch_end.loop_ = loop;
-    loop->slow_ns = 100000000;
-    loop->wakefd = -1;
-    int rc = cio__poll_init(&loop->poller);
-    if (rc) {
-        free(loop);
-        return rc;
+    if (which == CIO_BACKEND_DEFAULT) {
+        const char *env = getenv("CIO_BACKEND");
+        which = env && (!strcmp(env, "uring") || !strcmp(env, "io_uring")) ? CIO_BACKEND_URING
+                                                                           : CIO_BACKEND_EPOLL;
     }
-    loop->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (loop->wakefd < 0 ||
-        (rc = cio__poll_set(&loop->poller, loop->wakefd, 0, CIO_READABLE))) {
-        rc = loop->wakefd < 0 ? -errno : rc;
-        if (loop->wakefd >= 0)
-            close(loop->wakefd);
-        cio__poll_close(&loop->poller);
-        free(loop);
-        return rc;
-    }
-    pthread_mutex_init(&loop->ts_lock, NULL);
-    cio__pool_init(&loop->task_pool, sizeof(cio__task));
-    cio__pool_init(&loop->future_pool, sizeof(struct cio_future));
-    cio__pool_init(&loop->cb_pool, sizeof(cio__cbnode));
-    cio__pool_init(&loop->handle_pool, sizeof(cio_handle_t));
-    loop->now = cio__clock_ns();
-    loop->owner = pthread_self();
-    const char *dbg = getenv("CIO_DEBUG");
-    loop->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
-    cio__stack_install_handler();
-    *out = loop;
-    return 0;
+    return which == CIO_BACKEND_URING ? &cio__backend_uring : &cio__backend_epoll;
 }
 
-cio_loop_t *cio_get_running_loop(void)
+/* Starts the chosen backend, falling back to epoll when the kernel refuses
+ * io_uring (old kernel, seccomp, sysctl, locked-memory limits). */
+static int backend_start(cio_loop_t *loop, const cio__backend *be)
 {
-    return cio__running;
+    int rc = be->init(&loop->be_state);
+    if (rc && be != &cio__backend_epoll) {
+        if (loop->debug)
+            fprintf(stderr, "cio: %s unavailable (%s), using epoll\n", be->name,
+                    cio_strerror(rc));
+        be = &cio__backend_epoll;
+        rc = be->init(&loop->be_state);
+    }
+    if (!rc)
+        loop->be = be;
+    return rc;
+}
+
+int cio__loop_submit(cio_loop_t *loop, cio__op *op)
+{
+    if (!loop->be->submit)
+        return -ENOTSUP;
+    op->done = 0;
+    int rc = loop->be->submit(loop->be_state, op);
+    if (!rc)
+        loop->inflight++;
+    return rc;
+}
+
+void cio__loop_cancel(cio_loop_t *loop, cio__op *op)
+{
+    if (!op->done && loop->be->cancel)
+        loop->be->cancel(loop->be_state, op);
+}
+
+static void dispatch(cio_loop_t *loop, const cio__event *ev)
+{
+    if (ev->kind == CIO__EV_READY) {
+        cio__fd_dispatch(loop, ev->fd, (unsigned)ev->res);
+        return;
+    }
+    cio__op *op = ev->op;
+    loop->inflight--;
+    op->res = ev->res;
+    op->done = 1;
+    op->complete(op);
+}
+
+static void poll_phase(cio_loop_t *loop, int64_t timeout)
+{
+    int n = loop->be->poll(loop->be_state, timeout, loop->events, loop->nevents);
+    for (int i = 0; i < n; i++)
+        dispatch(loop, &loop->events[i]);
+}
+
+/* True when this iteration must ask the backend even with callbacks ready. */
+static bool must_poll(cio_loop_t *loop)
+{
+    return loop->nwatch || loop->inflight ||
+           (loop->be->pending && loop->be->pending(loop->be_state));
 }
 
 static void run_handle(cio_loop_t *loop, cio_handle_t *h)
@@ -494,12 +366,12 @@ static void run_handle(cio_loop_t *loop, cio_handle_t *h)
     cio_callback_fn cb = h->cb_;
     void *arg = h->arg_;
     if (h->flags_ & H_POOLED)
-        cio__pool_free(&loop->handle_pool, h);
+        cio__pool_free(&loop->pools[CIO__POOL_HANDLE], h);
     if (cio__unlikely(loop->debug)) {
         int64_t t0 = cio__clock_ns();
         cb(arg);
         int64_t dt = cio__clock_ns() - t0;
-        /* Task steps report themselves with the task's name (task.c). */
+        /* Coroutine steps report themselves with their name (wait.c). */
         if (dt > loop->slow_ns && !loop->last_was_task)
             fprintf(stderr, "cio: callback %p held the loop for %.1f ms\n",
                     (void *)(uintptr_t)cb, (double)dt / 1e6);
@@ -509,7 +381,7 @@ static void run_handle(cio_loop_t *loop, cio_handle_t *h)
     cb(arg);
 }
 
-static void loop_run_once(cio_loop_t *loop)
+void cio__loop_run_once(cio_loop_t *loop)
 {
     int64_t timeout = -1;
     if (loop->nready || loop->stopping) {
@@ -520,9 +392,10 @@ static void loop_run_once(cio_loop_t *loop)
         timeout = next > now ? next - now : 0;
     }
     /* With callbacks ready, polling is only worth a syscall when fds are
-     * watched; threadsafe wake-ups are seen through ts_pending anyway. */
-    if (timeout != 0 || loop->nwatch)
-        cio__poll_wait(loop, &loop->poller, timeout);
+     * watched or operations are in flight; threadsafe wake-ups are seen
+     * through ts_pending anyway. */
+    if (timeout != 0 || must_poll(loop))
+        poll_phase(loop, timeout);
     if (atomic_load_explicit(&loop->ts_pending, memory_order_acquire))
         ts_drain(loop);
     loop->now_valid = 0;
@@ -544,7 +417,131 @@ static void loop_run_once(cio_loop_t *loop)
     }
 }
 
-static int enter(cio_loop_t *loop)
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* SIGPIPE is ignored once per process if nobody chose a disposition, so a
+ * write to a pipe whose reader is gone returns -EPIPE (see cio.h). */
+static void ignore_sigpipe(void)
+{
+    struct sigaction cur;
+    if (sigaction(SIGPIPE, NULL, &cur) == 0 && !(cur.sa_flags & SA_SIGINFO) &&
+        cur.sa_handler == SIG_DFL)
+        signal(SIGPIPE, SIG_IGN);
+}
+
+static int wake_start(cio_loop_t *loop)
+{
+    loop->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (loop->wakefd < 0)
+        return -errno;
+    return cio__fd_set(loop, loop->wakefd, CIO_READABLE, wake_ready, NULL);
+}
+
+/* Undoes a partly made loop (cio_loop_new's failure path). */
+static void loop_unmake(cio_loop_t *loop)
+{
+    cio__fd_close(loop);
+    if (loop->wakefd >= 0)
+        close(loop->wakefd);
+    if (loop->be)
+        loop->be->close(loop->be_state);
+    cio__free(loop->events);
+    pthread_mutex_destroy(&loop->ts_lock);
+    cio__free(loop);
+}
+
+int cio_loop_new_ex(cio_loop_t **out, const cio_loop_opts_t *opts)
+{
+    if (!out || (opts && (opts->backend > CIO_BACKEND_URING || opts->reserved_[0] ||
+                          opts->reserved_[1] || opts->reserved_[2] || opts->reserved_[3])))
+        return -EINVAL;
+    static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
+    pthread_once(&sigpipe_once, ignore_sigpipe);
+    cio_loop_t *loop = cio__calloc(1, sizeof(*loop));
+    if (!loop)
+        return -ENOMEM;
+    loop->ready.next_ = loop->ready.prev_ = &loop->ready;
+    loop->batch_end.loop_ = loop;
+    loop->slow_ns = 100000000;
+    loop->wakefd = -1;
+    pthread_mutex_init(&loop->ts_lock, NULL);
+    cio__pool_init(&loop->pools[CIO__POOL_HANDLE], sizeof(cio_handle_t));
+    const char *dbg = getenv("CIO_DEBUG");
+    loop->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
+    loop->nevents = MAX_EVENTS;
+    loop->events = cio__malloc(sizeof(cio__event) * MAX_EVENTS);
+    int rc = loop->events ? backend_start(loop, backend_for(opts ? opts->backend : 0)) : -ENOMEM;
+    if (!rc)
+        rc = wake_start(loop);
+    if (rc) {
+        loop_unmake(loop);
+        return rc;
+    }
+    loop->now = cio__clock_ns();
+    loop->owner = pthread_self();
+    cio__stack_install_handler();
+    *out = loop;
+    return 0;
+}
+
+int cio_loop_new(cio_loop_t **out)
+{
+    return cio_loop_new_ex(out, NULL);
+}
+
+const char *cio_loop_backend(const cio_loop_t *loop)
+{
+    return loop && loop->be ? loop->be->name : NULL;
+}
+
+int cio__loop_fork(cio_loop_t *loop)
+{
+    if (loop->inflight)
+        return -EBUSY;
+    void *old = loop->be_state;
+    int rc = loop->be->init(&loop->be_state);
+    if (rc) {
+        loop->be_state = old;
+        return rc;
+    }
+    /* The old state's fds are this process's copies of the parent's: close
+     * them (the parent keeps its own) and register everything again. */
+    loop->be->close(old);
+    memset(&loop->fds[loop->wakefd], 0, sizeof(loop->fds[0]));
+    loop->nwatch--;
+    close(loop->wakefd);
+    loop->wakefd = -1;
+    for (int fd = 0; fd < loop->nfds; fd++) {
+        unsigned ev = loop->fds[fd].events;
+        if (ev && (rc = loop->be->watch(loop->be_state, fd, 0, ev)))
+            return rc;
+    }
+    return wake_start(loop);
+}
+
+int cio_loop_fork(cio_loop_t *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->closed)
+        return -ESHUTDOWN;
+    if (loop->running)
+        return -EBUSY;
+    int rc = cio__loop_fork(loop);
+    for (int i = 0; !rc && i < CIO__LOOP_HOOKS && loop->hooks[i]; i++)
+        if (loop->hooks[i]->fork)
+            loop->hooks[i]->fork(loop);
+    return rc;
+}
+
+cio_loop_t *cio_get_running_loop(void)
+{
+    return cio__running;
+}
+
+int cio__loop_enter(cio_loop_t *loop)
 {
     if (!loop)
         return -EINVAL;
@@ -561,7 +558,7 @@ static int enter(cio_loop_t *loop)
     return 0;
 }
 
-static void leave(cio_loop_t *loop)
+void cio__loop_leave(cio_loop_t *loop)
 {
     loop->running = 0;
     loop->stopping = 0;
@@ -570,37 +567,13 @@ static void leave(cio_loop_t *loop)
 
 int cio_loop_run_forever(cio_loop_t *loop)
 {
-    int rc = enter(loop);
+    int rc = cio__loop_enter(loop);
     if (rc)
         return rc;
     while (!loop->stopping)
-        loop_run_once(loop);
-    leave(loop);
+        cio__loop_run_once(loop);
+    cio__loop_leave(loop);
     return 0;
-}
-
-static void stop_cb(cio_future_t *f, void *arg)
-{
-    (void)f;
-    cio_loop_stop(arg);
-}
-
-int cio_loop_run_until_complete(cio_loop_t *loop, cio_future_t *fut, void **result)
-{
-    if (!loop || !fut)
-        return -EINVAL;
-    if (fut->state == CIO__PENDING) {
-        int rc = cio_future_add_done_callback(fut, stop_cb, loop);
-        if (rc)
-            return rc;
-        rc = cio_loop_run_forever(loop);
-        cio_future_remove_done_callback(fut, stop_cb, loop);
-        if (rc)
-            return rc;
-        if (fut->state == CIO__PENDING)
-            return -EINTR;
-    }
-    return cio_future_result(fut, result);
 }
 
 void cio_loop_stop(cio_loop_t *loop)
@@ -656,48 +629,66 @@ void cio_loop_set_slow_callback_duration(cio_loop_t *loop, double seconds)
         loop->slow_ns = (int64_t)(seconds * 1e9);
 }
 
-int cio_loop_shutdown(cio_loop_t *loop)
-{
-    int rc = enter(loop);
-    if (rc)
-        return rc;
-    /* Cancel and run until every task has finished, as asyncio.run does. */
-    for (cio__task *t = loop->all; t; t = t->all_next)
-        cio_task_cancel(&t->fut);
-    while (loop->ntasks) {
-        loop_run_once(loop);
-        /* Tasks spawned while shutting down are cancelled too. */
-        for (cio__task *t = loop->all; t; t = t->all_next)
-            if (!t->cancel_requested)
-                cio_task_cancel(&t->fut);
-    }
-    leave(loop);
-    cio__executor_shutdown_default(loop);
-    /* Completions the pool posted back still have to run. */
-    if (loop->nready || atomic_load(&loop->ts_pending)) {
-        enter(loop);
-        loop_run_once(loop);
-        leave(loop);
-    }
-    return 0;
-}
-
 static void report_open(cio_loop_t *loop)
 {
     FILE *e = stderr;
-    cio__task_report_open(loop, e);
+    for (int i = 0; i < CIO__LOOP_HOOKS && loop->hooks[i]; i++)
+        if (loop->hooks[i]->report)
+            loop->hooks[i]->report(loop, e);
     if (loop->timers.n)
         fprintf(e, "cio: loop closed with %u timer(s) pending\n", loop->timers.n);
     if (loop->nready)
         fprintf(e, "cio: loop closed with %zu callback(s) pending\n", loop->nready);
     int fds = 0;
     for (int fd = 0; fd < loop->nfds; fd++)
-        fds += loop->fds[fd].events != 0;
+        fds += loop->fds[fd].events != 0 && fd != loop->wakefd;
     if (fds)
         fprintf(e, "cio: loop closed with %d fd watcher(s) still registered\n", fds);
-    if (loop->future_pool.live)
-        fprintf(e, "cio: loop closed with %zu future(s) never released\n",
-                loop->future_pool.live);
+}
+
+/* -EBUSY while a layer above or a live stack (a suspended generator) still
+ * needs the loop. */
+static int close_refused(cio_loop_t *loop)
+{
+    for (int i = 0; i < CIO__LOOP_HOOKS && loop->hooks[i]; i++)
+        if (loop->hooks[i]->busy && loop->hooks[i]->busy(loop))
+            return -EBUSY;
+    if (loop->stacks.live) {
+        if (loop->debug)
+            fprintf(stderr, "cio: loop not closed: %zu stack(s) still in use (generators)\n",
+                    loop->stacks.live);
+        return -EBUSY;
+    }
+    return 0;
+}
+
+/* Marks the loop closed for other threads and discards their callbacks. */
+static void ts_close(cio_loop_t *loop)
+{
+    pthread_mutex_lock(&loop->ts_lock);
+    atomic_store(&loop->ts_closed, 1);
+    cio__tsnode *n = loop->ts_head;
+    loop->ts_head = loop->ts_tail = NULL;
+    close(loop->wakefd); /* under the lock: see cio_call_soon_threadsafe */
+    loop->wakefd = -1;
+    pthread_mutex_unlock(&loop->ts_lock);
+    while (n) { /* discarded, as asyncio discards pending callbacks */
+        cio__tsnode *next = n->next;
+        if (!n->owned)
+            cio__free(n);
+        n = next;
+    }
+}
+
+/* Runs the close hooks of the layers above, from the highest layer down:
+ * the thread pool delivers its last results before the futures layer drops
+ * the done callbacks they scheduled. */
+static void run_close_hooks(cio_loop_t *loop)
+{
+    for (int layer = 16; layer >= 0; layer--)
+        for (int i = 0; i < CIO__LOOP_HOOKS && loop->hooks[i]; i++)
+            if (loop->hooks[i]->layer == layer && loop->hooks[i]->close)
+                loop->hooks[i]->close(loop);
 }
 
 int cio_loop_close(cio_loop_t *loop)
@@ -706,31 +697,13 @@ int cio_loop_close(cio_loop_t *loop)
         return 0;
     if (loop->running)
         return -EBUSY;
-    if (loop->ntasks) {
-        if (loop->debug)
-            cio__task_report_open(loop, stderr);
-        return -EBUSY;
-    }
-    if (loop->stacks.live) {
-        /* Suspended generators still run on stacks of this loop's pool. */
-        if (loop->debug)
-            fprintf(stderr, "cio: loop not closed: %zu generator stack(s) still in use\n",
-                    loop->stacks.live);
-        return -EBUSY;
-    }
-    cio__executor_shutdown_default(loop);
+    int rc = close_refused(loop);
+    if (rc)
+        return rc;
     if (loop->debug)
         report_open(loop);
-    pthread_mutex_lock(&loop->ts_lock);
-    atomic_store(&loop->ts_closed, 1);
-    cio__tsnode *n = loop->ts_head;
-    loop->ts_head = loop->ts_tail = NULL;
-    pthread_mutex_unlock(&loop->ts_lock);
-    while (n) { /* discarded, as asyncio discards pending callbacks */
-        cio__tsnode *next = n->next;
-        free(n);
-        n = next;
-    }
+    run_close_hooks(loop);
+    ts_close(loop);
     /* Pending callbacks and timers are discarded; caller-owned handles are
      * reset so that their storage can be reused or freed. */
     while (loop->ready.next_ != &loop->ready)
@@ -739,18 +712,23 @@ int cio_loop_close(cio_loop_t *loop)
         cio_handle_cancel(loop->timers.v[0].h);
     cio__timer_free(&loop->timers);
     loop->closed = 1;
-    cio__poll_close(&loop->poller);
-    close(loop->wakefd);
-    loop->wakefd = -1;
-    free(loop->fds);
-    loop->fds = NULL;
-    loop->nfds = 0;
+    cio__fd_close(loop);
+    loop->be->close(loop->be_state);
+    loop->be_state = NULL;
+    cio__free(loop->events);
+    loop->events = NULL;
     cio__stack_pool_close(&loop->stacks);
-    cio__pool_destroy(&loop->task_pool);
-    cio__pool_destroy(&loop->future_pool);
-    cio__pool_destroy(&loop->cb_pool);
-    cio__pool_destroy(&loop->handle_pool);
     return 0;
+}
+
+/* Futures and tasks still referenced keep the loop object alive: their
+ * memory is in its pools and they point at it. */
+static int free_refused(cio_loop_t *loop)
+{
+    size_t live = loop->pools[CIO__POOL_FUTURE].live + loop->pools[CIO__POOL_TASK].live;
+    if (live && loop->debug)
+        fprintf(stderr, "cio: loop not freed: %zu future(s) or task(s) never released\n", live);
+    return live ? -EBUSY : 0;
 }
 
 int cio_loop_free(cio_loop_t *loop)
@@ -758,9 +736,11 @@ int cio_loop_free(cio_loop_t *loop)
     if (!loop)
         return 0;
     int rc = cio_loop_close(loop);
-    if (rc)
+    if (rc || (rc = free_refused(loop)))
         return rc;
+    for (int i = 0; i < CIO__POOLS; i++)
+        cio__pool_destroy(&loop->pools[i]);
     pthread_mutex_destroy(&loop->ts_lock);
-    free(loop);
+    cio__free(loop);
     return 0;
 }

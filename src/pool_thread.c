@@ -3,12 +3,21 @@
  * loop.run_in_executor, asyncio.to_thread).
  *
  * Jobs wait in a FIFO under one mutex; worker threads start on demand up to
- * max_workers. A finished job is handed back to its loop with
- * cio_call_soon_threadsafe, where its future is completed: futures are only
- * ever touched by their loop's thread. A job's future can be cancelled only
- * while the job is queued; once a worker has taken it, it runs to the end.
+ * max_workers. A finished job is handed back to its loop through a wake-up
+ * node embedded in the job (cio__loop_post), so the hand-off cannot fail for
+ * memory; its future is completed there: futures are only ever touched by
+ * their loop's thread. A job's future can be cancelled only while the job
+ * is queued; once a worker has taken it, it runs to the end.
+ *
+ * A job holds a reference to its future, and a loop refuses to close while
+ * futures are referenced, so a worker never posts to a freed loop.
+ *
+ * fork(): the child has none of the parent's threads. Every executor notices
+ * (a process-wide fork generation bumped by a pthread_atfork handler) at its
+ * next submission and starts from nothing; cio_loop_fork does the same for
+ * the loop's default executor at once.
  */
-#include "internal.h"
+#include "task.h"
 
 #include <unistd.h>
 
@@ -22,6 +31,7 @@ typedef struct job {
     void *result;
     int status;
     bool started;       /* under ex->mu */
+    cio__tsnode post;   /* the hand-off to the loop */
 } job;
 
 struct cio_executor {
@@ -30,30 +40,46 @@ struct cio_executor {
     job *head, *tail;
     unsigned max, nthreads, idle, alive;
     bool shutdown, detached;
+    unsigned fork_gen;  /* the fork generation the threads belong to */
     pthread_t *threads;
 };
+
+static atomic_uint fork_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void in_child(void)
+{
+    atomic_fetch_add(&fork_gen, 1);
+}
+
+static void atfork_install(void)
+{
+    pthread_atfork(NULL, NULL, in_child);
+}
 
 int cio_executor_new(cio_executor_t **out, unsigned max_workers)
 {
     if (!out)
         return -EINVAL;
+    pthread_once(&atfork_once, atfork_install);
     if (!max_workers) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         max_workers = (unsigned)(cpus > 0 ? cpus : 1) + 4;
         if (max_workers > 32)
             max_workers = 32;
     }
-    cio_executor_t *ex = calloc(1, sizeof(*ex));
+    cio_executor_t *ex = cio__calloc(1, sizeof(*ex));
     if (!ex)
         return -ENOMEM;
-    ex->threads = calloc(max_workers, sizeof(pthread_t));
+    ex->threads = cio__calloc(max_workers, sizeof(pthread_t));
     if (!ex->threads) {
-        free(ex);
+        cio__free(ex);
         return -ENOMEM;
     }
     pthread_mutex_init(&ex->mu, NULL);
     pthread_cond_init(&ex->cv, NULL);
     ex->max = max_workers;
+    ex->fork_gen = atomic_load(&fork_gen);
     *out = ex;
     return 0;
 }
@@ -62,8 +88,8 @@ static void ex_free(cio_executor_t *ex)
 {
     pthread_mutex_destroy(&ex->mu);
     pthread_cond_destroy(&ex->cv);
-    free(ex->threads);
-    free(ex);
+    cio__free(ex->threads);
+    cio__free(ex);
 }
 
 /* Loop thread: completes the job's future and frees the job. */
@@ -71,11 +97,25 @@ static void job_finish(void *arg)
 {
     job *j = arg;
     cio_future_t *f = j->fut;
-    f->job = NULL;
+    f->owner = NULL;
     cio__future_complete(f, j->status, j->result,
                          j->status == -ECANCELED ? CIO__CANCELLED : CIO__DONE);
     cio_future_release(f);
-    free(j);
+    cio__free(j);
+}
+
+/* Any thread: hands a finished (or cancelled) job back to its loop. */
+static void job_post(job *j)
+{
+    if (pthread_equal(j->loop->owner, pthread_self()) && !j->loop->closed) {
+        job_finish(j);
+        return;
+    }
+    j->post = (cio__tsnode){.cb = job_finish, .arg = j, .owned = 1};
+    /* The loop cannot be closed while the job's future is referenced, so
+     * the post succeeds; a closed loop would mean the future is gone. */
+    if (cio__loop_post(j->loop, &j->post))
+        cio__free(j);
 }
 
 static void *worker(void *arg)
@@ -98,10 +138,7 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&ex->mu);
         j->result = NULL;
         j->status = j->fn(j->arg, &j->result);
-        /* If the loop is gone the result has nowhere to go; the loop's
-         * close freed the future with its pool. */
-        if (cio_call_soon_threadsafe(j->loop, job_finish, j))
-            free(j);
+        job_post(j);
         pthread_mutex_lock(&ex->mu);
     }
     bool last = --ex->alive == 0 && ex->detached;
@@ -111,70 +148,127 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The loop's default executor                                               */
+/* ------------------------------------------------------------------------ */
+
+/* At close: queued jobs are cancelled, running ones waited for, and the
+ * results delivered before the loop discards its callbacks. */
+static void default_close(cio_loop_t *loop)
+{
+    cio_executor_t *ex = loop->executor;
+    loop->executor = NULL;
+    cio_executor_shutdown(ex, true);
+    cio__loop_run_posts(loop);
+}
+
+static void forget_threads(cio_executor_t *ex);
+
+static void default_fork(cio_loop_t *loop)
+{
+    if (loop->executor)
+        forget_threads(loop->executor);
+}
+
+static const cio__loop_hooks pool_hooks = {.layer = 10, .close = default_close,
+                                           .fork = default_fork};
+
 static int ensure_default(cio_loop_t *loop)
 {
     if (loop->executor)
         return 0;
-    return cio_executor_new(&loop->executor, 0);
+    int rc = cio__loop_hook(loop, &pool_hooks);
+    if (!rc)
+        rc = cio_executor_new((cio_executor_t **)&loop->executor, 0);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Submitting                                                                */
+/* ------------------------------------------------------------------------ */
+
+static int job_cancel_hook(cio_future_t *f);
+
+static const cio__future_ops job_ops = {
+    .cancel = job_cancel_hook, .free = cio__future_pool_free, .name = NULL, .what = "job"};
+
+/*
+ * In a child after fork: the parent's threads are not here. Their count is
+ * reset, the mutex and condition made anew (a thread may have held the
+ * mutex at the fork), and queued jobs are dropped: their futures belong to
+ * the parent's copy of the loop.
+ */
+static void forget_threads(cio_executor_t *ex)
+{
+    pthread_mutex_init(&ex->mu, NULL);
+    pthread_cond_init(&ex->cv, NULL);
+    ex->head = ex->tail = NULL;
+    ex->nthreads = ex->idle = ex->alive = 0;
+    ex->fork_gen = atomic_load(&fork_gen);
+}
+
+/* Starts a worker if none is idle. Under ex->mu. Returns 0, or -EAGAIN when
+ * no thread can be created and the pool has none to run the job. */
+static int ensure_worker(cio_executor_t *ex)
+{
+    if (ex->idle || ex->nthreads >= ex->max)
+        return 0;
+    if (pthread_create(&ex->threads[ex->nthreads], NULL, worker, ex) == 0) {
+        ex->nthreads++;
+        ex->alive++;
+        return 0;
+    }
+    return ex->nthreads ? 0 : -EAGAIN; /* the threads there will get to it */
+}
+
+/* Queues j: 0, -ESHUTDOWN or -EAGAIN (nothing queued then). */
+static int enqueue(cio_executor_t *ex, job *j)
+{
+    if (cio__unlikely(ex->fork_gen != atomic_load_explicit(&fork_gen, memory_order_relaxed)))
+        forget_threads(ex);
+    pthread_mutex_lock(&ex->mu);
+    int rc = ex->shutdown ? -ESHUTDOWN : ensure_worker(ex);
+    if (!rc) {
+        if (ex->tail)
+            ex->tail->next = j;
+        else
+            ex->head = j;
+        ex->tail = j;
+        pthread_cond_signal(&ex->cv);
+    }
+    pthread_mutex_unlock(&ex->mu);
+    return rc;
 }
 
 cio_future_t *cio_run_in_executor(cio_loop_t *loop, cio_executor_t *ex, cio_task_fn fn, void *arg)
 {
     if (!loop)
         loop = cio__running;
-    if (!loop) {
-        errno = EPERM;
-        return NULL;
-    }
-    if (!fn) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (!ex) {
-        int rc = ensure_default(loop);
-        if (rc) {
-            errno = -rc;
-            return NULL;
-        }
+    int rc = !loop ? -EPERM : !fn ? -EINVAL : loop->closed ? -ESHUTDOWN : 0;
+    if (!rc && !ex && !(rc = ensure_default(loop)))
         ex = loop->executor;
+    if (rc) {
+        errno = -rc;
+        return NULL;
     }
-    job *j = calloc(1, sizeof(*j));
-    cio_future_t *f = j ? cio__future_alloc(loop, CIO__KIND_JOB) : NULL;
+    job *j = cio__calloc(1, sizeof(*j));
+    cio_future_t *f = j ? cio__future_alloc(loop, &job_ops) : NULL;
     if (!f) {
-        free(j);
+        cio__free(j);
         errno = ENOMEM;
         return NULL;
     }
-    f->refs++; /* the job's reference */
-    f->job = j;
-    j->fut = f;
-    j->loop = loop;
-    j->ex = ex;
-    j->fn = fn;
-    j->arg = arg;
-    pthread_mutex_lock(&ex->mu);
-    if (ex->shutdown) {
-        pthread_mutex_unlock(&ex->mu);
-        f->refs = 1;
-        f->job = NULL;
-        cio__future_complete(f, -ECANCELED, NULL, CIO__CANCELLED);
-        cio_future_release(f);
-        free(j);
-        errno = ESHUTDOWN;
+    *j = (job){.fut = f, .loop = loop, .ex = ex, .fn = fn, .arg = arg};
+    rc = enqueue(ex, j);
+    if (rc) {
+        cio_future_release(f); /* pending and unreferenced: freed below */
+        cio__future_pool_free(f);
+        cio__free(j);
+        errno = -rc;
         return NULL;
     }
-    if (ex->tail)
-        ex->tail->next = j;
-    else
-        ex->head = j;
-    ex->tail = j;
-    if (!ex->idle && ex->nthreads < ex->max &&
-        pthread_create(&ex->threads[ex->nthreads], NULL, worker, ex) == 0) {
-        ex->nthreads++;
-        ex->alive++;
-    }
-    pthread_cond_signal(&ex->cv);
-    pthread_mutex_unlock(&ex->mu);
+    f->refs++; /* the job's reference */
+    f->owner = j;
     return f;
 }
 
@@ -196,9 +290,9 @@ static bool unqueue(cio_executor_t *ex, job *j)
     return true;
 }
 
-int cio__job_cancel(cio_future_t *f)
+static int job_cancel_hook(cio_future_t *f)
 {
-    job *j = f->job;
+    job *j = f->owner;
     if (!j)
         return 0;
     cio_executor_t *ex = j->ex;
@@ -228,10 +322,7 @@ void cio_executor_shutdown(cio_executor_t *ex, bool wait)
         job *next = queued->next;
         queued->status = -ECANCELED;
         queued->result = NULL;
-        if (pthread_equal(queued->loop->owner, pthread_self()))
-            job_finish(queued);
-        else if (cio_call_soon_threadsafe(queued->loop, job_finish, queued))
-            free(queued);
+        job_post(queued);
         queued = next;
     }
     if (wait) {
@@ -250,22 +341,15 @@ void cio_executor_shutdown(cio_executor_t *ex, bool wait)
         ex_free(ex);
 }
 
-void cio__executor_shutdown_default(cio_loop_t *loop)
-{
-    cio_executor_t *ex = loop->executor;
-    loop->executor = NULL;
-    cio_executor_shutdown(ex, true);
-}
-
 int cio_to_thread(cio_task_fn fn, void *arg, void **result)
 {
-    cio__task *t = cio__current;
-    if (!t)
+    cio__coro *c = cio__current;
+    if (!c)
         return -EPERM;
-    int rc = cio__cancel_state(t, NULL);
+    int rc = cio__check_cancel(c);
     if (rc)
         return rc;
-    cio_future_t *f = cio_run_in_executor(t->fut.loop, NULL, fn, arg);
+    cio_future_t *f = cio_run_in_executor(c->loop, NULL, fn, arg);
     if (!f)
         return -errno;
     /* cio_await cancels the job on cancellation; a started job refuses, and

@@ -60,7 +60,7 @@ static int q_grow(cio_queue_t *q)
     size_t ncap = q->cap_ * 2;
     if (ncap < q->cap_ || ncap > SIZE_MAX / slot_size(q))
         return -ENOMEM;
-    void *nb = malloc(ncap * slot_size(q));
+    void *nb = cio__malloc(ncap * slot_size(q));
     if (!nb)
         return -ENOMEM;
     if (q->kind_ == Q_PRIO) {
@@ -72,7 +72,7 @@ static int q_grow(cio_queue_t *q)
             nr[i] = ring[(q->head_ + i) & mask];
         q->head_ = 0;
     }
-    free(q->buf_);
+    cio__free(q->buf_);
     q->buf_ = nb;
     q->cap_ = ncap;
     return 0;
@@ -172,7 +172,7 @@ static int q_init(cio_queue_t *q, size_t maxsize, uint8_t kind, cio_queue_cmp_fn
     q->maxsize_ = maxsize;
     size_t want = maxsize ? maxsize : Q_INITIAL;
     q->cap_ = round_pow2(want < Q_PREALLOC_MAX ? want : Q_PREALLOC_MAX);
-    q->buf_ = malloc(q->cap_ * slot_size(q));
+    q->buf_ = cio__malloc(q->cap_ * slot_size(q));
     if (!q->buf_) {
         q->cap_ = 0;
         return -ENOMEM;
@@ -202,7 +202,7 @@ int cio_queue_destroy(cio_queue_t *q)
     if (!cio__waitq_empty(&q->getters_) || !cio__waitq_empty(&q->putters_) ||
         !cio__waitq_empty(&q->joiners_))
         return -EBUSY;
-    free(q->buf_);
+    cio__free(q->buf_);
     q->buf_ = NULL;
     q->cap_ = q->n_ = q->head_ = 0;
     return 0;
@@ -287,7 +287,7 @@ int cio_queue_get_nowait(cio_queue_t *q, void **item)
 }
 
 /* put's slow path: the queue is full. */
-static CIO__NOINLINE int q_wait_put(cio_queue_t *q, cio__task *t, void *item)
+static CIO__NOINLINE int q_wait_put(cio_queue_t *q, cio__coro *t, void *item)
 {
     /* Woken with 0 once a get moved our item in, with -ESHUTDOWN by a
      * shutdown; interrupted, the item was not put. */
@@ -299,7 +299,7 @@ static CIO__NOINLINE int q_wait_put(cio_queue_t *q, cio__task *t, void *item)
 }
 
 /* get's slow path: the queue is empty. */
-static CIO__NOINLINE int q_wait_get(cio_queue_t *q, cio__task *t, void **item)
+static CIO__NOINLINE int q_wait_get(cio_queue_t *q, cio__coro *t, void **item)
 {
     /* Woken with 0 and an item handed over by a put, with -ESHUTDOWN by a
      * shutdown; interrupted, nothing was taken. */
@@ -314,7 +314,7 @@ static CIO__NOINLINE int q_wait_get(cio_queue_t *q, cio__task *t, void **item)
 
 int cio_queue_put(cio_queue_t *q, void *item)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     if (cio__unlikely(!t))
         return -EPERM;
     if (cio__unlikely(!q || !q->buf_))
@@ -327,7 +327,7 @@ int cio_queue_put(cio_queue_t *q, void *item)
 
 int cio_queue_get(cio_queue_t *q, void **item)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     if (cio__unlikely(!t))
         return -EPERM;
     if (cio__unlikely(!q || !q->buf_ || !item))
@@ -384,7 +384,7 @@ size_t cio_queue_unfinished(const cio_queue_t *q)
 
 int cio_queue_join(cio_queue_t *q)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     if (!t)
         return -EPERM;
     if (!q)

@@ -3,7 +3,39 @@
  * completion, then cancel what is left, wait for it, stop the thread pool
  * and close the loop.
  */
-#include "internal.h"
+#include "task.h"
+
+/* Cancels every unfinished task of the loop that is not cancelled yet. */
+static void cancel_all(cio_loop_t *loop)
+{
+    for (cio__task *t = loop->all; t; t = t->all_next)
+        if (!t->co.cancel_requested)
+            cio_task_cancel(&t->fut);
+}
+
+int cio_loop_shutdown(cio_loop_t *loop)
+{
+    int rc = cio__loop_enter(loop);
+    if (rc)
+        return rc;
+    /* Cancel and run until every task has finished, as asyncio.run does;
+     * tasks spawned while shutting down are cancelled too. */
+    while (loop->ntasks) {
+        cancel_all(loop);
+        cio__loop_run_once(loop);
+    }
+    cio__loop_leave(loop);
+    cio_executor_t *ex = loop->executor;
+    loop->executor = NULL;
+    cio_executor_shutdown(ex, true);
+    /* Completions the pool posted back still have to run. */
+    if (loop->nready || atomic_load(&loop->ts_pending)) {
+        cio__loop_enter(loop);
+        cio__loop_run_once(loop);
+        cio__loop_leave(loop);
+    }
+    return 0;
+}
 
 struct cio_runner {
     cio_loop_t *loop;
@@ -14,12 +46,12 @@ int cio_runner_new(cio_runner_t **out, const cio_run_opts_t *opts)
 {
     if (!out)
         return -EINVAL;
-    cio_runner_t *r = calloc(1, sizeof(*r));
+    cio_runner_t *r = cio__calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
     int rc = cio_loop_new(&r->loop);
     if (rc) {
-        free(r);
+        cio__free(r);
         return rc;
     }
     if (opts) {
@@ -58,7 +90,7 @@ void cio_runner_close(cio_runner_t *r)
         return;
     cio_loop_shutdown(r->loop);
     cio_loop_free(r->loop);
-    free(r);
+    cio__free(r);
 }
 
 int cio_run_ex(cio_task_fn fn, void *arg, void **result, const cio_run_opts_t *opts)

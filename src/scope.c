@@ -6,13 +6,13 @@
  * primitive (task.c, cio__cancel_state) walks that chain at every await
  * point, so scopes cost nothing while no await happens.
  */
-#include "internal.h"
+#include "task.h"
 
 #include <math.h>
 
 int cio_scope_enter_at_ns(cio_scope_t *s, int64_t deadline_ns, unsigned flags)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     if (!t)
         return -EPERM;
     if (!s || (flags & ~CIO_SCOPE_SHIELD))
@@ -29,7 +29,7 @@ int cio_scope_enter_at_ns(cio_scope_t *s, int64_t deadline_ns, unsigned flags)
 int cio_scope_enter(cio_scope_t *s, double timeout, unsigned flags)
 {
     int64_t d;
-    int rc = cio__deadline_after(NULL, timeout, &d);
+    int rc = cio__deadline_after(timeout, &d);
     return rc ? rc : cio_scope_enter_at_ns(s, d, flags);
 }
 
@@ -37,7 +37,7 @@ int cio_scope_exit(cio_scope_t *s)
 {
     if (!s || !s->task_)
         return -EINVAL;
-    cio__task *t = s->task_;
+    cio__coro *t = s->task_;
     int rc = s->state_ == CIO__SCOPE_EXPIRED ? -ETIMEDOUT
              : s->state_ == CIO__SCOPE_CANCELLED ? -ECANCELED : 0;
     if (t->scope != s) {
@@ -59,7 +59,7 @@ void cio_scope_cancel(cio_scope_t *s)
     if (!s || !s->task_ || s->state_ != CIO__SCOPE_OPEN)
         return;
     s->state_ = CIO__SCOPE_CANCELLED;
-    cio__task_rearm(s->task_);
+    cio__coro_rearm(s->task_);
 }
 
 int cio_scope_reschedule_at_ns(cio_scope_t *s, int64_t deadline_ns)
@@ -67,14 +67,14 @@ int cio_scope_reschedule_at_ns(cio_scope_t *s, int64_t deadline_ns)
     if (!s || !s->task_)
         return -EINVAL;
     s->deadline_ = deadline_ns;
-    cio__task_rearm(s->task_);
+    cio__coro_rearm(s->task_);
     return 0;
 }
 
 int cio_scope_reschedule(cio_scope_t *s, double timeout)
 {
     int64_t d;
-    int rc = cio__deadline_after(NULL, timeout, &d);
+    int rc = cio__deadline_after(timeout, &d);
     return rc ? rc : cio_scope_reschedule_at_ns(s, d);
 }
 

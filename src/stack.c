@@ -16,7 +16,10 @@
  *    handler on an alternate signal stack, with the task's name and stack
  *    size, and the process then dies of the signal.
  */
-#include "internal.h"
+#include "stack.h"
+
+#include <pthread.h>
+#include <stdio.h>
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -29,6 +32,8 @@
 #define SLAB_STACKS 64
 #define GUARD_BYTES (16u * 1024u)
 #define ALTSTACK_BYTES (64u * 1024u)
+/* No stack larger than this is mapped (1 TiB): a bigger request is an error. */
+#define CIO__STACK_MAX ((size_t)1 << 40)
 
 struct cio__slab {
     struct cio__slab *next;
@@ -97,6 +102,7 @@ static cio__stack *stack_init(char *lo, size_t size, uint8_t pooled)
     s->size = size;
     s->guard = GUARD_BYTES;
     s->pooled = pooled;
+    s->owner = NULL;
     s->kind = guard_install(lo, GUARD_BYTES);
     return s;
 }
@@ -113,14 +119,14 @@ static cio__stack *slab_carve(cio__stack_pool *p)
 {
     struct cio__slab *sl = p->slabs;
     if (!sl || sl->carved == SLAB_STACKS) {
-        sl = malloc(sizeof(*sl));
+        sl = cio__malloc(sizeof(*sl));
         if (!sl)
             return NULL;
         size_t len = (size_t)SLAB_STACKS * CIO_DEFAULT_STACK_SIZE;
         void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED) {
-            free(sl);
+            cio__free(sl);
             return NULL;
         }
         sl->base = m;
@@ -145,6 +151,8 @@ cio__stack *cio__stack_get(cio__stack_pool *p, size_t size)
             s = slab_carve(p);
         }
     } else {
+        if (size > CIO__STACK_MAX)
+            return NULL; /* the caller reports -ENOMEM */
         size = round_size(size);
         void *m = mmap(NULL, size, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -186,7 +194,7 @@ void cio__stack_pool_close(cio__stack_pool *p)
                 atomic_fetch_sub(&mprotect_guards, 1);
         }
         munmap(sl->base, (size_t)SLAB_STACKS * sl->stack_size);
-        free(sl);
+        cio__free(sl);
         sl = next;
     }
     p->slabs = NULL;
@@ -203,12 +211,12 @@ void *cio__stack_top(cio__stack *s)
 /* Overflow reports                                                          */
 /* ------------------------------------------------------------------------ */
 
-_Thread_local cio__stack *cio__thread_stack;
-_Thread_local const char *cio__thread_stack_name;
+_Thread_local cio__stack *cio__stack_running;
 
 static struct sigaction prev_segv;
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
 static _Thread_local int altstack_done;
+static int altstack_key_ok;
 
 /* Async-signal-safe formatting helpers. */
 static size_t put_str(char *buf, size_t at, size_t cap, const char *s)
@@ -250,17 +258,21 @@ static void report_overflow(const char *kind, const char *name, uint64_t id, siz
     (void)r;
 }
 
+/* The owner's name, or NULL to print Task-ID. */
+static const char *owner_name(const cio__stack_owner *o)
+{
+    return o && o->name ? *o->name : NULL;
+}
+
 static void segv_handler(int sig, siginfo_t *si, void *uctx)
 {
-    cio__task *t = cio__current;
-    const cio__stack *s = t ? t->cur_stack : cio__thread_stack;
-    const char *name = t ? (t->cur_name ? t->cur_name : t->name) : cio__thread_stack_name;
+    const cio__stack *s = cio__stack_running;
     if (s) {
         char *a = si->si_addr;
         if (a >= s->lo && a < s->lo + s->guard) {
-            /* Any stack but the task's own is a generator's (gen.c). */
-            bool own = t && s == t->stack;
-            report_overflow(own ? "task" : "generator", name, own ? t->id : 0, s->size);
+            const cio__stack_owner *o = s->owner;
+            report_overflow(o ? o->kind : "coroutine", owner_name(o),
+                            o && o->id ? *o->id : 0, s->size);
             /* Die of the signal: the faulting access runs again with the
              * default action restored. */
             signal(SIGSEGV, SIG_DFL);
@@ -277,6 +289,20 @@ static void segv_handler(int sig, siginfo_t *si, void *uctx)
     }
 }
 
+
+/*
+ * The alternate signal stack of a thread is unmapped when the thread exits
+ * (through a key destructor), so threads that ran a loop leak nothing.
+ */
+static pthread_key_t altstack_key;
+
+static void altstack_release(void *m)
+{
+    stack_t ss = {.ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE};
+    sigaltstack(&ss, NULL);
+    munmap(m, ALTSTACK_BYTES);
+}
+
 static void install_once(void)
 {
     struct sigaction sa;
@@ -285,6 +311,7 @@ static void install_once(void)
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, &prev_segv);
+    altstack_key_ok = pthread_key_create(&altstack_key, altstack_release) == 0;
 }
 
 void cio__stack_install_handler(void)
@@ -296,22 +323,30 @@ void cio__stack_install_handler(void)
     stack_t cur;
     if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
         return; /* the thread already has one (e.g. a sanitizer's) */
+    if (!altstack_key_ok)
+        return; /* without a way to release it, do not map one per thread */
     void *m = mmap(NULL, ALTSTACK_BYTES, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
-        return;
+        return; /* overflows are then reported by the default action only */
     stack_t ss = {.ss_sp = m, .ss_size = ALTSTACK_BYTES, .ss_flags = 0};
-    sigaltstack(&ss, NULL);
+    if (sigaltstack(&ss, NULL) != 0 || pthread_setspecific(altstack_key, m) != 0) {
+        ss.ss_flags = SS_DISABLE;
+        sigaltstack(&ss, NULL);
+        munmap(m, ALTSTACK_BYTES);
+    }
 }
 
-void cio__stack_check(const cio__stack *s, const void *sp, const char *name)
+void cio__stack_check(const cio__stack *s, const void *sp)
 {
     const uint64_t *c = (const uint64_t *)(s->lo + s->guard) - 8;
     int broken = (const char *)sp < s->lo + s->guard;
     for (int i = 0; i < 8 && !broken; i++)
         broken = c[i] != CIO__STACK_CANARY;
     if (broken) {
-        report_overflow("task or generator", name ? name : "?", 0, s->size);
+        const cio__stack_owner *o = s->owner;
+        report_overflow(o ? o->kind : "coroutine", owner_name(o), o && o->id ? *o->id : 0,
+                        s->size);
         abort();
     }
 }

@@ -23,7 +23,7 @@
 #include <limits.h>
 
 /* Suspends the current task t on queue q of object obj until woken. */
-static int park(cio_waitq_t *q, cio__task *t, const char *what, const void *obj,
+static int park(cio_waitq_t *q, cio__coro *t, const char *what, const void *obj,
                 void (*unlink)(cio__waiter *), bool nointr)
 {
     cio__waiter w;
@@ -51,7 +51,7 @@ void cio_lock_init(cio_lock_t *l)
     l->locked_ = 0;
 }
 
-static void lock_take(cio_lock_t *l, cio__task *t)
+static void lock_take(cio_lock_t *l, cio__coro *t)
 {
     l->locked_ = 1;
     l->owner_ = t;
@@ -61,14 +61,14 @@ static void lock_take(cio_lock_t *l, cio__task *t)
  * Queues t on l until a release hands it the lock. Uninterruptible when
  * nointr (a condition re-acquiring its lock), and then always returns 0.
  */
-static int lock_wait(cio_lock_t *l, cio__task *t, bool nointr)
+static int lock_wait(cio_lock_t *l, cio__coro *t, bool nointr)
 {
     return park(&l->waiters_, t, "lock", l, lock_unlink, nointr);
 }
 
 int cio_lock_acquire(cio_lock_t *l)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     if (!t)
         return -EPERM;
     if (!l)
@@ -157,7 +157,7 @@ bool cio_event_is_set(const cio_event_t *e)
 
 int cio_event_wait(cio_event_t *e)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     if (!t)
         return -EPERM;
     if (!e)
@@ -193,7 +193,7 @@ cio_lock_t *cio_cond_lock(cio_cond_t *c)
 }
 
 /* Checks shared by wait and wait_for: 0 or the error to return. */
-static int cond_check(cio_cond_t *c, cio__task *t)
+static int cond_check(cio_cond_t *c, cio__coro *t)
 {
     if (!t)
         return -EPERM;
@@ -206,7 +206,7 @@ static int cond_check(cio_cond_t *c, cio__task *t)
 
 int cio_cond_wait(cio_cond_t *c)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     int rc = cond_check(c, t);
     if (rc)
         return rc;
@@ -226,7 +226,7 @@ int cio_cond_wait(cio_cond_t *c)
 
 int cio_cond_wait_for(cio_cond_t *c, cio_pred_fn pred, void *arg)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     int rc = cond_check(c, t);
     if (rc || !pred)
         return rc ? rc : -EINVAL;
@@ -295,7 +295,7 @@ int cio_sem_init(cio_sem_t *s, int value, bool bounded)
 
 int cio_sem_acquire(cio_sem_t *s)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     if (!t)
         return -EPERM;
     if (!s)
@@ -380,7 +380,7 @@ int cio_barrier_init(cio_barrier_t *b, unsigned parties)
  * Waits while the previous round drains or a reset completes (asyncio's
  * _block). The tasks parked here are woken all at once and re-check.
  */
-static int barrier_block(cio_barrier_t *b, cio__task *t)
+static int barrier_block(cio_barrier_t *b, cio__coro *t)
 {
     while (b->state_ == B_DRAINING || b->state_ == B_RESETTING) {
         int rc = park(&b->blocked_, t, "barrier", b, barrier_unlink_blocked, false);
@@ -402,7 +402,7 @@ static void barrier_exit(cio_barrier_t *b)
 
 int cio_barrier_wait(cio_barrier_t *b)
 {
-    cio__task *t = cio__current;
+    cio__coro *t = cio__current;
     if (!t)
         return -EPERM;
     if (!b || !b->parties_)

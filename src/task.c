@@ -1,84 +1,23 @@
 /*
  * Tasks: coroutines on their own stacks, resumed by the loop as ready
- * callbacks, and the wait primitive that every await point shares.
+ * callbacks, each with a future that completes when the function returns.
  *
  * A task's control block comes from the loop's pool and holds no stack until
  * the task first runs, so a task that completes without suspending borrows a
- * hot pooled stack for its whole life and gives it back at once. The loop
- * runs on the thread's own stack; running a task is one switch into it and
- * one switch back when it suspends or finishes. A finished task's stack is
- * released by the loop after switching back, never by the task itself.
- *
- * Waiting (cio__wait) is the only way a task suspends apart from yielding:
- * the caller links a waiter into the object it waits on, and cio__wait arms
- * one timer for the earliest of the waiter's own deadline and the deadlines
- * of the task's cancel scopes. Exactly one of wake (by the object),
- * interrupt (cancellation, deadline) happens; both disarm the timer and queue
- * the task's run handle.
+ * hot pooled stack for its whole life and gives it back at once. Suspending,
+ * waking and cancellation are the wait primitive's (wait.c); this file adds
+ * the task's life cycle, names, awaiting and introspection.
  */
-#include "internal.h"
-
-_Thread_local cio__task *cio__current;
+#include "task.h"
 
 /* ------------------------------------------------------------------------ */
-/* Switching                                                                 */
+/* Life cycle                                                                */
 /* ------------------------------------------------------------------------ */
 
 static void task_entry(void *arg);
 
-/* Loop side: runs t until it suspends or finishes. */
-static void switch_in(cio_loop_t *loop, cio__task *t)
+static void all_unlink(cio_loop_t *loop, cio__task *t)
 {
-#ifdef CIO__ASAN
-    char *bottom = t->cur_stack->lo + t->cur_stack->guard;
-    __sanitizer_start_switch_fiber(&loop->asan_fake, bottom,
-                                   (size_t)((char *)cio__stack_top(t->cur_stack) - bottom));
-#endif
-#ifdef CIO__TSAN
-    __tsan_switch_to_fiber(t->tsan_fiber, 0);
-#endif
-    cio__ctx_switch(&loop->sched_sp, t->sp);
-#ifdef CIO__ASAN
-    __sanitizer_finish_switch_fiber(loop->asan_fake, NULL, NULL);
-#endif
-}
-
-/* Task side: back to the loop; returns when the task is resumed. */
-static void switch_out(cio_loop_t *loop, cio__task *t, bool finished)
-{
-#ifdef CIO__ASAN
-    __sanitizer_start_switch_fiber(finished ? NULL : &t->asan_fake,
-                                   loop->main_stack_lo, loop->main_stack_size);
-#else
-    (void)finished;
-#endif
-#ifdef CIO__TSAN
-    __tsan_switch_to_fiber(loop->tsan_main, 0);
-#endif
-    cio__ctx_switch(&t->sp, loop->sched_sp);
-#ifdef CIO__ASAN
-    __sanitizer_finish_switch_fiber(t->asan_fake, &loop->main_stack_lo,
-                                    &loop->main_stack_size);
-#endif
-}
-
-/* Suspends the running task t (already queued or parked on a waiter). */
-static void task_suspend(cio_loop_t *loop, cio__task *t)
-{
-    /* Switching straight to the next ready task (skipping the loop's stack)
-     * was tried and measured slower on our machine (56 vs 31 ns per yield):
-     * every suspension goes back to the loop. */
-    switch_out(loop, t, false);
-}
-
-static void task_cleanup(cio_loop_t *loop, cio__task *t)
-{
-    cio__stack_put(&loop->stacks, t->stack);
-    t->stack = t->cur_stack = NULL;
-#ifdef CIO__TSAN
-    __tsan_destroy_fiber(t->tsan_fiber);
-    t->tsan_fiber = NULL;
-#endif
     if (t->all_prev)
         t->all_prev->all_next = t->all_next;
     else
@@ -86,6 +25,13 @@ static void task_cleanup(cio_loop_t *loop, cio__task *t)
     if (t->all_next)
         t->all_next->all_prev = t->all_prev;
     loop->ntasks--;
+}
+
+static void task_cleanup(cio_loop_t *loop, cio__task *t)
+{
+    if (t->co.stack)
+        cio__coro_release(&t->co);
+    all_unlink(loop, t);
     cio__locals_unref(t->locals);
     t->locals = NULL;
     int st = t->fut.status;
@@ -94,17 +40,13 @@ static void task_cleanup(cio_loop_t *loop, cio__task *t)
     cio_future_release(&t->fut); /* the reference the running task held */
 }
 
-static int task_start(cio_loop_t *loop, cio__task *t)
+static void report_slow(cio_loop_t *loop, cio__task *t, int64_t t0)
 {
-    t->stack = cio__stack_get(&loop->stacks, t->stack_size);
-    if (!t->stack)
-        return -ENOMEM;
-    t->cur_stack = t->stack;
-    t->sp = cio__ctx_make(cio__stack_top(t->stack), task_entry, t);
-#ifdef CIO__TSAN
-    t->tsan_fiber = __tsan_create_fiber(0);
-#endif
-    return 0;
+    int64_t dt = cio__clock_ns() - t0;
+    loop->last_was_task = 1;
+    if (dt > loop->slow_ns)
+        fprintf(stderr, "cio: task '%s' held the loop for %.1f ms\n",
+                cio_task_get_name(&t->fut), (double)dt / 1e6);
 }
 
 /* The ready callback of every task: (re)starts it. */
@@ -112,63 +54,96 @@ static void task_step(void *arg)
 {
     cio__task *t = arg;
     cio_loop_t *loop = t->fut.loop;
-    if (cio__unlikely(!t->stack)) {
-        int rc = task_start(loop, t);
-        if (rc) { /* no stack: the task fails without running */
+    if (cio__unlikely(!t->co.stack)) {
+        int rc = cio__coro_start(&t->co, t->stack_size, &t->owner, task_entry, t);
+        if (rc) { /* no stack: the task fails with -ENOMEM without running */
             t->fut.status = rc;
             t->fut.result = NULL;
-            t->tstate = CIO__T_FINISHED;
+            t->co.state = CIO__T_FINISHED;
             task_cleanup(loop, t);
             return;
         }
     }
     int64_t t0 = loop->debug ? cio__clock_ns() : 0;
-    t->tstate = CIO__T_RUNNING;
-    loop->current = t;
-    cio__current = t;
-    switch_in(loop, t);
-    cio__current = NULL;
-    loop->current = NULL;
-    if (cio__unlikely(loop->debug)) {
-        int64_t dt = cio__clock_ns() - t0;
-        loop->last_was_task = 1;
-        if (dt > loop->slow_ns)
-            fprintf(stderr, "cio: task '%s' held the loop for %.1f ms\n",
-                    cio_task_get_name(&t->fut), (double)dt / 1e6);
-    }
-    if (t->tstate == CIO__T_FINISHED)
+    cio__coro_resume(&t->co);
+    if (cio__unlikely(loop->debug))
+        report_slow(loop, t, t0);
+    if (t->co.state == CIO__T_FINISHED)
         task_cleanup(loop, t);
-    else if (cio__unlikely(t->cur_stack->kind == CIO__GUARD_CANARY))
-        cio__stack_check(t->cur_stack, t->sp, t->cur_name ? t->cur_name : t->name);
 }
 
 static void task_entry(void *arg)
 {
     cio__task *t = arg;
-    cio_loop_t *loop = t->fut.loop;
 #ifdef CIO__ASAN
+    cio_loop_t *loop = t->fut.loop;
     __sanitizer_finish_switch_fiber(NULL, &loop->main_stack_lo, &loop->main_stack_size);
 #endif
     void *result = NULL;
     int st = t->fn(t->arg, &result);
     t->fut.status = st;
     t->fut.result = result;
-    t->tstate = CIO__T_FINISHED;
-    switch_out(loop, t, true);
-    abort(); /* a finished task is never resumed */
+    cio__coro_exit(&t->co);
 }
+
+/* ------------------------------------------------------------------------ */
+/* The task kind of future, and the loop's close hooks                       */
+/* ------------------------------------------------------------------------ */
+
+static int task_cancel_hook(cio_future_t *f)
+{
+    return cio_task_cancel(f);
+}
+
+static void task_free(cio_future_t *f)
+{
+    cio__task *t = (cio__task *)f;
+    cio__free(t->name);
+    cio__pool_free(&f->loop->pools[CIO__POOL_TASK], t);
+}
+
+static const char *task_name_hook(cio_future_t *f)
+{
+    return cio_task_get_name(f);
+}
+
+const cio__future_ops cio__task_ops = {
+    .cancel = task_cancel_hook,
+    .free = task_free,
+    .name = task_name_hook,
+    .what = "task",
+};
+
+static void dump_one(cio__task *t, FILE *out);
+
+/* Unfinished tasks keep the loop open. */
+static int tasks_busy(cio_loop_t *loop)
+{
+    if (!loop->ntasks)
+        return 0;
+    if (loop->debug) {
+        fprintf(stderr, "cio: loop closed with %zu unfinished task(s):\n", loop->ntasks);
+        for (cio__task *t = loop->all; t; t = t->all_next)
+            dump_one(t, stderr);
+    }
+    return -EBUSY;
+}
+
+static const cio__loop_hooks task_hooks = {.layer = 7, .busy = tasks_busy};
 
 /* ------------------------------------------------------------------------ */
 /* Spawning                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static char *dup_name(const char *name)
+/* The task pool is sized, and the close hooks registered, on first use. */
+static cio__freelist *task_pool(cio_loop_t *loop)
 {
-    size_t n = strlen(name) + 1;
-    char *p = malloc(n);
-    if (p)
-        memcpy(p, name, n);
-    return p;
+    cio__freelist *fl = &loop->pools[CIO__POOL_TASK];
+    if (cio__unlikely(!fl->size)) {
+        cio__pool_init(fl, sizeof(cio__task));
+        cio__loop_hook(loop, &task_hooks);
+    }
+    return fl;
 }
 
 cio_task_t *cio_spawn_ex(cio_loop_t *loop, cio_task_fn fn, void *arg,
@@ -184,37 +159,36 @@ cio_task_t *cio_spawn_ex(cio_loop_t *loop, cio_task_fn fn, void *arg,
         errno = fn ? ESHUTDOWN : EINVAL;
         return NULL;
     }
-    cio__task *t = cio__pool_alloc(&loop->task_pool);
+    cio__task *t = cio__pool_alloc(task_pool(loop));
     if (!t) {
         errno = ENOMEM;
         return NULL;
     }
     memset(t, 0, sizeof(*t));
-    if (opts && opts->name && !(t->name = dup_name(opts->name))) {
-        cio__pool_free(&loop->task_pool, t);
+    if (opts && opts->name && !(t->name = cio__strdup(opts->name))) {
+        cio__pool_free(&loop->pools[CIO__POOL_TASK], t);
         errno = ENOMEM;
         return NULL;
     }
     t->fut.loop = loop;
-    t->fut.kind = CIO__KIND_TASK;
+    t->fut.ops = &cio__task_ops;
     t->fut.refs = 2; /* the caller's and the running task's */
     t->fn = fn;
     t->arg = arg;
     t->id = ++loop->next_task_id;
     t->stack_size = opts ? opts->stack_size : 0;
-    cio__task *parent = cio__current;
-    if (parent && parent->fut.loop == loop)
-        t->locals = cio__locals_ref(parent->locals);
+    t->owner = (cio__stack_owner){.kind = "task", .name = (const char *const *)&t->name,
+                                  .id = &t->id};
+    cio__coro *parent = cio__current;
+    if (parent && parent->loop == loop)
+        t->locals = cio__locals_ref(cio__task_of(parent)->locals);
     t->all_next = loop->all;
     if (loop->all)
-        loop->all->all_prev = t;
+        ((cio__task *)loop->all)->all_prev = t;
     loop->all = t;
     loop->ntasks++;
-    t->run.cb_ = task_step;
-    t->run.arg_ = t;
-    t->run.loop_ = loop;
-    t->tstate = CIO__T_CREATED;
-    cio__ready_push(loop, &t->run);
+    cio__coro_init(&t->co, loop, task_step, t);
+    cio__coro_schedule(&t->co);
     return &t->fut;
 }
 
@@ -231,7 +205,7 @@ cio_task_t *cio_spawn_named(const char *name, cio_task_fn fn, void *arg)
 
 cio_task_t *cio_current_task(void)
 {
-    return cio__current ? &cio__current->fut : NULL;
+    return cio__current ? &cio__task_of(cio__current)->fut : NULL;
 }
 
 size_t cio_all_tasks(cio_loop_t *loop, cio_task_t **out, size_t cap)
@@ -255,7 +229,7 @@ const char *cio_task_get_name(cio_task_t *f)
     if (!t->name) {
         char buf[32];
         snprintf(buf, sizeof buf, "Task-%llu", (unsigned long long)t->id);
-        t->name = dup_name(buf);
+        t->name = cio__strdup(buf);
         if (!t->name)
             return "Task-?";
     }
@@ -267,151 +241,21 @@ int cio_task_set_name(cio_task_t *f, const char *name)
     cio__task *t = cio__as_task(f);
     if (!t || !name)
         return -EINVAL;
-    char *p = dup_name(name);
+    char *p = cio__strdup(name);
     if (!p)
         return -ENOMEM;
-    free(t->name);
+    cio__free(t->name);
     t->name = p;
     return 0;
 }
 
 bool cio_future_is_task(const cio_future_t *f)
 {
-    return f && f->kind == CIO__KIND_TASK;
+    return f && f->ops == &cio__task_ops;
 }
 
 /* ------------------------------------------------------------------------ */
-/* The wait primitive                                                        */
-/* ------------------------------------------------------------------------ */
-
-void cio__waiter_init(cio__waiter *w, cio__task *t, const char *what,
-                      const void *obj, void (*unlink)(cio__waiter *))
-{
-    w->next = w->prev = NULL;
-    w->task = t;
-    w->unlink = unlink;
-    w->what = what;
-    w->obj = obj;
-    w->data = NULL;
-    w->result = 0;
-    w->woken = 0;
-    w->nointr = 0;
-    memset(&w->timer, 0, sizeof(w->timer));
-    w->own_deadline = CIO__NO_DEADLINE;
-}
-
-int cio__cancel_state(cio__task *t, int64_t *deadline)
-{
-    int64_t d = CIO__NO_DEADLINE, now = 0;
-    for (cio_scope_t *s = t->scope; s; s = s->parent_) {
-        if (s->state_)
-            return s->state_ == CIO__SCOPE_EXPIRED ? -ETIMEDOUT : -ECANCELED;
-        if (s->deadline_ != CIO__NO_DEADLINE) {
-            if (!now)
-                now = cio__clock_ns();
-            if (s->deadline_ <= now) {
-                s->state_ = CIO__SCOPE_EXPIRED;
-                return -ETIMEDOUT;
-            }
-            if (s->deadline_ < d)
-                d = s->deadline_;
-        }
-        if (s->flags_ & CIO_SCOPE_SHIELD)
-            goto out;
-    }
-    if (t->cancel_requested)
-        return -ECANCELED;
-out:
-    if (deadline)
-        *deadline = d;
-    return 0;
-}
-
-static void wait_timer_cb(void *arg);
-
-static void arm(cio__waiter *w, int64_t when)
-{
-    cio_loop_t *loop = w->task->fut.loop;
-    if (cio_handle_active(&w->timer))
-        cio_handle_cancel(&w->timer);
-    if (when != CIO__NO_DEADLINE)
-        cio_call_at_ns(loop, &w->timer, when, wait_timer_cb, w);
-}
-
-static void wait_timer_cb(void *arg)
-{
-    cio__waiter *w = arg;
-    int64_t d = CIO__NO_DEADLINE;
-    /* cio__cancel_state marks the scopes whose deadline passed. */
-    int c = w->nointr ? 0 : cio__cancel_state(w->task, &d);
-    if (c)
-        cio__interrupt(w, c);
-    else if (w->own_deadline <= cio__clock_ns())
-        cio__interrupt(w, CIO__OWN_DEADLINE);
-    else /* a deadline moved later meanwhile */
-        arm(w, d < w->own_deadline ? d : w->own_deadline);
-}
-
-int cio__wait(cio__waiter *w, int64_t own_deadline)
-{
-    cio__task *t = w->task;
-    int64_t d = CIO__NO_DEADLINE;
-    if (!w->nointr) {
-        int c = cio__cancel_state(t, &d);
-        if (c) {
-            if (w->unlink)
-                w->unlink(w);
-            return c;
-        }
-    }
-    w->own_deadline = own_deadline;
-    arm(w, own_deadline < d ? own_deadline : d);
-    t->waiter = w;
-    t->tstate = CIO__T_WAITING;
-    task_suspend(t->fut.loop, t);
-    return w->result;
-}
-
-bool cio__wake(cio__waiter *w, int result)
-{
-    if (w->woken)
-        return false;
-    cio__task *t = w->task;
-    w->woken = 1;
-    w->result = result;
-    if (cio_handle_active(&w->timer))
-        cio_handle_cancel(&w->timer);
-    t->waiter = NULL;
-    t->tstate = CIO__T_READY;
-    cio__ready_push(t->fut.loop, &t->run);
-    return true;
-}
-
-bool cio__interrupt(cio__waiter *w, int code)
-{
-    if (w->woken)
-        return false;
-    if (w->unlink)
-        w->unlink(w);
-    return cio__wake(w, code);
-}
-
-/* Re-evaluates a waiting task after its cancellation state changed. */
-void cio__task_rearm(cio__task *t)
-{
-    cio__waiter *w = t->waiter;
-    if (t->tstate != CIO__T_WAITING || !w || w->nointr)
-        return;
-    int64_t d;
-    int c = cio__cancel_state(t, &d);
-    if (c)
-        cio__interrupt(w, c);
-    else
-        arm(w, d < w->own_deadline ? d : w->own_deadline);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Cancellation, sleeping, yielding                                          */
+/* Cancellation and awaiting                                                 */
 /* ------------------------------------------------------------------------ */
 
 int cio_task_cancel(cio_task_t *f)
@@ -421,52 +265,59 @@ int cio_task_cancel(cio_task_t *f)
         return -EINVAL;
     if (t->fut.state != CIO__PENDING)
         return 0;
-    t->cancel_requested = 1;
-    cio__task_rearm(t);
+    cio__coro_cancel(&t->co);
     return 1;
 }
 
 bool cio_task_cancelling(const cio_task_t *f)
 {
-    return f && f->kind == CIO__KIND_TASK && ((const cio__task *)f)->cancel_requested;
+    const cio__task *t = cio__as_task((cio_future_t *)f);
+    return t && t->co.cancel_requested;
 }
 
-int cio_yield(void)
+static const char *await_what(const cio_future_t *f)
 {
-    cio__task *t = cio__current;
-    if (!t)
-        return -EPERM;
-    int c = cio__check_cancel(t);
-    if (c)
-        return c;
-    t->tstate = CIO__T_READY;
-    cio__ready_push(t->fut.loop, &t->run);
-    task_suspend(t->fut.loop, t);
-    return 0;
+    return f->ops ? f->ops->what : "future";
 }
 
-int cio_sleep_until_ns(int64_t when_ns)
+void cio__await_done(cio_future_t *f)
 {
-    cio__task *t = cio__current;
-    if (!t)
-        return -EPERM;
-    cio__waiter w;
-    cio__waiter_init(&w, t, "sleep", NULL, NULL);
-    int rc = cio__wait(&w, when_ns);
-    return rc == CIO__OWN_DEADLINE ? 0 : rc;
+    while (f->state == CIO__PENDING) {
+        cio__waiter w;
+        cio__waiter_init(&w, cio__current, await_what(f), f, cio__wlist_unlink);
+        w.nointr = 1;
+        cio__wlist_push(&f->waiters, &w);
+        cio__wait(&w, CIO__NO_DEADLINE);
+    }
 }
 
-int cio_sleep(double delay)
+int cio_await(cio_future_t *f, void **result)
 {
-    if (!cio__current)
+    cio__coro *c = cio__current;
+    if (!c)
         return -EPERM;
-    int64_t when;
-    int rc = cio__deadline_after(NULL, delay, &when);
-    if (rc)
-        return rc;
-    if (delay <= 0)
-        return cio_yield();
-    return cio_sleep_until_ns(when);
+    if (!f)
+        return -EINVAL;
+    if (f == &cio__task_of(c)->fut)
+        return -EDEADLK;
+    if (f->state == CIO__PENDING) {
+        cio__waiter w;
+        cio__waiter_init(&w, c, await_what(f), f, cio__wlist_unlink);
+        cio__wlist_push(&f->waiters, &w);
+        int rc = cio__wait(&w, CIO__NO_DEADLINE);
+        if (rc < 0) {
+            /* Cancelled or timed out: cancel what we await and wait for it
+             * to finish, as asyncio's Task.cancel does with _fut_waiter. */
+            cio_future_cancel(f);
+            cio__await_done(f);
+            return rc;
+        }
+    } else {
+        int rc = cio__cancel_state(c, NULL);
+        if (rc)
+            return rc;
+    }
+    return cio_future_result(f, result);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -475,7 +326,7 @@ int cio_sleep(double delay)
 
 static const char *state_name(const cio__task *t)
 {
-    switch (t->tstate) {
+    switch (t->co.state) {
     case CIO__T_CREATED: return "created";
     case CIO__T_READY: return "ready";
     case CIO__T_RUNNING: return "running";
@@ -488,16 +339,16 @@ static void dump_one(cio__task *t, FILE *out)
 {
     fprintf(out, "  task '%s' (id %llu): %s", cio_task_get_name(&t->fut),
             (unsigned long long)t->id, state_name(t));
-    if (t->tstate == CIO__T_WAITING && t->waiter) {
-        fprintf(out, " on %s", t->waiter->what ? t->waiter->what : "?");
-        if (t->waiter->obj)
-            fprintf(out, " %p", t->waiter->obj);
-        if (t->waiter->obj && t->waiter->what && !strcmp(t->waiter->what, "task"))
-            fprintf(out, " ('%s')", cio_task_get_name((cio_future_t *)t->waiter->obj));
+    if (t->co.state == CIO__T_WAITING && t->co.waiter) {
+        fprintf(out, " on %s", t->co.waiter->what ? t->co.waiter->what : "?");
+        if (t->co.waiter->obj)
+            fprintf(out, " %p", t->co.waiter->obj);
+        if (t->co.waiter->obj && t->co.waiter->what && !strcmp(t->co.waiter->what, "task"))
+            fprintf(out, " ('%s')", cio_task_get_name((cio_future_t *)t->co.waiter->obj));
     }
-    if (t->cancel_requested)
+    if (t->co.cancel_requested)
         fprintf(out, ", cancelling");
-    if (t->scope)
+    if (t->co.scope)
         fprintf(out, ", in a scope");
     fputc('\n', out);
 }
@@ -512,15 +363,6 @@ void cio_dump_tasks(cio_loop_t *loop, FILE *out)
         fprintf(out, "cio: no running loop\n");
         return;
     }
-    for (cio__task *t = loop->all; t; t = t->all_next)
-        dump_one(t, out);
-}
-
-void cio__task_report_open(cio_loop_t *loop, FILE *out)
-{
-    if (!loop->ntasks)
-        return;
-    fprintf(out, "cio: loop closed with %zu unfinished task(s):\n", loop->ntasks);
     for (cio__task *t = loop->all; t; t = t->all_next)
         dump_one(t, out);
 }

@@ -6,7 +6,7 @@
  * A 4-ary heap is half as deep as a binary one and its children share cache
  * lines, which matters at a million timers.
  */
-#include "internal.h"
+#include "loop.h"
 
 static inline bool entry_less(const cio__theap_entry *a, const cio__theap_entry *b)
 {
@@ -55,7 +55,7 @@ int cio__timer_insert(cio__theap *hp, cio_handle_t *h)
 {
     if (hp->n == hp->cap) {
         uint32_t cap = hp->cap ? hp->cap * 2 : 64;
-        cio__theap_entry *v = realloc(hp->v, (size_t)cap * sizeof(*v));
+        cio__theap_entry *v = cio__realloc(hp->v, (size_t)cap * sizeof(*v));
         if (!v)
             return -ENOMEM;
         hp->v = v;
@@ -92,7 +92,7 @@ cio_handle_t *cio__timer_pop_expired(cio__theap *hp, int64_t now)
 
 void cio__timer_free(cio__theap *hp)
 {
-    free(hp->v);
+    cio__free(hp->v);
     hp->v = NULL;
     hp->n = hp->cap = 0;
 }

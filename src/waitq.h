@@ -6,7 +6,7 @@
 #ifndef CIO_WAITQ_H
 #define CIO_WAITQ_H
 
-#include "internal.h"
+#include "task.h"
 
 static inline bool cio__waitq_empty(const cio_waitq_t *q)
 {

@@ -4,7 +4,7 @@
  * saves and restores the signal mask with a system call, so this is several
  * times slower than the assembly versions; it exists for portability only.
  */
-#include "internal.h"
+#include "ctx.h"
 
 #include <ucontext.h>
 

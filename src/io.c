@@ -1,0 +1,422 @@
+/*
+ * The operation layer: read, write, readv/writev, recv/send, recvmsg/sendmsg
+ * (and so recvfrom/sendto), accept, connect, close, pread/pwrite/fsync, each
+ * an await point that takes part in cancellation and deadlines.
+ *
+ * On epoll (readiness): try the call; on EAGAIN wait for readiness and try
+ * again. A cancelled wait means the call did not happen.
+ *
+ * On io_uring (completion): submit the operation and park until its
+ * completion arrives. A cancelled or timed-out operation asks the kernel to
+ * cancel it and stays parked, uninterruptibly, until the original completion
+ * has arrived: the buffers on the task's stack stay valid throughout, and a
+ * completion that raced the cancel is reported as done (bytes received are
+ * returned, bytes sent are counted), never lost. The cancellation is
+ * level-triggered, so the task's next await point reports it.
+ */
+#include "io.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------ */
+/* Waiting for readiness                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct fd_waiter {
+    cio__waiter w;
+    cio_loop_t *loop;
+    int fd;
+    unsigned events;
+} fd_waiter;
+
+static void fd_fired(void *arg, int fd, unsigned events)
+{
+    (void)fd;
+    fd_waiter *fw = arg;
+    cio__interrupt(&fw->w, (int)(events & fw->events));
+}
+
+static void fd_unlink(cio__waiter *w)
+{
+    fd_waiter *fw = (fd_waiter *)w;
+    cio__fd_clear(fw->loop, fw->fd, fw->events);
+}
+
+int cio__fd_wait(cio__coro *c, int fd, unsigned events)
+{
+    int rc = cio__check_cancel(c);
+    if (rc)
+        return rc;
+    fd_waiter fw = {.loop = c->loop, .fd = fd, .events = events};
+    cio__waiter_init(&fw.w, c, "fd", (const void *)(intptr_t)fd, fd_unlink);
+    rc = cio__fd_set(c->loop, fd, events, fd_fired, &fw);
+    return rc ? rc : cio__wait(&fw.w, CIO__NO_DEADLINE);
+}
+
+int cio_wait_fd(int fd, int events)
+{
+    cio__coro *c = cio__current;
+    if (!c)
+        return -EPERM;
+    if (fd < 0 || !(events & (CIO_READABLE | CIO_WRITABLE)) ||
+        (events & ~(CIO_READABLE | CIO_WRITABLE)))
+        return -EINVAL;
+    return cio__fd_wait(c, fd, (unsigned)events);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Completion backends                                                        */
+/* ------------------------------------------------------------------------ */
+
+static void op_complete(cio__op *op)
+{
+    cio__waiter *w = op->data;
+    if (w)
+        cio__wake(w, 0);
+}
+
+/* Parks c until op's completion has arrived, whatever happens. */
+static void wait_done(cio__coro *c, cio__op *op)
+{
+    while (!op->done) {
+        cio__waiter w;
+        cio__waiter_init(&w, c, "io", op, NULL);
+        w.nointr = 1;
+        op->data = &w;
+        cio__wait(&w, CIO__NO_DEADLINE);
+    }
+    op->data = NULL;
+}
+
+static ssize_t run_submitted(cio__coro *c, cio__op *op)
+{
+    int rc = cio__check_cancel(c);
+    if (rc)
+        return rc;
+    op->complete = op_complete;
+    op->data = NULL;
+    rc = cio__loop_submit(c->loop, op);
+    if (rc)
+        return rc;
+    cio__waiter w;
+    cio__waiter_init(&w, c, "io", op, NULL);
+    op->data = &w;
+    rc = cio__wait(&w, CIO__NO_DEADLINE);
+    op->data = NULL;
+    if (!op->done) {
+        /* Interrupted (rc is -ECANCELED, -ETIMEDOUT or -ENOMEM): the kernel
+         * still owns the buffers until the completion comes. */
+        cio__loop_cancel(c->loop, op);
+        wait_done(c, op);
+        if (op->res == -ECANCELED || op->res == -EINTR)
+            return rc;
+    }
+    return op->res;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Readiness backends: try, wait, retry                                      */
+/* ------------------------------------------------------------------------ */
+
+/* One attempt of op's system call: its result, or -errno. */
+static ssize_t attempt(cio__op *op)
+{
+    ssize_t r;
+    switch (op->code) {
+    case CIO__OP_READ:
+        r = op->offset < 0 ? read(op->fd, op->buf, op->len)
+                           : pread(op->fd, op->buf, op->len, (off_t)op->offset);
+        break;
+    case CIO__OP_WRITE:
+        r = op->offset < 0 ? write(op->fd, op->buf, op->len)
+                           : pwrite(op->fd, op->buf, op->len, (off_t)op->offset);
+        break;
+    case CIO__OP_READV: r = readv(op->fd, op->iov, op->iovcnt); break;
+    case CIO__OP_WRITEV: r = writev(op->fd, op->iov, op->iovcnt); break;
+    case CIO__OP_RECV: r = recv(op->fd, op->buf, op->len, op->flags); break;
+    case CIO__OP_SEND: r = send(op->fd, op->buf, op->len, op->flags | MSG_NOSIGNAL); break;
+    case CIO__OP_RECVMSG: r = recvmsg(op->fd, op->msg, op->flags); break;
+    case CIO__OP_SENDMSG: r = sendmsg(op->fd, op->msg, op->flags | MSG_NOSIGNAL); break;
+    case CIO__OP_ACCEPT: r = accept4(op->fd, op->addr, op->addrlen, op->flags); break;
+    case CIO__OP_CLOSE: r = close(op->fd); break;
+    case CIO__OP_FSYNC: r = op->flags ? fdatasync(op->fd) : fsync(op->fd); break;
+    default: return -EINVAL;
+    }
+    return r < 0 ? -errno : r;
+}
+
+/* The direction an operation waits for when it would block. */
+static unsigned op_direction(const cio__op *op)
+{
+    switch (op->code) {
+    case CIO__OP_WRITE:
+    case CIO__OP_WRITEV:
+    case CIO__OP_SEND:
+    case CIO__OP_SENDMSG:
+    case CIO__OP_CONNECT: return CIO_WRITABLE;
+    default: return CIO_READABLE;
+    }
+}
+
+/* connect on a readiness backend: start it, wait for writability, read the
+ * outcome from SO_ERROR. */
+static ssize_t connect_ready(cio__coro *c, cio__op *op)
+{
+    int rc;
+    do
+        rc = connect(op->fd, op->addr, op->socklen) ? -errno : 0;
+    while (rc == -EINTR);
+    if (rc != -EINPROGRESS && rc != -EAGAIN && rc != -EALREADY)
+        return rc;
+    rc = cio__fd_wait(c, op->fd, CIO_WRITABLE);
+    if (rc < 0)
+        return rc;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &len))
+        return -errno;
+    return -err;
+}
+
+static ssize_t run_ready(cio__coro *c, cio__op *op)
+{
+    int rc = cio__check_cancel(c);
+    if (rc)
+        return rc;
+    if (op->code == CIO__OP_CONNECT)
+        return connect_ready(c, op);
+    for (;;) {
+        ssize_t r = attempt(op);
+        if (r >= 0 || (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR))
+            return r;
+        if (op->code == CIO__OP_CLOSE)
+            return r == -EINTR ? 0 : r; /* close is never retried: the fd is gone */
+        if (r == -EINTR)
+            continue;
+        rc = cio__fd_wait(c, op->fd, op_direction(op));
+        if (rc < 0)
+            return rc;
+    }
+}
+
+ssize_t cio__op_run(cio__coro *c, cio__op *op)
+{
+    return cio__loop_completes(c->loop) ? run_submitted(c, op) : run_ready(c, op);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public calls                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Runs op from the current task, or -EPERM outside one. */
+static ssize_t run(cio__op *op)
+{
+    cio__coro *c = cio__current;
+    if (!c)
+        return -EPERM;
+    if (op->fd < 0)
+        return -EBADF;
+    return cio__op_run(c, op);
+}
+
+#define OP(...) (cio__op){.offset = -1, __VA_ARGS__}
+
+int cio_socket(int domain, int type, int protocol)
+{
+    int fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+    return fd < 0 ? -errno : fd;
+}
+
+int cio_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    if ((addr == NULL) != (addrlen == NULL))
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_ACCEPT, .fd = fd, .addr = addr, .addrlen = addrlen,
+                    .flags = SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return (int)run(&op);
+}
+
+int cio_sock_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    if (!addr)
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_CONNECT, .fd = fd, .addr = (struct sockaddr *)addr,
+                    .socklen = addrlen);
+    return (int)run(&op);
+}
+
+ssize_t cio_sock_recv(int fd, void *buf, size_t len, int flags)
+{
+    if (!buf && len)
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_RECV, .fd = fd, .buf = buf, .len = len, .flags = flags);
+    return run(&op);
+}
+
+ssize_t cio_sock_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    if (!msg)
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_RECVMSG, .fd = fd, .msg = msg, .flags = flags);
+    return run(&op);
+}
+
+ssize_t cio_sock_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    if (!msg)
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_SENDMSG, .fd = fd, .msg = (struct msghdr *)msg,
+                    .flags = flags);
+    return run(&op);
+}
+
+ssize_t cio_sock_recv_into(int fd, const struct iovec *iov, int iovcnt, int flags)
+{
+    if ((!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX)
+        return -EINVAL;
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+    return cio_sock_recvmsg(fd, &msg, flags);
+}
+
+ssize_t cio_sock_send(int fd, const void *buf, size_t len, int flags)
+{
+    if (!buf && len)
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_SEND, .fd = fd, .buf = (void *)buf, .len = len,
+                    .flags = flags);
+    return run(&op);
+}
+
+int cio_sock_sendall(int fd, const void *buf, size_t len, int flags, size_t *sent)
+{
+    size_t done = 0;
+    ssize_t r = 0;
+    while (done < len || (len == 0 && done == 0 && r == 0)) {
+        r = cio_sock_send(fd, (const char *)buf + done, len - done, flags);
+        if (r < 0)
+            break;
+        done += (size_t)r;
+        if (len == 0)
+            break;
+    }
+    if (sent)
+        *sent = done;
+    return r < 0 ? (int)r : 0;
+}
+
+ssize_t cio_sock_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
+                          socklen_t *addrlen)
+{
+    if ((!buf && len) || (addr == NULL) != (addrlen == NULL))
+        return -EINVAL;
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr msg = {.msg_name = addr, .msg_namelen = addrlen ? *addrlen : 0,
+                         .msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t r = cio_sock_recvmsg(fd, &msg, flags);
+    if (r >= 0 && addrlen)
+        *addrlen = msg.msg_namelen;
+    return r;
+}
+
+ssize_t cio_sock_sendto(int fd, const void *buf, size_t len, int flags,
+                        const struct sockaddr *addr, socklen_t addrlen)
+{
+    if (!buf && len)
+        return -EINVAL;
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr msg = {.msg_name = (void *)addr, .msg_namelen = addr ? addrlen : 0,
+                         .msg_iov = &iov, .msg_iovlen = 1};
+    return cio_sock_sendmsg(fd, &msg, flags);
+}
+
+ssize_t cio_read(int fd, void *buf, size_t len)
+{
+    if (!buf && len)
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_READ, .fd = fd, .buf = buf, .len = len);
+    return run(&op);
+}
+
+ssize_t cio_write(int fd, const void *buf, size_t len)
+{
+    if (!buf && len)
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_WRITE, .fd = fd, .buf = (void *)buf, .len = len);
+    return run(&op);
+}
+
+int cio_write_all(int fd, const void *buf, size_t len, size_t *written)
+{
+    size_t done = 0;
+    ssize_t r = 0;
+    while (done < len) {
+        r = cio_write(fd, (const char *)buf + done, len - done);
+        if (r < 0)
+            break;
+        done += (size_t)r;
+    }
+    if (written)
+        *written = done;
+    return r < 0 ? (int)r : 0;
+}
+
+static int check_iov(const struct iovec *iov, int iovcnt)
+{
+    return (!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX ? -EINVAL : 0;
+}
+
+ssize_t cio_readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    if (check_iov(iov, iovcnt))
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_READV, .fd = fd, .iov = iov, .iovcnt = iovcnt);
+    return run(&op);
+}
+
+ssize_t cio_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    if (check_iov(iov, iovcnt))
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_WRITEV, .fd = fd, .iov = iov, .iovcnt = iovcnt);
+    return run(&op);
+}
+
+ssize_t cio_pread(int fd, void *buf, size_t len, int64_t offset)
+{
+    if ((!buf && len) || offset < 0)
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_READ, .fd = fd, .buf = buf, .len = len);
+    op.offset = offset;
+    return run(&op);
+}
+
+ssize_t cio_pwrite(int fd, const void *buf, size_t len, int64_t offset)
+{
+    if ((!buf && len) || offset < 0)
+        return -EINVAL;
+    cio__op op = OP(.code = CIO__OP_WRITE, .fd = fd, .buf = (void *)buf, .len = len);
+    op.offset = offset;
+    return run(&op);
+}
+
+int cio_fsync(int fd, bool datasync)
+{
+    cio__op op = OP(.code = CIO__OP_FSYNC, .fd = fd, .flags = datasync ? 1 : 0);
+    return (int)run(&op);
+}
+
+int cio_close(int fd)
+{
+    if (fd < 0)
+        return -EBADF;
+    cio__coro *c = cio__current;
+    cio_loop_t *loop = c ? c->loop : cio__running;
+    if (loop)
+        cio__fd_forget(loop, fd);
+    /* Closing is not cancellable: the descriptor must not leak, so it is
+     * closed at once (a close on io_uring would have to park the task). */
+    return close(fd) ? (errno == EINTR ? 0 : -errno) : 0;
+}
