@@ -13,7 +13,7 @@
  * the other way.
  *
  * Two ways to switch, chosen per generator at its first resume:
- *  - jump (x86-64 assembly below, not in sanitizer builds): the switch is
+ *  - jump (x86-64 assembly in src/ctx/, not in sanitizer builds): the switch is
  *    the tail call of cio_gen_send and of cio_gen_yield, and resumes the
  *    other side directly in the code that called them, with the int in the
  *    return register. Neither side executes a `ret` after a stack swap, so
@@ -118,66 +118,13 @@ struct cio_gen {
 
 #ifdef GEN_JUMP
 
-/*
- * int cio__gen_jump(void **save, void *to, int value): saves the
- * callee-saved registers and the resume address on the current stack (the
- * frame cio__ctx_switch uses, see src/ctx/switch_x86_64.S), stores the stack
- * pointer in *save, switches to `to` and resumes there with `value` as the
- * return value of the call that saved that frame.
- *
- * void cio__gen_finish(void *to, int (*fn)(void *), void *arg): switches to
- * the saved frame `to`, calls fn(arg) on that stack (below the frame, which
- * is free), then resumes the frame with fn's return value. A finished body
- * uses it so that its stack is released from the caller's stack.
- */
-int cio__gen_jump(void **save, void *to, int value);
-_Noreturn void cio__gen_finish(void *to, int (*fn)(void *), void *arg);
-
+/* The jump switch lives with the other switches (src/ctx/switch_x86_64.S;
+ * declared in ctx.h). */
 #ifdef CIO_CTX_SAVE_FPU
-#define GEN_FPU_SAVE "    subq $8, %rsp\n    stmxcsr (%rsp)\n    fnstcw 4(%rsp)\n"
-#define GEN_FPU_LOAD "    ldmxcsr (%rsp)\n    fldcw 4(%rsp)\n    addq $8, %rsp\n"
 #define GEN_FPU_BYTES 8
 #else
-#define GEN_FPU_SAVE ""
-#define GEN_FPU_LOAD ""
 #define GEN_FPU_BYTES 0
 #endif
-
-#define GEN_POP_AND_RESUME                                                    \
-    "    popq %r15\n    popq %r14\n    popq %r13\n    popq %r12\n"              \
-    "    popq %rbx\n    popq %rbp\n    popq %rcx\n    jmpq *%rcx\n"
-
-__asm__(
-    "    .text\n"
-    "    .globl cio__gen_jump\n"
-    "    .hidden cio__gen_jump\n"
-    "    .type cio__gen_jump, @function\n"
-    "    .p2align 4\n"
-    "cio__gen_jump:\n"
-    "    pushq %rbp\n    pushq %rbx\n    pushq %r12\n"
-    "    pushq %r13\n    pushq %r14\n    pushq %r15\n"
-    GEN_FPU_SAVE
-    "    movq %rsp, (%rdi)\n"
-    "    movq %rsi, %rsp\n"
-    GEN_FPU_LOAD
-    "    movl %edx, %eax\n"
-    GEN_POP_AND_RESUME
-    "    .size cio__gen_jump, .-cio__gen_jump\n"
-    "\n"
-    "    .globl cio__gen_finish\n"
-    "    .hidden cio__gen_finish\n"
-    "    .type cio__gen_finish, @function\n"
-    "    .p2align 4\n"
-    "cio__gen_finish:\n"
-    "    movq %rdi, %rsp\n"
-    "    movq %rdi, %rbx\n" /* rbx is reloaded from the frame afterwards */
-    "    andq $-16, %rsp\n"
-    "    movq %rdx, %rdi\n"
-    "    callq *%rsi\n"
-    "    movq %rbx, %rsp\n"
-    GEN_FPU_LOAD
-    GEN_POP_AND_RESUME
-    "    .size cio__gen_finish, .-cio__gen_finish\n");
 
 /*
  * The jump mode relies on cio__ctx_make building the frame described above

@@ -20,4 +20,16 @@ void cio__ctx_switch(void **save, void *to);
  */
 void *cio__ctx_make(void *top, void (*entry)(void *), void *arg);
 
+#if defined(__x86_64__)
+/*
+ * Generator switches of x86-64 (switch_x86_64.S; gen.c's jump mode):
+ * cio__gen_jump saves a switch frame, stores the stack pointer in *save and
+ * resumes the frame at `to` with `value` as the return value of the call
+ * that saved it; cio__gen_finish resumes the frame at `to` with the value of
+ * fn(arg), called on that stack below the frame.
+ */
+int cio__gen_jump(void **save, void *to, int value);
+_Noreturn void cio__gen_finish(void *to, int (*fn)(void *), void *arg);
+#endif
+
 #endif /* CIO_CTX_H */

@@ -105,4 +105,75 @@ cio__ctx_make:
     ret
     .size   cio__ctx_make, .-cio__ctx_make
 
+/*
+ * The generator switches (gen.c's jump mode), on the same frame layout:
+ *
+ * int cio__gen_jump(void **save, void *to, int value): saves the
+ * callee-saved registers and the resume address on the current stack (the
+ * frame cio__ctx_switch uses), stores the stack pointer in *save, switches
+ * to `to` and resumes there with `value` as the return value of the call
+ * that saved that frame. It resumes straight into the other side's caller
+ * with an indirect jump: neither side executes a `ret` after a stack swap.
+ *
+ * void cio__gen_finish(void *to, int (*fn)(void *), void *arg): switches to
+ * the saved frame `to`, calls fn(arg) on that stack (below the frame, which
+ * is free), then resumes the frame with fn's return value. A finished body
+ * uses it so that its stack is released from the caller's stack.
+ */
+#ifdef CIO_CTX_SAVE_FPU
+#define GEN_FPU_SAVE subq $8, %rsp; stmxcsr (%rsp); fnstcw 4(%rsp)
+#define GEN_FPU_LOAD ldmxcsr (%rsp); fldcw 4(%rsp); addq $8, %rsp
+#else
+#define GEN_FPU_SAVE
+#define GEN_FPU_LOAD
+#endif
+
+    .globl  cio__gen_jump
+    .hidden cio__gen_jump
+    .type   cio__gen_jump, @function
+    .p2align 4
+cio__gen_jump:
+    pushq   %rbp
+    pushq   %rbx
+    pushq   %r12
+    pushq   %r13
+    pushq   %r14
+    pushq   %r15
+    GEN_FPU_SAVE
+    movq    %rsp, (%rdi)
+    movq    %rsi, %rsp
+    GEN_FPU_LOAD
+    movl    %edx, %eax
+    popq    %r15
+    popq    %r14
+    popq    %r13
+    popq    %r12
+    popq    %rbx
+    popq    %rbp
+    popq    %rcx
+    jmpq    *%rcx
+    .size   cio__gen_jump, .-cio__gen_jump
+
+    .globl  cio__gen_finish
+    .hidden cio__gen_finish
+    .type   cio__gen_finish, @function
+    .p2align 4
+cio__gen_finish:
+    movq    %rdi, %rsp
+    movq    %rdi, %rbx                /* rbx is reloaded from the frame afterwards */
+    andq    $-16, %rsp
+    movq    %rdx, %rdi
+    callq   *%rsi
+    movq    %rbx, %rsp
+    GEN_FPU_LOAD
+    popq    %r15
+    popq    %r14
+    popq    %r13
+    popq    %r12
+    popq    %rbx
+    popq    %rbp
+    popq    %rcx
+    jmpq    *%rcx
+    .size   cio__gen_finish, .-cio__gen_finish
+
     .section .note.GNU-stack,"",@progbits
