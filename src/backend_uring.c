@@ -19,6 +19,8 @@
  */
 #include "loop.h"
 
+#ifdef CIO_HAVE_URING
+
 #include <liburing.h>
 #include <poll.h>
 
@@ -319,3 +321,17 @@ const cio__backend cio__backend_uring = {
     .cancel = ur_cancel,
     .pending = ur_pending,
 };
+
+#else /* !CIO_HAVE_URING */
+
+/* Built without liburing: io_uring is absent, and a loop that asks for it
+ * falls back to epoll as it does on a kernel without io_uring. */
+static int ur_absent(void **state)
+{
+    (void)state;
+    return -ENOSYS;
+}
+
+const cio__backend cio__backend_uring = {.name = "io_uring", .init = ur_absent};
+
+#endif /* CIO_HAVE_URING */

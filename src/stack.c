@@ -21,6 +21,20 @@
 #include <pthread.h>
 #include <stdio.h>
 
+/*
+ * With CIO_VALGRIND, every stack is registered with valgrind while it
+ * exists, so that memcheck knows a switch to it is a stack switch and does
+ * not report thousands of false errors on coroutine and generator code.
+ */
+#ifdef CIO_VALGRIND
+#include <valgrind/valgrind.h>
+#define VG_REGISTER(s) ((s)->valgrind_id = VALGRIND_STACK_REGISTER((s)->lo + (s)->guard, (char *)(s)))
+#define VG_DEREGISTER(s) VALGRIND_STACK_DEREGISTER((s)->valgrind_id)
+#else
+#define VG_REGISTER(s) ((s)->valgrind_id = 0)
+#define VG_DEREGISTER(s) ((void)(s))
+#endif
+
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -104,6 +118,7 @@ static cio__stack *stack_init(char *lo, size_t size, uint8_t pooled)
     s->pooled = pooled;
     s->owner = NULL;
     s->kind = guard_install(lo, GUARD_BYTES);
+    VG_REGISTER(s);
     return s;
 }
 
@@ -165,6 +180,7 @@ cio__stack *cio__stack_get(cio__stack_pool *p, size_t size)
 
 static void stack_unmap(cio__stack *s)
 {
+    VG_DEREGISTER(s);
     if (s->kind == CIO__GUARD_MPROTECT)
         atomic_fetch_sub(&mprotect_guards, 1);
     munmap(s->lo, s->size);
@@ -192,6 +208,7 @@ void cio__stack_pool_close(cio__stack_pool *p)
             cio__stack *s = (cio__stack *)(sl->base + (size_t)(i + 1) * sl->stack_size - 64);
             if (s->kind == CIO__GUARD_MPROTECT)
                 atomic_fetch_sub(&mprotect_guards, 1);
+            VG_DEREGISTER(s);
         }
         munmap(sl->base, (size_t)SLAB_STACKS * sl->stack_size);
         cio__free(sl);

@@ -36,6 +36,7 @@ typedef struct cio__stack {
     const cio__stack_owner *owner; /* set by whoever took the stack */
     uint8_t kind;            /* enum cio__guard_kind */
     uint8_t pooled;          /* carved from a slab of default-size stacks */
+    unsigned valgrind_id;    /* with CIO_VALGRIND: the stack's registration */
 } cio__stack;
 
 typedef struct cio__stack_pool {
