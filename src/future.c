@@ -120,6 +120,18 @@ void cio__future_free(cio_future_t *f)
         cio__future_pool_free(f);
 }
 
+/* Frees the done callbacks of a future that will never complete. */
+static void drop_callbacks(cio_future_t *f)
+{
+    cio__cbnode *n = f->callbacks;
+    f->callbacks = NULL;
+    while (n) {
+        cio__cbnode *next = n->next;
+        cio__pool_free(&f->loop->pools[CIO__POOL_CB], n);
+        n = next;
+    }
+}
+
 void cio_future_release(cio_future_t *f)
 {
     if (!f)
@@ -132,10 +144,16 @@ void cio_future_release(cio_future_t *f)
     }
     if (--f->refs > 0)
         return;
-    /* A pending future nobody references may still be completed by whoever
-     * waits on it; it is freed at completion then (see complete). */
-    if (f->state != CIO__PENDING)
-        cio__future_free(f);
+    /* Tasks and jobs hold a reference of their own until they finish, so
+     * only a plain future can get here pending: nobody can complete it any
+     * more (that takes a reference, and awaiting holds one), so it is freed
+     * with the done callbacks that would never run. */
+    if (f->state == CIO__PENDING) {
+        if (f->ops)
+            return;
+        drop_callbacks(f);
+    }
+    cio__future_free(f);
 }
 
 static void run_cbnode(void *arg)

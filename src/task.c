@@ -282,6 +282,7 @@ static const char *await_what(const cio_future_t *f)
 
 void cio__await_done(cio_future_t *f)
 {
+    cio_future_ref(f); /* a waiter keeps what it waits on alive */
     while (f->state == CIO__PENDING) {
         cio__waiter w;
         cio__waiter_init(&w, cio__current, await_what(f), f, cio__wlist_unlink);
@@ -289,6 +290,7 @@ void cio__await_done(cio_future_t *f)
         cio__wlist_push(&f->waiters, &w);
         cio__wait(&w, CIO__NO_DEADLINE);
     }
+    cio_future_release(f);
 }
 
 int cio_await(cio_future_t *f, void **result)
@@ -300,24 +302,27 @@ int cio_await(cio_future_t *f, void **result)
         return -EINVAL;
     if (f == &cio__task_of(c)->fut)
         return -EDEADLK;
-    if (f->state == CIO__PENDING) {
-        cio__waiter w;
-        cio__waiter_init(&w, c, await_what(f), f, cio__wlist_unlink);
-        cio__wlist_push(&f->waiters, &w);
-        int rc = cio__wait(&w, CIO__NO_DEADLINE);
-        if (rc < 0) {
-            /* Cancelled or timed out: cancel what we await and wait for it
-             * to finish, as asyncio's Task.cancel does with _fut_waiter. */
-            cio_future_cancel(f);
-            cio__await_done(f);
-            return rc;
-        }
-    } else {
+    if (f->state != CIO__PENDING) {
         int rc = cio__cancel_state(c, NULL);
-        if (rc)
-            return rc;
+        return rc ? rc : cio_future_result(f, result);
     }
-    return cio_future_result(f, result);
+    /* The awaiter holds a reference while it waits: whoever else holds one
+     * may release it meanwhile. */
+    cio_future_ref(f);
+    cio__waiter w;
+    cio__waiter_init(&w, c, await_what(f), f, cio__wlist_unlink);
+    cio__wlist_push(&f->waiters, &w);
+    int rc = cio__wait(&w, CIO__NO_DEADLINE);
+    if (rc < 0) {
+        /* Cancelled or timed out: cancel what we await and wait for it to
+         * finish, as asyncio's Task.cancel does with _fut_waiter. */
+        cio_future_cancel(f);
+        cio__await_done(f);
+    } else {
+        rc = cio_future_result(f, result);
+    }
+    cio_future_release(f);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -1,0 +1,417 @@
+/*
+ * Failure paths of the core, each of which crashed, hung or leaked before
+ * the I/O layer issue: every one must end in a clean error code now.
+ */
+#include "cio_test.h"
+
+#include <alloca.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+static cio_loop_t *new_loop(void)
+{
+    cio_loop_t *l = NULL;
+    ck_assert_int_eq(cio_loop_new(&l), 0);
+    return l;
+}
+
+static int ret_zero(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stacks that cannot be had                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* A stack no machine can map: the task finishes with -ENOMEM, unrun. */
+START_TEST(fault_huge_stack_size)
+{
+    cio_loop_t *l = new_loop();
+    int ran = 0;
+    cio_spawn_opts_t o = {.name = "huge", .stack_size = SIZE_MAX / 2};
+    cio_task_t *t = cio_spawn_ex(l, ret_zero, &ran, &o);
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(cio_loop_run_until_complete(l, t, NULL), -ENOMEM);
+    cio_future_release(t);
+    o.stack_size = (size_t)1 << 42; /* 4 TiB: above the limit cio maps */
+    t = cio_spawn_ex(l, ret_zero, &ran, &o);
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(cio_loop_run_until_complete(l, t, NULL), -ENOMEM);
+    cio_future_release(t);
+    close_free(l);
+}
+END_TEST
+
+/* Under a small RLIMIT_AS the first stack cannot be mapped: -ENOMEM. */
+static void small_address_space(void *arg)
+{
+    (void)arg;
+    cio_loop_t *l = new_loop();
+    struct rlimit rl = {.rlim_cur = 64u << 20, .rlim_max = 64u << 20};
+    if (setrlimit(RLIMIT_AS, &rl))
+        _exit(3);
+    cio_spawn_opts_t o = {.name = "big", .stack_size = 256u << 20};
+    cio_task_t *t = cio_spawn_ex(l, ret_zero, NULL, &o);
+    if (!t)
+        _exit(4);
+    int rc = cio_loop_run_until_complete(l, t, NULL);
+    cio_future_release(t);
+    _exit(rc == -ENOMEM && cio_loop_free(l) == 0 ? 0 : 5);
+}
+
+START_TEST(fault_rlimit_as)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    /* ASan reserves terabytes of shadow memory: an address-space limit
+     * makes the sanitizer itself fail. The huge-stack test covers it. */
+    return;
+#else
+    int st;
+    const char *out = run_child_stderr(small_address_space, NULL, &st);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d, stderr:\n%s", st,
+                  out);
+#endif
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* A frame larger than the guard                                             */
+/* ------------------------------------------------------------------------ */
+
+static int big_alloca(void *arg, void **result)
+{
+    (void)result;
+    size_t n = *(size_t *)arg;
+    /* Stack-clash protection (in cio's build and its cio.pc flags) probes
+     * every page of the allocation, so it faults in the guard and is
+     * reported instead of writing through a neighbouring stack. */
+    volatile char *p = alloca(n);
+    p[0] = 1;
+    return p[0] == 1 ? 0 : -EIO;
+}
+
+static void run_big_alloca(void *arg)
+{
+    cio_loop_t *l = new_loop();
+    cio_spawn_opts_t o = {.name = "alloca", .stack_size = 0};
+    cio_task_t *t = cio_spawn_ex(l, big_alloca, arg, &o);
+    cio_loop_run_until_complete(l, t, NULL);
+}
+
+START_TEST(fault_alloca_over_guard)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return; /* ASan moves alloca()s to its own fake stacks */
+#else
+    size_t n = 1u << 20; /* 1 MiB: far beyond the 256 KiB stack */
+    int st;
+    const char *out = run_child_stderr(run_big_alloca, &n, &st);
+    assert_overflow_death(st, out);
+    ck_assert_msg(strstr(out, "task 'alloca'") != NULL, "report names the task:\n%s", out);
+#endif
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Timers                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void cb_flag(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+static void cb_stop(void *arg)
+{
+    cio_loop_stop(arg);
+}
+
+/* call_later(INFINITY) schedules a timer that never fires: the handle stays
+ * active until cancelled (the rule written in cio.h). */
+START_TEST(fault_call_later_infinity)
+{
+    cio_loop_t *l = new_loop();
+    cio_handle_t h = CIO_HANDLE_INIT;
+    int fired = 0;
+    ck_assert_int_eq(cio_call_later(l, &h, INFINITY, cb_flag, &fired), 0);
+    ck_assert(cio_handle_active(&h));
+    ck_assert_int_eq(cio_call_later(l, NULL, D_SHORT, cb_stop, l), 0);
+    ck_assert_int_eq(cio_loop_run_forever(l), 0);
+    ck_assert_int_eq(fired, 0);
+    ck_assert(cio_handle_active(&h));
+    ck_assert_int_eq(cio_handle_cancel(&h), 1);
+    ck_assert(!cio_handle_active(&h));
+    ck_assert_int_eq(cio_call_at(l, &h, INFINITY, cb_flag, &fired), 0);
+    ck_assert(cio_handle_active(&h));
+    close_free(l); /* close resets caller-owned handles */
+    ck_assert(!cio_handle_active(&h));
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Closed loops and futures                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int job_fn(void *arg, void **result)
+{
+    (void)arg;
+    *result = (void *)0x1;
+    return 0;
+}
+
+START_TEST(fault_closed_loop_refuses)
+{
+    cio_loop_t *l = new_loop();
+    cio_future_t *f = cio_future_new(l);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(cio_loop_close(l), 0);
+    /* Nothing new is made on a closed loop. */
+    errno = 0;
+    ck_assert_ptr_null(cio_future_new(l));
+    ck_assert_int_eq(errno, ESHUTDOWN);
+    errno = 0;
+    ck_assert_ptr_null(cio_run_in_executor(l, NULL, job_fn, NULL));
+    ck_assert_int_eq(errno, ESHUTDOWN);
+    errno = 0;
+    ck_assert_ptr_null(cio_spawn_ex(l, ret_zero, NULL, NULL));
+    ck_assert_int_eq(errno, ESHUTDOWN);
+    /* A future that outlives the close is still valid memory, but nothing
+     * can be scheduled for it any more. */
+    ck_assert_int_eq(cio_future_set_result(f, NULL), -ESHUTDOWN);
+    ck_assert_int_eq(cio_future_add_done_callback(f, NULL, NULL), -EINVAL);
+    ck_assert(!cio_future_done(f));
+    /* The loop object is not freed while the future is referenced. */
+    ck_assert_int_eq(cio_loop_free(l), -EBUSY);
+    cio_future_release(f);
+    ck_assert_int_eq(cio_loop_free(l), 0);
+}
+END_TEST
+
+static void release_twice(void *arg)
+{
+    (void)arg;
+    cio_loop_t *l = new_loop();
+    cio_future_t *f = cio_future_new(l);
+    cio_future_t *g = cio_future_new(l); /* keeps f's slot from reuse */
+    cio_future_release(f);
+    cio_future_release(f);
+    cio_future_release(g);
+    _exit(cio_loop_free(l) == 0 ? 0 : 6);
+}
+
+/* A double release is reported (always, not only in debug mode) and does
+ * not corrupt the pool. */
+START_TEST(fault_double_release_reported)
+{
+    int st;
+    const char *out = run_child_stderr(release_twice, NULL, &st);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d:\n%s", st, out);
+    ck_assert_msg(strstr(out, "released more often than referenced") != NULL, "%s", out);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Threads                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static size_t count_mappings(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = 0;
+    int c;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static void *loop_thread(void *arg)
+{
+    (void)arg;
+    cio_loop_t *l = NULL;
+    if (cio_loop_new(&l) == 0)
+        cio_loop_free(l);
+    return NULL;
+}
+
+/* Each thread that ran a loop used to leak its 64 KiB signal stack. */
+START_TEST(fault_thread_altstack_released)
+{
+    for (int i = 0; i < 4; i++) { /* warm-up: libc's own thread caches */
+        pthread_t th;
+        ck_assert_int_eq(pthread_create(&th, NULL, loop_thread, NULL), 0);
+        pthread_join(th, NULL);
+    }
+    size_t before = count_mappings();
+    for (int i = 0; i < 200; i++) {
+        pthread_t th;
+        ck_assert_int_eq(pthread_create(&th, NULL, loop_thread, NULL), 0);
+        pthread_join(th, NULL);
+    }
+    size_t after = count_mappings();
+    ck_assert_msg(after < before + 20, "mappings grew from %zu to %zu over 200 threads", before,
+                  after);
+}
+END_TEST
+
+typedef struct racer {
+    cio_loop_t *loop;
+    atomic_int go;
+    long sent, refused;
+} racer_t;
+
+static void cb_nothing(void *arg)
+{
+    (void)arg;
+}
+
+static void *post_until_refused(void *arg)
+{
+    racer_t *r = arg;
+    while (!atomic_load(&r->go))
+        ;
+    for (;;) {
+        int rc = cio_call_soon_threadsafe(r->loop, cb_nothing, NULL);
+        if (rc == -ESHUTDOWN) {
+            r->refused++;
+            break;
+        }
+        if (rc == 0)
+            r->sent++;
+    }
+    return NULL;
+}
+
+/* A sender racing cio_loop_close never writes into the closed wake-up fd
+ * (ThreadSanitizer reported that race); it gets -ESHUTDOWN once closed. */
+START_TEST(fault_threadsafe_vs_close)
+{
+    for (int round = 0; round < 20; round++) {
+        racer_t r = {.loop = new_loop()};
+        pthread_t th;
+        ck_assert_int_eq(pthread_create(&th, NULL, post_until_refused, &r), 0);
+        atomic_store(&r.go, 1);
+        for (int i = 0; i < 50; i++) { /* let some posts through the loop */
+            ck_assert_int_eq(cio_call_soon(r.loop, NULL, cb_stop, r.loop), 0);
+            ck_assert_int_eq(cio_loop_run_forever(r.loop), 0);
+        }
+        ck_assert_int_eq(cio_loop_close(r.loop), 0);
+        pthread_join(th, NULL);
+        ck_assert_int_eq(r.refused, 1);
+        ck_assert_int_eq(cio_loop_free(r.loop), 0);
+    }
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* fork()                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static int slow_job(void *arg, void **result)
+{
+    (void)arg;
+    *result = (void *)0x2a;
+    return 0;
+}
+
+/* Uses the pool, a timer and a socket operation from a task. */
+static int busy_task(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    void *r = NULL;
+    int rc = cio_to_thread(slow_job, NULL, &r);
+    if (rc || r != (void *)0x2a)
+        return rc ? rc : -EIO;
+    if ((rc = cio_sleep(0.01)))
+        return rc;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv))
+        return -errno;
+    char buf[4] = {0};
+    ssize_t n = cio_sock_send(sv[0], "ping", 4, 0);
+    if (n == 4)
+        n = cio_sock_recv(sv[1], buf, 4, 0);
+    cio_close(sv[0]);
+    cio_close(sv[1]);
+    return n == 4 && !memcmp(buf, "ping", 4) ? 0 : (n < 0 ? (int)n : -EIO);
+}
+
+static int run_busy(cio_loop_t *l)
+{
+    cio_task_t *t = cio_spawn_ex(l, busy_task, NULL, NULL);
+    if (!t)
+        return -errno;
+    int rc = cio_loop_run_until_complete(l, t, NULL);
+    cio_future_release(t);
+    return rc;
+}
+
+/* In the child of a process whose loop has an idle pool, cio_to_thread used
+ * to hang forever. After cio_loop_fork the child has a loop of its own. */
+START_TEST(fault_fork_child_uses_loop)
+{
+    cio_loop_t *l = new_loop();
+    ck_assert_int_eq(run_busy(l), 0); /* the pool now has an idle thread */
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        alarm(20);
+        int rc = cio_loop_fork(l);
+        if (!rc)
+            rc = run_busy(l);
+        if (!rc)
+            rc = cio_loop_shutdown(l);
+        _exit(rc == 0 && cio_loop_free(l) == 0 ? 0 : 10);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
+    /* The parent's loop is untouched by what the child did. */
+    ck_assert_int_eq(run_busy(l), 0);
+    ck_assert_int_eq(cio_loop_shutdown(l), 0);
+    close_free(l);
+}
+END_TEST
+
+START_TEST(fault_loop_fork_errors)
+{
+    ck_assert_int_eq(cio_loop_fork(NULL), -EINVAL);
+    cio_loop_t *l = new_loop();
+    ck_assert_int_eq(cio_loop_fork(l), 0); /* also fine without a fork */
+    ck_assert_int_eq(run_busy(l), 0);
+    ck_assert_int_eq(cio_loop_shutdown(l), 0);
+    ck_assert_int_eq(cio_loop_close(l), 0);
+    ck_assert_int_eq(cio_loop_fork(l), -ESHUTDOWN);
+    ck_assert_int_eq(cio_loop_free(l), 0);
+}
+END_TEST
+
+static Suite *faults_suite(void)
+{
+    Suite *s = suite_create("faults");
+    TCase *tc = add_tcase(s, "stacks", TEST_TIMEOUT);
+    tcase_add_test(tc, fault_huge_stack_size);
+    tcase_add_test(tc, fault_rlimit_as);
+    tcase_add_test(tc, fault_alloca_over_guard);
+    tc = add_tcase(s, "loop", TEST_TIMEOUT);
+    tcase_add_test(tc, fault_call_later_infinity);
+    tcase_add_test(tc, fault_closed_loop_refuses);
+    tcase_add_test(tc, fault_double_release_reported);
+    tc = add_tcase(s, "threads", 60);
+    tcase_add_test(tc, fault_thread_altstack_released);
+    tcase_add_test(tc, fault_threadsafe_vs_close);
+    tc = add_tcase(s, "fork", 60);
+    tcase_add_test(tc, fault_fork_child_uses_loop);
+    tcase_add_test(tc, fault_loop_fork_errors);
+    return s;
+}
+
+CIO_TEST_MAIN(faults_suite)
