@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is needed, then
-#   1. builds with gcc (-Wall -Wextra -Werror) and runs every test with CTest;
+#   1. builds with gcc (-Wall -Wextra -Werror) and runs every test with CTest
+#      (each test program twice: on epoll and on io_uring), then installs into
+#      a temporary prefix, moves it, and builds a program against it with
+#      pkg-config (scripts/check_install.sh);
 #   2. builds with clang (-Werror) to keep both compilers clean;
 #   3. builds with AddressSanitizer + UndefinedBehaviorSanitizer and runs
 #      every test again;
@@ -42,6 +45,7 @@ step "gcc build + tests"
 cmake -S "$root" -B "$out/gcc" -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$out/gcc" -j"$jobs" >/dev/null
 ctest_counted --test-dir "$out/gcc" --output-on-failure -j"$jobs"
+if bash "$root/scripts/check_install.sh" "$out/gcc"; then count 1 0; else count 0 1; fi
 
 if [ "${CIO_TEST_QUICK:-0}" = 1 ]; then
   printf '\nsuite: %d passed, %d failed\n' "$passed" "$failed"
