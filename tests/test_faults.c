@@ -94,6 +94,7 @@ END_TEST
 /* A frame larger than the guard                                             */
 /* ------------------------------------------------------------------------ */
 
+#if !defined(__SANITIZE_ADDRESS__)
 static int big_alloca(void *arg, void **result)
 {
     (void)result;
@@ -113,6 +114,7 @@ static void run_big_alloca(void *arg)
     cio_task_t *t = cio_spawn_ex(l, big_alloca, arg, &o);
     cio_loop_run_until_complete(l, t, NULL);
 }
+#endif
 
 START_TEST(fault_alloca_over_guard)
 {
