@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs cio's benchmarks (shared BENCH.md workloads 1-4, and 7-9 when their
-# programs exist) 3 times each, pinned to CPU 0, and prints a Markdown table
-# of the medians next to the peer figures and the targets.
+# programs exist, plus the socket ping-pong of bench_sockpp and its threads
+# baseline, which BENCH.md does not list) 3 times each, pinned to CPU 0, and
+# prints a Markdown table of the medians next to the peer figures and the
+# targets.
 #
 #   bench/run.sh [--no-build] [--runs K]
 #
@@ -145,6 +147,17 @@ HAVE_QUEUE=0 HAVE_LOCK=0 HAVE_GEN=0
 if [ -x "$BIN/bench_queue" ]; then HAVE_QUEUE=1; collect queue 0 "$BIN/bench_queue"; fi
 if [ -x "$BIN/bench_lock" ]; then HAVE_LOCK=1; collect lock 0 "$BIN/bench_lock"; fi
 if [ -x "$BIN/bench_gen" ]; then HAVE_GEN=1; collect generator 0 "$BIN/bench_gen"; fi
+# Socket ping-pong: one backend per invocation (collect keeps no variant).
+HAVE_SOCKPP=0 HAVE_SOCKPP_THREADS=0
+if [ -x "$BIN/bench_sockpp" ]; then
+  HAVE_SOCKPP=1
+  collect sockpp_epoll 0 "$BIN/bench_sockpp" --backend epoll
+  collect sockpp_uring 0 "$BIN/bench_sockpp" --backend uring
+fi
+if [ -x "$BIN/bench_sockpp_threads" ]; then
+  HAVE_SOCKPP_THREADS=1
+  collect sockpp_threads 0 "$BIN/bench_sockpp_threads"
+fi
 
 # --------------------------------------------------------------- table ---
 bytes_per_task() { # n
@@ -213,10 +226,26 @@ bytes_per_task() { # n
     v=$(med generator.ns_per_round_trip)
     echo "| generator 10M | ns/round trip | $(fmt "$v" 1) | asyncio 27.5 (send); Node 9.6 (next); Boost.Context 9.4 (2 fcontext jumps) | <= 10 | $(check "$v" '<=' 10) |"
   fi
+  if [ "$HAVE_SOCKPP" = 1 ]; then
+    v=$(med sockpp_epoll.ns_per_round_trip)
+    echo "| socket ping-pong 1M, 64 B (cio, epoll) | ns/round trip | $(fmt "$v" 1) | | (no target) | - |"
+    v=$(med sockpp_uring.ns_per_round_trip)
+    echo "| socket ping-pong 1M, 64 B (cio, io_uring) | ns/round trip | $(fmt "$v" 1) | | (no target) | - |"
+  fi
+  if [ "$HAVE_SOCKPP_THREADS" = 1 ]; then
+    v=$(med sockpp_threads.ns_per_round_trip)
+    c=$(med sockpp_threads.cpus)
+    where=$([ "$c" = 1 ] && echo "both threads share 1 CPU" || echo "$c CPUs")
+    echo "| socket ping-pong 1M, 64 B (2 threads, blocking; $where) | ns/round trip | $(fmt "$v" 1) | | (no target) | - |"
+  fi
   echo
   echo "Sleepers: bytes/task = (RSS(N) - RSS(0)) * 1024 / N from /usr/bin/time -f %M; RSS(0) median $(med sleepers_0.rss_kib) KiB, RSS(100k) $(med sleepers_100000.rss_kib) KiB, RSS(1M) $(med sleepers_1000000.rss_kib) KiB."
+  if [ "$HAVE_SOCKPP_THREADS" = 1 ] && [ "$(med sockpp_threads.cpus)" = 1 ]; then
+    NOTES+=("socket ping-pong threads baseline: pinned (${PIN[*]}), both threads share one core, so every hand-off is a context switch on it; run bench_sockpp_threads with taskset -c 0,1 for the cross-CPU figure.")
+  fi
   for n in "${NOTES[@]}"; do echo "Note: $n"; done
-  [ "$HAVE_QUEUE$HAVE_LOCK$HAVE_GEN" = 111 ] || echo "Not run (no program yet): $( [ $HAVE_QUEUE = 1 ] || printf 'queue ')$( [ $HAVE_LOCK = 1 ] || printf 'lock ')$( [ $HAVE_GEN = 1 ] || printf 'generator')."
+  missing="$( [ $HAVE_QUEUE = 1 ] || printf 'queue ')$( [ $HAVE_LOCK = 1 ] || printf 'lock ')$( [ $HAVE_GEN = 1 ] || printf 'generator ')$( [ $HAVE_SOCKPP = 1 ] || printf 'sockpp ')$( [ $HAVE_SOCKPP_THREADS = 1 ] || printf 'sockpp_threads ')"
+  [ -z "$missing" ] || echo "Not run (no program yet): ${missing% }."
   [ ${#FAILED[@]} -eq 0 ] || echo "FAILED: ${FAILED[*]} (see $LOG)"
   echo "All runs (raw values): see $LOG"
 } | tee "$TABLE"
