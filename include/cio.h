@@ -349,6 +349,8 @@ CIO_EXTERN int cio_remove_writer(cio_loop_t *loop, int fd);
  * -ETIMEDOUT (scope deadline), -EBUSY if a task or watcher already waits on
  * the same fd and direction, -EINVAL, -EPERM outside a task, -ENOMEM, or the
  * backend's registration error (-EBADF, -EPERM for a regular file on epoll).
+ * -EBADF also when another task or callback closes fd with cio_close while
+ * this one waits (it is woken rather than left waiting forever).
  */
 CIO_EXTERN int cio_wait_fd(int fd, int events);
 
@@ -367,6 +369,11 @@ CIO_EXTERN int cio_wait_fd(int fd, int events);
  * call) and the task parks until its completion. The fd must be
  * non-blocking on epoll (sockets made by cio_socket and cio_sock_accept
  * are); a blocking fd blocks the loop there.
+ *
+ * Closing an fd that tasks are blocked on: use cio_close, which wakes every
+ * task waiting on the fd (and, on io_uring, cancels the operations the
+ * kernel holds on it) so that they return -EBADF; a plain close(2) leaves
+ * them waiting. io_uring finds them by fd, which needs Linux 5.19.
  *
  * SIGPIPE never kills the process: socket sends use MSG_NOSIGNAL, and for
  * writes to pipes and ttys the first cio_loop_new sets SIGPIPE to SIG_IGN
@@ -416,7 +423,9 @@ CIO_EXTERN int cio_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen
 /*
  * Connects the non-blocking socket fd to addr (asyncio sock_connect).
  * Returns 0, -ECONNREFUSED, -ETIMEDOUT (also a scope deadline),
- * -ECANCELED, -ENETUNREACH, -EPERM outside a task, or connect's errors.
+ * -ECANCELED, -ENETUNREACH, -EAGAIN (nothing started: a Unix listener's
+ * backlog is full, or no local port is free), -ENOENT (no such Unix path),
+ * -EPERM outside a task, or connect's errors.
  */
 CIO_EXTERN int cio_sock_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
 
@@ -879,8 +888,9 @@ CIO_EXTERN void cio_executor_shutdown(cio_executor_t *ex, bool wait);
  * Runs fn(arg, &result) on a pool thread (NULL = the loop's default pool,
  * created on first use, bounded, shut down by cio_loop_shutdown/close).
  * Returns a future of its outcome (new reference) or NULL with errno ENOMEM,
- * ESHUTDOWN, EPERM. The future can be cancelled only before the job starts;
- * arg must stay valid until the future is done.
+ * ESHUTDOWN, EPERM, or EAGAIN (the pool has no thread and none can be
+ * created; nothing was queued). The future can be cancelled only before the
+ * job starts; arg must stay valid until the future is done.
  */
 CIO_EXTERN cio_future_t *cio_run_in_executor(cio_loop_t *loop, cio_executor_t *ex,
                                              cio_task_fn fn, void *arg);
@@ -890,7 +900,8 @@ CIO_EXTERN cio_future_t *cio_run_in_executor(cio_loop_t *loop, cio_executor_t *e
  * it. Returns fn's status with its result in *result. If the caller is
  * cancelled while fn runs, it still waits for fn to finish (fn may use
  * memory the caller owns), then returns -ECANCELED. -EPERM outside a task,
- * -ENOMEM, -ESHUTDOWN.
+ * -ENOMEM, -ESHUTDOWN, -EAGAIN (no pool thread exists and none can be
+ * created; fn did not run).
  */
 CIO_EXTERN int cio_to_thread(cio_task_fn fn, void *arg, void **result);
 

@@ -21,6 +21,7 @@
 
 #ifdef CIO_HAVE_URING
 
+#include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
 
@@ -124,13 +125,34 @@ static int mark_dirty(uring_state *st, int fd)
 
 static int ur_watch(void *state, int fd, unsigned old_ev, unsigned new_ev)
 {
-    (void)old_ev;
     uring_state *st = state;
+    /* The poll is armed later, so a bad fd would only show as an error
+     * completion, read as "ready" at every iteration: check it now, as
+     * epoll_ctl does, so that a new registration fails with -EBADF. */
+    if (!old_ev && new_ev && fcntl(fd, F_GETFD) < 0)
+        return -errno;
     int rc = table_room(st, fd);
     if (rc)
         return rc;
-    unsigned before = st->fds[fd].want;
-    st->fds[fd].want = new_ev;
+    pollrec *r = &st->fds[fd];
+    if (!new_ev && r->armed) {
+        /* Interest dropped: remove the armed poll now, not at the next
+         * poll. cio_close drops the interest just before it closes the fd,
+         * and if the number is reused and watched again in the same
+         * iteration, the deferred sync would see the same mask and keep the
+         * old poll, which watches (and keeps open) the old file while the
+         * new one is never polled. Without a free entry, the removal stays
+         * deferred as before. */
+        struct io_uring_sqe *sqe = get_sqe(st);
+        if (sqe) {
+            io_uring_prep_poll_remove(sqe, poll_key(fd, r->gen));
+            io_uring_sqe_set_data64(sqe, 0);
+            r->gen++;
+            r->armed = 0;
+        }
+    }
+    unsigned before = r->want;
+    r->want = new_ev;
     rc = mark_dirty(st, fd);
     if (rc)
         st->fds[fd].want = before;
@@ -305,6 +327,21 @@ static int ur_cancel(void *state, cio__op *op)
     return 0;
 }
 
+/* Submitted at once: the kernel looks the operations up by fd, which is
+ * about to be closed. Needs Linux 5.19 (IORING_ASYNC_CANCEL_FD); older
+ * kernels answer -EINVAL and the operations run on until they complete. */
+static int ur_cancel_fd(void *state, int fd)
+{
+    uring_state *st = state;
+    struct io_uring_sqe *sqe = get_sqe(st);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, 0);
+    int rc = io_uring_submit(&st->ring);
+    return rc < 0 ? rc : 0;
+}
+
 static int ur_pending(void *state)
 {
     uring_state *st = state;
@@ -320,6 +357,7 @@ const cio__backend cio__backend_uring = {
     .submit = ur_submit,
     .cancel = ur_cancel,
     .pending = ur_pending,
+    .cancel_fd = ur_cancel_fd,
 };
 
 #else /* !CIO_HAVE_URING */

@@ -129,14 +129,18 @@ void cio__fd_forget(cio_loop_t *loop, int fd)
 {
     if (fd < 0 || fd >= loop->nfds || !loop->fds[fd].events)
         return;
-    /* Internal watchers (waiting tasks) are told the fd fired, so that they
-     * wake, try, and get EBADF rather than wait forever; users' callbacks
-     * are dropped, as asyncio drops them when the fd is closed. */
-    cio__fdw *w = &loop->fds[fd];
-    if (w->r.fn)
-        cio__fd_dispatch(loop, fd, CIO_READABLE | CIO_WRITABLE);
-    else if (w->w.fn)
-        cio__fd_dispatch(loop, fd, CIO_WRITABLE);
+    /* Internal watchers (waiting tasks) are told the fd is closing, so that
+     * they wake with -EBADF rather than wait forever or try a number that
+     * may name another file by then; users' callbacks are dropped, as
+     * asyncio drops them when the fd is closed. A watcher holding both sides
+     * is called once (it clears both). */
+    unsigned all = CIO_READABLE | CIO_WRITABLE | CIO__FD_CLOSING;
+    cio__fdside r = loop->fds[fd].r;
+    if (r.fn)
+        r.fn(r.arg, fd, all);
+    cio__fdside w = loop->fds[fd].w;
+    if (w.fn)
+        w.fn(w.arg, fd, all);
     cio__fd_clear(loop, fd, CIO_READABLE | CIO_WRITABLE);
 }
 

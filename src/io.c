@@ -34,9 +34,9 @@ typedef struct fd_waiter {
 
 static void fd_fired(void *arg, int fd, unsigned events)
 {
-    (void)fd;
     fd_waiter *fw = arg;
-    cio__interrupt(&fw->w, (int)(events & fw->events));
+    (void)fd;
+    cio__interrupt(&fw->w, (events & CIO__FD_CLOSING) ? -EBADF : (int)(events & fw->events));
 }
 
 static void fd_unlink(cio__waiter *w)
@@ -111,8 +111,12 @@ static ssize_t run_submitted(cio__coro *c, cio__op *op)
          * still owns the buffers until the completion comes. */
         cio__loop_cancel(c->loop, op);
         wait_done(c, op);
-        if (op->res == -ECANCELED || op->res == -EINTR)
-            return rc;
+    }
+    if (op->res == -ECANCELED || op->res == -EINTR) {
+        /* Cancelled in the kernel: for the task's own interruption (its
+         * reason is rc), or else by cio_close of the fd, which reports
+         * -EBADF as the epoll backend does. */
+        return rc ? rc : -EBADF;
     }
     return op->res;
 }
@@ -169,7 +173,12 @@ static ssize_t connect_ready(cio__coro *c, cio__op *op)
     do
         rc = connect(op->fd, op->addr, op->socklen) ? -errno : 0;
     while (rc == -EINTR);
-    if (rc != -EINPROGRESS && rc != -EAGAIN && rc != -EALREADY)
+    /* EAGAIN is not "in progress": nothing was started (a Unix socket
+     * whose listener's backlog is full, or no free local port), so it is
+     * returned as io_uring returns it. Waiting for writability would not
+     * help: an unconnected Unix socket is writable at once, and SO_ERROR
+     * would then read 0 for a socket that is not connected. */
+    if (rc != -EINPROGRESS && rc != -EALREADY)
         return rc;
     rc = cio__fd_wait(c, op->fd, CIO_WRITABLE);
     if (rc < 0)
@@ -414,8 +423,13 @@ int cio_close(int fd)
         return -EBADF;
     cio__coro *c = cio__current;
     cio_loop_t *loop = c ? c->loop : cio__running;
-    if (loop)
+    if (loop) {
         cio__fd_forget(loop, fd);
+        /* The kernel holds the file while operations on it are in flight: a
+         * recv on a closed socket would wait forever and the peer never see
+         * the close. They end with -EBADF (see run_submitted). */
+        cio__loop_cancel_fd(loop, fd);
+    }
     /* Closing is not cancellable: the descriptor must not leak, so it is
      * closed at once (a close on io_uring would have to park the task). */
     return close(fd) ? (errno == EINTR ? 0 : -errno) : 0;

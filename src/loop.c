@@ -333,6 +333,12 @@ void cio__loop_cancel(cio_loop_t *loop, cio__op *op)
         loop->be->cancel(loop->be_state, op);
 }
 
+void cio__loop_cancel_fd(cio_loop_t *loop, int fd)
+{
+    if (loop->inflight && loop->be->cancel_fd)
+        loop->be->cancel_fd(loop->be_state, fd);
+}
+
 static void dispatch(cio_loop_t *loop, const cio__event *ev)
 {
     if (ev->kind == CIO__EV_READY) {

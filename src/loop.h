@@ -143,6 +143,10 @@ typedef struct cio__backend {
     int (*cancel)(void *state, cio__op *op);
     /* True while submissions are queued that only a poll sends. */
     int (*pending)(void *state);
+    /* Cancels every operation in flight on fd, at once (before the fd is
+     * closed: the kernel finds them by fd). Their completions still come,
+     * with -ECANCELED unless they raced. */
+    int (*cancel_fd)(void *state, int fd);
 } cio__backend;
 
 extern const cio__backend cio__backend_epoll;
@@ -151,6 +155,11 @@ extern const cio__backend cio__backend_uring;
 /* ------------------------------------------------------------------------ */
 /* fd watchers (fd.c)                                                        */
 /* ------------------------------------------------------------------------ */
+
+/* Passed to internal watchers, with both event bits, when their fd is
+ * being closed (cio__fd_forget): the number may name another file by the
+ * time the woken task runs, so it must not try the fd again. */
+#define CIO__FD_CLOSING 0x100u
 
 /* An internal watcher: called with the events that fired. */
 typedef void (*cio__fd_fn)(void *arg, int fd, unsigned events);
@@ -328,6 +337,8 @@ void cio__loop_run_posts(cio_loop_t *loop);
 int cio__loop_submit(cio_loop_t *loop, cio__op *op);
 /* Asks the backend to cancel a submitted op (its completion still comes). */
 void cio__loop_cancel(cio_loop_t *loop, cio__op *op);
+/* Cancels the operations in flight on fd (before it is closed). */
+void cio__loop_cancel_fd(cio_loop_t *loop, int fd);
 /* True when the loop's backend completes operations (io_uring). */
 static inline bool cio__loop_completes(const cio_loop_t *loop)
 {
