@@ -36,7 +36,9 @@ chess
 producer_consumer
 producer_consumer 001
 multi_yield
-file_stream'
+file_stream
+sock_echo
+sock_echo uring'
 
 failed=''
 total_start=$(date +%s.%N)

@@ -42,6 +42,7 @@ multi_yield
 asyncq
 chained
 chess
+sock_echo
 LIST
 echo "aarch64: $((n - fail)) of $n examples ran correctly under qemu"
 echo "$((n - fail))" >"$out/passed"
