@@ -17,7 +17,10 @@
  *    INFINITY means "no deadline". Internally every deadline is an absolute
  *    monotonic time in nanoseconds; the *_ns forms expose that.
  *  - Await points may only be called from inside a task. Called elsewhere they
- *    return -EPERM.
+ *    return -EPERM. Every await point that may wait with a deadline (its own
+ *    or an enclosing scope's) also returns -ENOMEM when the timer for that
+ *    deadline cannot be armed (the timer heap could not grow): it never
+ *    sleeps on a deadline it could not arm.
  *  - Cancellation is level-triggered: once a task (or a scope around the
  *    current code) is cancelled, the current await point and every later one
  *    return -ECANCELED (-ETIMEDOUT for an expired deadline scope) until the

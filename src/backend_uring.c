@@ -41,15 +41,16 @@ typedef struct uring_state {
     struct io_uring ring;
     pollrec *fds;
     int nfds;
-    int *dirty;      /* fds whose poll must be (re)armed or removed */
-    int ndirty, capdirty;
+    int *dirty;      /* fds whose poll must be (re)armed or removed (room
+                        for nfds entries) */
+    int ndirty;
 } uring_state;
 
 static int ur_init(void **state)
 {
     uring_state *st = cio__calloc(1, sizeof(*st));
     if (!st)
-        return -ENOMEM;
+        return -ENOMEM; /* ours: a hard failure, not a refusal */
     int rc = io_uring_queue_init(RING_ENTRIES, &st->ring, 0);
     if (rc == 0 && !(st->ring.features & IORING_FEAT_EXT_ARG)) {
         /* Waiting with a timeout needs Linux 5.11: treat older as absent. */
@@ -58,7 +59,7 @@ static int ur_init(void **state)
     }
     if (rc) {
         cio__free(st);
-        return rc;
+        return -rc; /* positive: the kernel refused, the loop falls back */
     }
     *state = st;
     return 0;
@@ -90,6 +91,11 @@ static uint64_t poll_key(int fd, uint32_t gen)
     return ((uint64_t)gen << 32) | ((uint64_t)(uint32_t)fd << 1) | 1u;
 }
 
+/*
+ * Makes room for fd in the table and in the dirty list, which grows with it:
+ * each fd is on the list at most once, so marking an fd dirty never needs
+ * memory (a failed allocation there would leave a poll never re-armed).
+ */
 static int table_room(uring_state *st, int fd)
 {
     if (fd < st->nfds)
@@ -97,6 +103,10 @@ static int table_room(uring_state *st, int fd)
     size_t n = st->nfds ? (size_t)st->nfds : 64;
     while (n <= (size_t)fd)
         n *= 2;
+    int *d = cio__realloc(st->dirty, sizeof(int) * n);
+    if (!d)
+        return -ENOMEM;
+    st->dirty = d;
     pollrec *v = cio__realloc(st->fds, sizeof(*v) * n);
     if (!v)
         return -ENOMEM;
@@ -106,21 +116,12 @@ static int table_room(uring_state *st, int fd)
     return 0;
 }
 
-static int mark_dirty(uring_state *st, int fd)
+static void mark_dirty(uring_state *st, int fd)
 {
     if (st->fds[fd].dirty)
-        return 0;
-    if (st->ndirty == st->capdirty) {
-        int cap = st->capdirty ? st->capdirty * 2 : 64;
-        int *v = cio__realloc(st->dirty, sizeof(int) * (size_t)cap);
-        if (!v)
-            return -ENOMEM;
-        st->dirty = v;
-        st->capdirty = cap;
-    }
+        return;
     st->dirty[st->ndirty++] = fd;
     st->fds[fd].dirty = 1;
-    return 0;
 }
 
 static int ur_watch(void *state, int fd, unsigned old_ev, unsigned new_ev)
@@ -151,12 +152,9 @@ static int ur_watch(void *state, int fd, unsigned old_ev, unsigned new_ev)
             r->armed = 0;
         }
     }
-    unsigned before = r->want;
     r->want = new_ev;
-    rc = mark_dirty(st, fd);
-    if (rc)
-        st->fds[fd].want = before;
-    return rc;
+    mark_dirty(st, fd);
+    return 0;
 }
 
 static unsigned poll_mask(unsigned ev)
@@ -367,7 +365,7 @@ const cio__backend cio__backend_uring = {
 static int ur_absent(void **state)
 {
     (void)state;
-    return -ENOSYS;
+    return ENOSYS; /* positive: refused, the loop falls back */
 }
 
 const cio__backend cio__backend_uring = {.name = "io_uring", .init = ur_absent};

@@ -205,7 +205,9 @@ void cio_as_completed_cleanup(cio_as_completed_t *it)
     ac_state *st = it ? it->state_ : NULL;
     if (!st)
         return;
-    for (size_t i = 0; i < st->n; i++)
+    /* cio_as_completed_init cleans up through here when its entry array
+     * could not be allocated: with no entries, nothing was hooked. */
+    for (size_t i = 0; st->e && i < st->n; i++)
         if (st->e[i].hooked)
             cio__future_off_done_arg(st->fs[i], &st->e[i]);
     cio__free(st->order);

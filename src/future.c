@@ -262,11 +262,9 @@ int cio_future_result(cio_future_t *f, void **result)
     return f->status;
 }
 
-static cio__cbnode *add_node(cio_future_t *f, cio_done_fn cb, void *arg)
+/* Links node n, holding cb(arg), into f's callbacks. */
+static void link_node(cio_future_t *f, cio__cbnode *n, cio_done_fn cb, void *arg)
 {
-    cio__cbnode *n = cio__pool_alloc(cb_pool(f->loop));
-    if (!n)
-        return NULL;
     memset(&n->h, 0, sizeof(n->h));
     n->fut = f;
     n->cb = cb;
@@ -274,7 +272,32 @@ static cio__cbnode *add_node(cio_future_t *f, cio_done_fn cb, void *arg)
     n->sync = false;
     n->next = f->callbacks;
     f->callbacks = n;
+}
+
+static cio__cbnode *add_node(cio_future_t *f, cio_done_fn cb, void *arg)
+{
+    cio__cbnode *n = cio__pool_alloc(cb_pool(f->loop));
+    if (n)
+        link_node(f, n, cb, arg);
     return n;
+}
+
+void *cio__cbnode_take(cio_loop_t *loop)
+{
+    return cio__pool_alloc(cb_pool(loop));
+}
+
+void cio__cbnode_give(cio_loop_t *loop, void *node)
+{
+    cio__pool_free(&loop->pools[CIO__POOL_CB], node);
+}
+
+void cio__future_on_done_node(cio_future_t *f, void *node,
+                              void (*fn)(cio_future_t *, void *), void *arg)
+{
+    cio__cbnode *n = node;
+    link_node(f, n, fn, arg);
+    n->sync = true;
 }
 
 int cio_future_add_done_callback(cio_future_t *f, cio_done_fn cb, void *arg)

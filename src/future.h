@@ -66,6 +66,15 @@ void cio__future_pool_free(cio_future_t *f);
 /* Internal done callbacks run synchronously at completion (combinators,
  * groups, shield). Return the node (NULL on ENOMEM). */
 void *cio__future_on_done(cio_future_t *f, void (*fn)(cio_future_t *, void *), void *arg);
+/*
+ * The same in two steps, for callers that must not fail after a point of no
+ * return (a spawned task cannot be taken back): take a node first (NULL when
+ * out of memory), then attach it, which cannot fail; or give it back.
+ */
+void *cio__cbnode_take(cio_loop_t *loop);
+void cio__cbnode_give(cio_loop_t *loop, void *node);
+void cio__future_on_done_node(cio_future_t *f, void *node,
+                              void (*fn)(cio_future_t *, void *), void *arg);
 /* Removes the internal callbacks registered with `arg`; returns how many. */
 int cio__future_off_done_arg(cio_future_t *f, void *arg);
 

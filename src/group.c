@@ -93,16 +93,22 @@ cio_task_t *cio_group_spawn(cio_group_t *g, const char *name, cio_task_fn fn, vo
         errno = ENOMEM;
         return NULL;
     }
-    cio_spawn_opts_t o = {.name = name, .stack_size = 0};
-    cio_task_t *t = cio_spawn_ex(g->parent->loop, fn, arg, &o);
-    if (!t)
-        return NULL;
-    if (!cio__future_on_done(t, kid_done, g)) {
-        cio_task_cancel(t);
-        cio_future_release(t);
+    /* A spawned child cannot be taken back (a task runs its body even when
+     * cancelled before it starts), so a spawn that returns NULL must fail
+     * before the child exists: the node that ties the child to the group is
+     * taken first. */
+    void *node = cio__cbnode_take(g->parent->loop);
+    if (!node) {
         errno = ENOMEM;
         return NULL;
     }
+    cio_spawn_opts_t o = {.name = name, .stack_size = 0};
+    cio_task_t *t = cio_spawn_ex(g->parent->loop, fn, arg, &o);
+    if (!t) {
+        cio__cbnode_give(g->parent->loop, node);
+        return NULL;
+    }
+    cio__future_on_done_node(t, node, kid_done, g);
     g->kids[g->nkids++] = t;
     g->pending++;
     if (g->failing)

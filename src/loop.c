@@ -304,13 +304,15 @@ static const cio__backend *backend_for(cio_backend_t which)
 static int backend_start(cio_loop_t *loop, const cio__backend *be)
 {
     int rc = be->init(&loop->be_state);
-    if (rc && be != &cio__backend_epoll) {
+    if (rc > 0 && be != &cio__backend_epoll) {
         if (loop->debug)
             fprintf(stderr, "cio: %s unavailable (%s), using epoll\n", be->name,
-                    cio_strerror(rc));
+                    cio_strerror(-rc));
         be = &cio__backend_epoll;
         rc = be->init(&loop->be_state);
     }
+    if (rc > 0)
+        rc = -rc;
     if (!rc)
         loop->be = be;
     return rc;

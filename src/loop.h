@@ -127,8 +127,10 @@ typedef struct cio__event {
  */
 typedef struct cio__backend {
     const char *name;
-    /* Creates the state. Returns 0 or a negative errno (-ENOSYS, -EPERM...
-     * for a backend the kernel refuses: the loop then falls back). */
+    /* Creates the state. Returns 0, a negative errno for a failure of cio's
+     * own (-ENOMEM: the loop fails), or a positive errno when the kernel
+     * refuses the backend (ENOSYS, EPERM, ENOMEM of locked memory...): the
+     * loop then falls back to epoll. */
     int (*init)(void **state);
     void (*close)(void *state);
     /* Changes fd's interest from old_ev to new_ev (event bits, 0 = none). */
