@@ -30,7 +30,8 @@
  * task or plain thread resumed it: the resumer points the places that
  * describe "what runs on which stack" at the generator before switching in,
  * and the body's side restores them before it switches out:
- *  - overflow reports: cio__stack_running (stack.h), whose owner record
+ *  - overflow reports: the current task's cur_stack, or outside tasks the
+ *    thread-local cio__stack_thread (stack.h); the stack's owner record
  *    names the generator;
  *  - TSan: each generator runs on a fiber of its own, and a task driving a
  *    generator has its tsan_fiber swapped for the generator's, so that when
@@ -265,25 +266,32 @@ static inline void point_at_body(cio_gen_t *g)
 {
     cio__coro *t = cio__current;
     g->task = t;
-    g->prev_stack = cio__stack_running;
-    cio__stack_running = g->stack;
     if (t) {
+        g->prev_stack = t->cur_stack;
         g->caller_scope = t->scope;
+        t->cur_stack = g->stack;
 #ifdef CIO__TSAN
         g->prev_fiber = t->tsan_fiber;
         t->tsan_fiber = g->tsan_fiber;
 #endif
+    } else {
+        g->prev_stack = cio__stack_thread;
+        cio__stack_thread = g->stack;
     }
 }
 
 /* Body side, before switching out: gives the resumer its state back. */
 static inline void point_at_caller(cio_gen_t *g)
 {
-    cio__stack_running = g->prev_stack;
+    cio__coro *t = g->task;
+    if (t) {
+        t->cur_stack = g->prev_stack;
 #ifdef CIO__TSAN
-    if (g->task)
-        g->task->tsan_fiber = g->prev_fiber;
+        t->tsan_fiber = g->prev_fiber;
 #endif
+    } else {
+        cio__stack_thread = g->prev_stack;
+    }
 }
 
 /* ------------------------------------------------------------------------ */

@@ -228,7 +228,20 @@ void *cio__stack_top(cio__stack *s)
 /* Overflow reports                                                          */
 /* ------------------------------------------------------------------------ */
 
-_Thread_local cio__stack *cio__stack_running;
+_Thread_local cio__stack *cio__stack_thread;
+static _Atomic(cio__stack_locator) locator;
+
+void cio__stack_set_locator(cio__stack_locator fn)
+{
+    atomic_store_explicit(&locator, fn, memory_order_relaxed);
+}
+
+/* The stack running on this thread (called from the signal handler). */
+static const cio__stack *running_stack(void)
+{
+    cio__stack_locator fn = atomic_load_explicit(&locator, memory_order_relaxed);
+    return fn ? fn() : cio__stack_thread;
+}
 
 static struct sigaction prev_segv;
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
@@ -283,7 +296,7 @@ static const char *owner_name(const cio__stack_owner *o)
 
 static void segv_handler(int sig, siginfo_t *si, void *uctx)
 {
-    const cio__stack *s = cio__stack_running;
+    const cio__stack *s = running_stack();
     if (s) {
         char *a = si->si_addr;
         if (a >= s->lo && a < s->lo + s->guard) {

@@ -3,7 +3,7 @@
  * coroutines and generators, and the SIGSEGV reporter that names the owner
  * of a stack that overflowed. This layer knows nothing of tasks: a stack
  * carries an owner record (kind, name, id) that its user fills in, and the
- * switch code of the layers above keeps cio__stack_running up to date.
+ * switch code of the layers above tells it which stack runs (a locator).
  */
 #ifndef CIO_STACK_H
 #define CIO_STACK_H
@@ -62,10 +62,15 @@ void cio__stack_pool_close(cio__stack_pool *p);
 void *cio__stack_top(cio__stack *s);
 
 /*
- * The stack this thread executes on now, NULL for the thread's own. The
- * switch code (wait.c, gen.c) sets it; the overflow reporter reads it.
+ * Which stack runs now, for the overflow reporter: the layer that switches
+ * coroutines installs a locator (read only when a fault is reported, so the
+ * switch path pays nothing); outside coroutines, cio__stack_thread is the
+ * stack of a generator driven from plain code (gen.c), NULL for the
+ * thread's own.
  */
-extern _Thread_local cio__stack *cio__stack_running CIO__TLS_IE;
+extern _Thread_local cio__stack *cio__stack_thread CIO__TLS_IE;
+typedef cio__stack *(*cio__stack_locator)(void);
+void cio__stack_set_locator(cio__stack_locator fn);
 
 /* Installs the SIGSEGV reporter and this thread's alternate signal stack
  * (released when the thread exits). */

@@ -31,9 +31,17 @@ void cio__coro_init(cio__coro *c, cio_loop_t *loop, cio_callback_fn step, void *
     c->state = CIO__T_CREATED;
 }
 
+/* The overflow reporter's locator: the running coroutine's stack. */
+static cio__stack *locate_stack(void)
+{
+    cio__coro *c = cio__current;
+    return c ? c->cur_stack : cio__stack_thread;
+}
+
 int cio__coro_start(cio__coro *c, size_t stack_size, const cio__stack_owner *owner,
                     void (*entry)(void *), void *arg)
 {
+    cio__stack_set_locator(locate_stack);
     c->stack = cio__stack_get(&c->loop->stacks, stack_size);
     if (!c->stack)
         return -ENOMEM;
@@ -56,39 +64,10 @@ void cio__coro_release(cio__coro *c)
 #endif
 }
 
-/* Loop side: runs c until it suspends or finishes. */
-void cio__coro_resume(cio__coro *c)
-{
-    cio_loop_t *loop = c->loop;
-    c->state = CIO__T_RUNNING;
-    loop->current = c;
-    cio__current = c;
-    cio__stack_running = c->cur_stack;
-#ifdef CIO__ASAN
-    char *bottom = c->cur_stack->lo + c->cur_stack->guard;
-    __sanitizer_start_switch_fiber(&loop->asan_fake, bottom,
-                                   (size_t)((char *)cio__stack_top(c->cur_stack) - bottom));
-#endif
-#ifdef CIO__TSAN
-    __tsan_switch_to_fiber(c->tsan_fiber, 0);
-#endif
-    cio__ctx_switch(&loop->sched_sp, c->sp);
-#ifdef CIO__ASAN
-    __sanitizer_finish_switch_fiber(loop->asan_fake, NULL, NULL);
-#endif
-    cio__stack_running = NULL;
-    cio__current = NULL;
-    loop->current = NULL;
-    if (c->state != CIO__T_FINISHED && cio__unlikely(c->cur_stack->kind == CIO__GUARD_CANARY))
-        cio__stack_check(c->cur_stack, c->sp);
-}
-
 /* Coroutine side: back to the loop; returns when resumed. */
 static void switch_out(cio__coro *c, bool finished)
 {
     cio_loop_t *loop = c->loop;
-    /* A generator driven by c may be what runs now (gen.c). */
-    c->cur_stack = cio__stack_running;
 #ifdef CIO__ASAN
     __sanitizer_start_switch_fiber(finished ? NULL : &c->asan_fake, loop->main_stack_lo,
                                    loop->main_stack_size);

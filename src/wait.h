@@ -28,7 +28,7 @@ typedef struct cio__coro {
     void *sp;              /* saved stack pointer while suspended */
     cio__stack *stack;     /* its own stack, assigned when it first runs */
     /* The stack it executes on right now: its own, or that of a generator
-     * it drives (gen.c swaps cio__stack_running; saved here at suspension). */
+     * it drives (gen.c points it at the generator's while the body runs). */
     cio__stack *cur_stack;
     cio_loop_t *loop;
     cio_scope_t *scope;    /* innermost scope */
@@ -178,9 +178,35 @@ void cio__coro_cancel(cio__coro *c);
 void cio__coro_init(cio__coro *c, cio_loop_t *loop, cio_callback_fn step, void *arg);
 int cio__coro_start(cio__coro *c, size_t stack_size, const cio__stack_owner *owner,
                     void (*entry)(void *), void *arg);
-void cio__coro_resume(cio__coro *c);
 _Noreturn void cio__coro_exit(cio__coro *c);
 void cio__coro_release(cio__coro *c);
+
+/* Loop side: runs c until it suspends or finishes. Inline: it is half of
+ * every task switch. */
+static inline void cio__coro_resume(cio__coro *c)
+{
+    cio_loop_t *loop = c->loop;
+    c->state = CIO__T_RUNNING;
+    loop->current = c;
+    cio__current = c;
+#ifdef CIO__ASAN
+    cio__stack *s = c->cur_stack;
+    char *bottom = s->lo + s->guard;
+    __sanitizer_start_switch_fiber(&loop->asan_fake, bottom,
+                                   (size_t)((char *)cio__stack_top(s) - bottom));
+#endif
+#ifdef CIO__TSAN
+    __tsan_switch_to_fiber(c->tsan_fiber, 0);
+#endif
+    cio__ctx_switch(&loop->sched_sp, c->sp);
+#ifdef CIO__ASAN
+    __sanitizer_finish_switch_fiber(loop->asan_fake, NULL, NULL);
+#endif
+    cio__current = NULL;
+    loop->current = NULL;
+    if (cio__unlikely(c->cur_stack->kind == CIO__GUARD_CANARY) && c->state != CIO__T_FINISHED)
+        cio__stack_check(c->cur_stack, c->sp);
+}
 
 static inline void cio__coro_schedule(cio__coro *c)
 {
