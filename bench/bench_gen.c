@@ -36,9 +36,10 @@ static int body_plus_one(cio_gen_t *g, void *arg)
 /* Runs the workload; returns 0 or 1 (failure, reported on stderr). */
 static int run(const char *variant)
 {
-    cio_gen_t *g = cio_gen_new(body_plus_one, NULL);
-    if (!g) {
-        fprintf(stderr, "generator: cio_gen_new failed\n");
+    cio_gen_t *g;
+    int grc = cio_gen_new(&g, body_plus_one, NULL);
+    if (grc < 0) {
+        fprintf(stderr, "generator: cio_gen_new failed: %s\n", cio_strerror(grc));
         return 1;
     }
     void *v = NULL;

@@ -49,9 +49,9 @@ static int bench_main(void *arg, void **result)
     cio_task_t **t = bench_alloc((size_t)n_tasks * sizeof(*t));
     int64_t t0 = bench_now_ns();
     for (long i = 0; i < n_tasks; i++) {
-        t[i] = cio_spawn(worker, (void *)(intptr_t)i);
-        if (!t[i])
-            return -ENOMEM;
+        int src = cio_spawn(&t[i], worker, (void *)(intptr_t)i);
+        if (src < 0)
+            return src;
     }
     int rc = cio_gather(t, (size_t)n_tasks, NULL, NULL, 0);
     int64_t t1 = bench_now_ns();

@@ -69,10 +69,13 @@ static int run_pass(int64_t *elapsed)
     sum = 0;
     int64_t t0 = bench_now_ns();
     cio_task_t *t[2];
-    t[0] = cio_spawn(producer, NULL);
-    t[1] = cio_spawn(consumer, NULL);
-    if (!t[0] || !t[1])
-        return -ENOMEM;
+    if ((rc = cio_spawn(&t[0], producer, NULL)) < 0)
+        return rc;
+    if ((rc = cio_spawn(&t[1], consumer, NULL)) < 0) {
+        cio_task_cancel(t[0]);
+        cio_future_release(t[0]);
+        return rc;
+    }
     rc = cio_gather(t, 2, NULL, NULL, CIO_GATHER_ALL);
     *elapsed = bench_now_ns() - t0;
     int st0 = cio_future_result(t[0], NULL), st1 = cio_future_result(t[1], NULL);

@@ -30,16 +30,17 @@ static int sleepers_main(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    never = cio_future_new(NULL);
-    if (!never)
-        return -ENOMEM;
+    int frc = cio_future_new(&never, NULL);
+    if (frc < 0)
+        return frc;
 
     int64_t t0 = bench_now_ns();
     for (long i = 0; i < n_tasks; i++) {
-        /* The reference is dropped on the floor: the process _exits. */
-        if (!cio_spawn(sleeper, NULL)) {
+        /* Fire and forget: no reference is kept (the process _exits). */
+        int src = cio_spawn(NULL, sleeper, NULL);
+        if (src < 0) {
             fprintf(stderr, "sleepers: cio_spawn failed at %ld: %s\n", i,
-                    cio_strerror(-errno));
+                    cio_strerror(src));
             _exit(1);
         }
     }

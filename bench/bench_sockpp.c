@@ -145,8 +145,8 @@ static int pp_main(void *arg, void **result)
     (void)result;
     pp_run *r = arg;
     cio_task_t *t[2];
-    t[0] = cio_spawn_named("ponger", ponger, &r->b);
-    t[1] = cio_spawn_named("pinger", pinger, &r->a);
+    cio_spawn_named(&t[0], "ponger", ponger, &r->b);
+    cio_spawn_named(&t[1], "pinger", pinger, &r->a); /* *out is NULL on failure */
     if (!t[0] || !t[1]) {
         if (t[0]) {
             cio_task_cancel(t[0]);
@@ -190,10 +190,11 @@ static int bench_backend(cio_backend_t which)
         return 1;
     }
     pp_run run = {.a = {.fd = sv[0]}, .b = {.fd = sv[1]}};
-    cio_task_t *m = cio_spawn_ex(loop, pp_main, &run, NULL);
-    rc = m ? cio_loop_run_until_complete(loop, m, NULL) : -ENOMEM;
-    if (m)
-        cio_future_release(m);
+    cio_task_t *m;
+    rc = cio_spawn_ex(&m, loop, pp_main, &run, NULL);
+    if (rc == 0)
+        rc = cio_loop_run_until_complete(loop, m, NULL);
+    cio_future_release(m); /* NULL when the spawn failed: a no-op */
     cio_loop_shutdown(loop);
     cio_loop_free(loop);
     close(sv[0]);

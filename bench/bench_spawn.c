@@ -31,11 +31,10 @@ static int spawn_main(void *arg, void **result)
 
     int64_t t0 = bench_now_ns();
     for (long i = 0; i < n_tasks; i++) {
-        tasks[i] = cio_spawn(body, NULL);
-        if (!tasks[i]) {
-            fprintf(stderr, "spawn: cio_spawn failed at %ld: %s\n", i,
-                    cio_strerror(-errno));
-            return -ENOMEM;
+        int rc = cio_spawn(&tasks[i], body, NULL);
+        if (rc < 0) {
+            fprintf(stderr, "spawn: cio_spawn failed at %ld: %s\n", i, cio_strerror(rc));
+            return rc;
         }
     }
     int64_t t_spawned = bench_now_ns();

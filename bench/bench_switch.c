@@ -91,8 +91,8 @@ static int yield_main(void *arg, void **result)
     (void)result;
     int64_t t0 = bench_now_ns();
     cio_task_t *t[2];
-    t[0] = cio_spawn(yield_body, NULL);
-    t[1] = cio_spawn(yield_body, NULL);
+    cio_spawn(&t[0], yield_body, NULL);
+    cio_spawn(&t[1], yield_body, NULL); /* *out is NULL on failure */
     if (!t[0] || !t[1]) {
         fprintf(stderr, "yield: spawn failed\n");
         return -ENOMEM;
@@ -158,8 +158,8 @@ static int event_main(void *arg, void **result)
 
     int64_t t0 = bench_now_ns();
     cio_task_t *t[2];
-    t[0] = cio_spawn(event_body, (void *)(intptr_t)0);
-    t[1] = cio_spawn(event_body, (void *)(intptr_t)1);
+    cio_spawn(&t[0], event_body, (void *)(intptr_t)0);
+    cio_spawn(&t[1], event_body, (void *)(intptr_t)1); /* *out is NULL on failure */
     if (!t[0] || !t[1])
         return -ENOMEM;
     int rc = cio_gather(t, 2, NULL, NULL, CIO_GATHER_ALL);

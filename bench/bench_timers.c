@@ -60,9 +60,9 @@ static int callbacks_main(void *arg, void **result)
     cio_loop_t *loop = cio_get_running_loop();
     cio_handle_t *h = bench_alloc((size_t)n_timers * sizeof *h);
     fired = 0;
-    all_fired = cio_future_new(NULL);
-    if (!all_fired)
-        return -ENOMEM;
+    int frc = cio_future_new(&all_fired, NULL);
+    if (frc < 0)
+        return frc;
 
     int64_t t0 = bench_now_ns();
     for (long i = 0; i < n_timers; i++) {
@@ -116,17 +116,17 @@ static int sleep_main(void *arg, void **result)
     (void)result;
     cio_task_t **tasks = bench_alloc((size_t)n_timers * sizeof *tasks);
     fired = 0;
-    all_fired = cio_future_new(NULL);
-    if (!all_fired)
-        return -ENOMEM;
+    int frc = cio_future_new(&all_fired, NULL);
+    if (frc < 0)
+        return frc;
 
     int64_t t0 = bench_now_ns();
     sleep_start = t0;
     for (long i = 0; i < n_timers; i++) {
-        tasks[i] = cio_spawn(sleeper, (void *)(intptr_t)i);
-        if (!tasks[i]) {
-            fprintf(stderr, "timers: cio_spawn %ld: %s\n", i, cio_strerror(-errno));
-            return -ENOMEM;
+        int rc = cio_spawn(&tasks[i], sleeper, (void *)(intptr_t)i);
+        if (rc < 0) {
+            fprintf(stderr, "timers: cio_spawn %ld: %s\n", i, cio_strerror(rc));
+            return rc;
         }
     }
     int64_t t_armed = bench_now_ns();

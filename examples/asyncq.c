@@ -141,9 +141,9 @@ static int main_task(void *arg, void **result)
     cio_task_t **consumers = calloc((size_t)o->ncon + 1, sizeof *consumers);
     EXPECT(producers && consumers);
     for (int n = 0; n < o->nprod; n++)
-        CHECK_PTR(producers[n] = cio_spawn(produce, (void *)(intptr_t)n));
+        CHECK(cio_spawn(&producers[n], produce, (void *)(intptr_t)n));
     for (int n = 0; n < o->ncon; n++)
-        CHECK_PTR(consumers[n] = cio_spawn(consume, (void *)(intptr_t)n));
+        CHECK(cio_spawn(&consumers[n], consume, (void *)(intptr_t)n));
     CHECK(cio_gather(producers, (size_t)o->nprod, NULL, NULL, 0));
     CHECK(cio_queue_join(&q)); /* every item taken and task_done */
     for (int n = 0; n < o->ncon; n++)

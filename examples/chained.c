@@ -114,7 +114,7 @@ static int main_task(void *arg, void **result)
     cio_task_t **t = calloc(in->count, sizeof *t);
     EXPECT(t);
     for (size_t i = 0; i < in->count; i++)
-        CHECK_PTR(t[i] = cio_spawn(chain, (void *)(intptr_t)in->n[i]));
+        CHECK(cio_spawn(&t[i], chain, (void *)(intptr_t)in->n[i]));
     CHECK(cio_gather(t, in->count, NULL, NULL, 0));
     for (size_t i = 0; i < in->count; i++)
         cio_future_release(t[i]);

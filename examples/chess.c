@@ -102,7 +102,7 @@ static int asynchronous(void *arg, void **result)
     EXPECT(t && finished);
     judit_free = 0;
     for (int b = 0; b < boards; b++)
-        CHECK_PTR(t[b] = cio_spawn(board, (void *)(intptr_t)b));
+        CHECK(cio_spawn(&t[b], board, (void *)(intptr_t)b));
     CHECK(cio_gather(t, (size_t)boards, NULL, NULL, 0));
     for (int b = 0; b < boards; b++) {
         cio_future_release(t[b]);
@@ -132,7 +132,7 @@ static double exhibition(cio_task_fn fn, const char *title)
     CHECK(cio_runner_run(r, fn, NULL, NULL));
     clock_gettime(CLOCK_MONOTONIC, &b);
     double real = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
-    cio_runner_close(r);
+    CHECK(cio_runner_close(r));
     double story = real / scale;
     printf("  the exhibition took %.0f s = %.1f hours (ran in %.2f s)\n", story,
            story / 3600, real);

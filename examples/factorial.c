@@ -54,7 +54,7 @@ static int main_task(void *arg, void **result)
     void *values[N];
 
     for (size_t i = 0; i < N; i++)
-        CHECK_PTR(tasks[i] = cio_spawn_named(jobs[i].name, factorial, (void *)&jobs[i]));
+        CHECK(cio_spawn_named(&tasks[i], jobs[i].name, factorial, (void *)&jobs[i]));
     CHECK(cio_gather(tasks, N, values, NULL, 0));
     for (size_t i = 0; i < N; i++)
         cio_future_release(tasks[i]);

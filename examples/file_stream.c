@@ -131,12 +131,12 @@ static int yield_lines(cio_gen_t *g, linebuf_t *b, const chunk_t *c)
 /* for line in f: iterates read_from_file's chunks and yields lines. */
 static int lines_of(cio_gen_t *g, void *arg)
 {
-    cio_gen_t *chunks = cio_gen_new(read_from_file, arg);
-    if (!chunks)
-        return -ENOMEM;
+    cio_gen_t *chunks;
+    int rc = cio_gen_new(&chunks, read_from_file, arg);
+    if (rc < 0)
+        return rc;
     linebuf_t b = {NULL, 0, 0};
     void *v;
-    int rc;
     while ((rc = cio_gen_next(chunks, &v)) == 1)
         if ((rc = yield_lines(g, &b, v)) < 0)
             break;
@@ -170,14 +170,14 @@ static int ring_push(ring_t *r, const char *line)
 static int tail(const char *filename, size_t n)
 {
     ring_t r = {calloc(n ? n : 1, sizeof(char *)), n ? n : 1, 0, 0};
-    cio_gen_t *lines = cio_gen_new(lines_of, (void *)filename);
-    if (!r.lines || !lines) {
+    cio_gen_t *lines;
+    int rc = cio_gen_new(&lines, lines_of, (void *)filename);
+    if (!r.lines || rc < 0) {
         free(r.lines);
-        cio_gen_free(lines);
-        return -ENOMEM;
+        cio_gen_free(lines); /* NULL when it failed: a no-op */
+        return rc < 0 ? rc : -ENOMEM;
     }
     void *line;
-    int rc;
     while ((rc = cio_gen_next(lines, &line)) == 1 && n > 0)
         if ((rc = ring_push(&r, line)) < 0)
             break;
@@ -218,11 +218,11 @@ static int main_task(void *arg, void **result)
     const args_t *a = arg;
     long ticks = 0;
     cio_task_t *t;
-    CHECK_PTR(t = cio_spawn_named("ticker", ticker, &ticks));
+    CHECK(cio_spawn_named(&t, "ticker", ticker, &ticks));
 
     /* for chunk in read_from_file(filename): (an async for: reads await) */
     cio_gen_t *chunks;
-    CHECK_PTR(chunks = cio_gen_new(read_from_file, (void *)a->filename));
+    CHECK(cio_gen_new(&chunks, read_from_file, (void *)a->filename));
     size_t nchunks = 0, bytes = 0;
     void *v;
     int rc;

@@ -59,7 +59,7 @@ static int infinite_sequence(cio_gen_t *g, void *arg)
 static void show_multi_yield(void)
 {
     cio_gen_t *multi_obj;
-    CHECK_PTR(multi_obj = cio_gen_new(multi_yield, NULL));
+    CHECK(cio_gen_new(&multi_obj, multi_yield, NULL));
     printf("state: %s\n", cio_gen_state_name(cio_gen_get_state(multi_obj)));
     void *v = NULL;
     for (;;) {
@@ -78,7 +78,7 @@ static void show_multi_yield(void)
 static void show_infinite_sequence(long n)
 {
     cio_gen_t *g;
-    CHECK_PTR(g = cio_gen_new(infinite_sequence, NULL));
+    CHECK(cio_gen_new(&g, infinite_sequence, NULL));
     printf("infinite_sequence, first %ld values:", n);
     for (long i = 0; i < n; i++) {
         void *v = NULL;

@@ -53,7 +53,7 @@ static int main_task(void *arg, void **result)
 
     /* 3. Spawning only schedules: the task has not run yet ... */
     puts("3. cio_spawn(nested) and never await it:");
-    CHECK_PTR(t = cio_spawn_named("fire-and-forget", nested_task, "fire-and-forget"));
+    CHECK(cio_spawn_named(&t, "fire-and-forget", nested_task, "fire-and-forget"));
     printf("  right after cio_spawn: done=%d\n", cio_future_done(t));
     EXPECT(!cio_future_done(t));
     /* ... until this task reaches an await point and lets it run. */
@@ -66,7 +66,7 @@ static int main_task(void *arg, void **result)
 
     /* 4. task = asyncio.create_task(nested()); await task */
     puts("4. task = cio_spawn(nested); cio_await(task):");
-    CHECK_PTR(t = cio_spawn_named("nested", nested_task, "task 'nested'"));
+    CHECK(cio_spawn_named(&t, "nested", nested_task, "task 'nested'"));
     CHECK(cio_await(t, &value));
     printf("%d\n", (int)(intptr_t)value);
     cio_future_release(t);

@@ -126,7 +126,7 @@ int main(int argc, char **argv)
         return 2;
     }
     cio_gen_t *c;
-    CHECK_PTR(c = cio_gen_new(seed000 ? consumer_000 : consumer_001, NULL)); /* c = consumer() */
+    CHECK(cio_gen_new(&c, seed000 ? consumer_000 : consumer_001, NULL)); /* c = consumer() */
     if (seed000)
         producer_000(c);
     else

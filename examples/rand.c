@@ -80,7 +80,7 @@ static int main_task(void *arg, void **result)
     cio_task_t *t[3];
     for (int i = 0; i < 3; i++) {
         calls[i] = (call_t){i, 10 - i - 1};
-        CHECK_PTR(t[i] = cio_spawn(makerandom, &calls[i]));
+        CHECK(cio_spawn(&t[i], makerandom, &calls[i]));
     }
     void *res[3];
     CHECK(cio_gather(t, 3, res, NULL, 0));

@@ -63,7 +63,7 @@ int main(void)
     /* loop = asyncio.new_event_loop() */
     CHECK(cio_loop_new(&loop));
     /* loop.run_until_complete(hello()) */
-    CHECK_PTR(task = cio_spawn_ex(loop, hello, NULL, &(cio_spawn_opts_t){.name = "hello"}));
+    CHECK(cio_spawn_ex(&task, loop, hello, NULL, &(cio_spawn_opts_t){.name = "hello"}));
     CHECK(cio_loop_run_until_complete(loop, task, NULL));
     EXPECT(cio_future_done(task));
     cio_future_release(task);

@@ -59,6 +59,6 @@ int main(void)
     printf("%d\n", (int)(intptr_t)sum);
     printf("three runs on one loop in %.2f s\n", cio_loop_time(loop) - t0);
 
-    cio_runner_close(runner);
+    CHECK(cio_runner_close(runner));
     return 0;
 }

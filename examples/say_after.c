@@ -63,8 +63,8 @@ static int concurrent(void)
      * which outlives both tasks because main awaits them. */
     struct say hello = {1, "hello"}, world = {2, "world"};
     cio_task_t *task1, *task2;
-    CHECK_PTR(task1 = cio_spawn(say_after_task, &hello));
-    CHECK_PTR(task2 = cio_spawn(say_after_task, &world));
+    CHECK(cio_spawn(&task1, say_after_task, &hello));
+    CHECK(cio_spawn(&task2, say_after_task, &world));
     CHECK(cio_await(task1, NULL));
     CHECK(cio_await(task2, NULL));
     /* Each cio_spawn handed us a reference; Python's GC does this for you. */

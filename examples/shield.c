@@ -8,7 +8,7 @@
  *         print('gave up waiting; the task runs on')
  *     res = await task
  *
- * cio_shield(f) returns a *new* future that mirrors f: cancelling it (which
+ * cio_shield(&sh, f) makes a *new* future that mirrors f: cancelling it (which
  * wait_for does on time-out, and which a cancelled awaiter does) leaves f
  * alone. Part 3 shows the other kind of shield, a shielded scope, used for
  * cleanup code that must await while its task is being cancelled.
@@ -30,7 +30,7 @@ static int waiter(void *arg, void **result)
 {
     (void)result;
     cio_future_t *sh;
-    CHECK_PTR(sh = cio_shield(arg));
+    CHECK(cio_shield(&sh, arg));
     int rc = cio_await(sh, NULL);
     printf("  waiter: cio_await(shield(task)) returned %s\n", cio_err_name(rc));
     cio_future_release(sh);
@@ -71,8 +71,8 @@ static int main_task(void *arg, void **result)
 
     /* 1. The outer await times out; the inner task does not notice. */
     puts("1. wait_for(shield(task), 0.5):");
-    CHECK_PTR(task = cio_spawn_named("something", something, NULL));
-    CHECK_PTR(sh = cio_shield(task));
+    CHECK(cio_spawn_named(&task, "something", something, NULL));
+    CHECK(cio_shield(&sh, task));
     EXPECT_RC(cio_wait_for(sh, 0.5, NULL), -ETIMEDOUT);
     printf("  timed out at %.2f s; shield cancelled=%d, task done=%d cancelled=%d\n",
            loop_now() - t0, cio_future_cancelled(sh), cio_future_done(task),
@@ -87,8 +87,8 @@ static int main_task(void *arg, void **result)
     /* 2. The awaiting task is cancelled; the inner task does not notice. */
     puts("2. a task awaiting shield(task) is cancelled:");
     t0 = loop_now();
-    CHECK_PTR(task = cio_spawn_named("something", something, NULL));
-    CHECK_PTR(w = cio_spawn_named("waiter", waiter, task));
+    CHECK(cio_spawn_named(&task, "something", something, NULL));
+    CHECK(cio_spawn_named(&w, "waiter", waiter, task));
     CHECK(cio_sleep(0.3));
     EXPECT_RC(cio_task_cancel(w), 1);
     EXPECT_RC(cio_await(w, NULL), -ECANCELED);
@@ -101,7 +101,7 @@ static int main_task(void *arg, void **result)
 
     /* 3. A shielded scope lets cleanup await inside a cancelled task. */
     puts("3. cleanup in a CIO_SCOPE_SHIELD scope:");
-    CHECK_PTR(w = cio_spawn_named("worker", worker, NULL));
+    CHECK(cio_spawn_named(&w, "worker", worker, NULL));
     CHECK(cio_sleep(0.1));
     EXPECT_RC(cio_task_cancel(w), 1);
     EXPECT_RC(cio_await(w, NULL), -ECANCELED);

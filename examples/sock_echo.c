@@ -52,7 +52,7 @@ static int server(void *arg, void **result)
             break;
         CHECK(fd);
         cio_task_t *t;
-        CHECK_PTR(t = cio_spawn(handle, (void *)(intptr_t)fd));
+        CHECK(cio_spawn(&t, handle, (void *)(intptr_t)fd));
         cio_future_release(t); /* runs on its own; the loop keeps it */
     }
     cio_close(lfd);
@@ -98,9 +98,9 @@ static int main_task(void *arg, void **result)
     printf("echo server on 127.0.0.1:%d\n", ntohs(server_addr.sin_port));
 
     cio_task_t *srv, *clients[CLIENTS];
-    CHECK_PTR(srv = cio_spawn(server, (void *)(intptr_t)lfd));
+    CHECK(cio_spawn(&srv, server, (void *)(intptr_t)lfd));
     for (int i = 0; i < CLIENTS; i++)
-        CHECK_PTR(clients[i] = cio_spawn(client, (void *)(intptr_t)(i + 1)));
+        CHECK(cio_spawn(&clients[i], client, (void *)(intptr_t)(i + 1)));
     CHECK(cio_gather(clients, CLIENTS, NULL, NULL, 0));
     for (int i = 0; i < CLIENTS; i++)
         cio_future_release(clients[i]);
@@ -118,7 +118,7 @@ int main(int argc, char **argv)
     cio_loop_t *loop;
     CHECK(cio_loop_new_ex(&loop, &opts));
     cio_task_t *t;
-    CHECK_PTR(t = cio_spawn_ex(loop, main_task, NULL, NULL));
+    CHECK(cio_spawn_ex(&t, loop, main_task, NULL, NULL));
     CHECK(cio_loop_run_until_complete(loop, t, NULL));
     cio_future_release(t);
     CHECK(cio_loop_shutdown(loop));

@@ -74,12 +74,12 @@ static int main_task(void *arg, void **result)
     for (int i = 0; i < NSITES; i++)
         snprintf(sites[i], sizeof sites[i], "%s#%d", names[i % 2], i);
 
-    CHECK_PTR(tick = cio_spawn_named("ticker", ticker, &ticks));
+    CHECK(cio_spawn_named(&tick, "ticker", ticker, &ticks));
     CHECK(cio_executor_new(&ex, MAX_WORKERS));
 
     double t0 = loop_now();
     for (int i = 0; i < NSITES; i++)
-        CHECK_PTR(futs[i] = cio_run_in_executor(cio_get_running_loop(), ex,
+        CHECK(cio_run_in_executor(&futs[i], cio_get_running_loop(), ex,
                                                 download_site, sites[i]));
     CHECK(cio_gather(futs, NSITES, lens, NULL, 0));
     double duration = loop_now() - t0;

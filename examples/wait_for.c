@@ -49,7 +49,7 @@ static int main_task(void *arg, void **result)
     void *value;
 
     double t0 = loop_now();
-    CHECK_PTR(t = cio_spawn_named("eternity", eternity, NULL));
+    CHECK(cio_spawn_named(&t, "eternity", eternity, NULL));
     int rc = cio_wait_for(t, 1.0, NULL);
     if (rc == -ETIMEDOUT)
         puts("timeout!");
@@ -61,7 +61,7 @@ static int main_task(void *arg, void **result)
     cio_future_release(t);
 
     /* When the awaitable finishes in time, wait_for is just an await. */
-    CHECK_PTR(t = cio_spawn_named("quick", quick, NULL));
+    CHECK(cio_spawn_named(&t, "quick", quick, NULL));
     CHECK(cio_wait_for(t, 1.0, &value));
     printf("quick() finished in time: %d\n", (int)(intptr_t)value);
     cio_future_release(t);

@@ -7,11 +7,36 @@
  * inside cio calls (the "await points": cio_sleep, cio_await, ...), so any C
  * function may await without being marked async.
  *
- * Conventions used by every call in this header:
+ * Conventions used by every call in this header (docs/design.md, "API
+ * conventions", has them in full):
  *
- *  - Errors are negative errno codes (-ECANCELED, -ETIMEDOUT, -ENOMEM, ...);
- *    0 or a count means success. cio_strerror() and cio_err_name() describe
- *    a code.
+ *  - One error channel, the return value. A call that can fail returns int
+ *    (ssize_t or int64_t for counts): >= 0 is success, a negative errno code
+ *    is the failure (-ECANCELED, -ETIMEDOUT, -ENOMEM, ...). No call reports
+ *    through errno. Each call's comment lists every code it can return;
+ *    cio_strerror() and cio_err_name() describe a code.
+ *  - Constructors return int and hand the object through an out-parameter
+ *    that comes first: cio_loop_new(&loop), cio_spawn(&task, fn, arg). On
+ *    failure *out is set to NULL (when out is not NULL). Getters that cannot
+ *    fail (cio_current_task, cio_get_running_loop, ...) return the pointer.
+ *  - Caller-storage objects (locks, queues, handles, scopes, ...) are
+ *    initialised by an *_init call that returns int (-EINVAL for NULL) or by
+ *    their *_INIT macro. Their fields are private and their size is part of
+ *    the ABI; option structs keep reserved_ fields that must be zero.
+ *  - "Try" and nowait calls that would have to wait return -EAGAIN.
+ *  - Destructor verbs: _free releases an object cio allocated (loop, group,
+ *    generator, runner); _close stops an object and releases its OS
+ *    resources, the object staying queryable until freed (loop, generator);
+ *    _destroy releases what a caller-storage object holds (queue);
+ *    _shutdown stops accepting work (loop, queue, executor);
+ *    cio_future_release drops a reference. Destructors, and stop calls,
+ *    accept NULL as a no-op.
+ *  - A NULL loop means "the running loop of this thread" for calls that
+ *    create something in a loop or look at its tasks (cio_spawn_ex,
+ *    cio_future_new, cio_run_in_executor, cio_all_tasks, cio_dump_tasks):
+ *    they return -EPERM when no loop runs. Calls that operate on a given
+ *    loop (cio_call_soon, cio_add_reader, cio_loop_run_forever, ...) return
+ *    -EINVAL for NULL.
  *  - Times are seconds as double, as in asyncio (cio_sleep(0.5)), measured on
  *    the monotonic clock. A negative delay counts as 0; NaN is -EINVAL;
  *    INFINITY means "no deadline". Internally every deadline is an absolute
@@ -28,7 +53,8 @@
  *    rule for cleanup code.
  *  - Whoever creates an object frees it. Futures and tasks are reference
  *    counted: each creating call hands one reference to the caller, which
- *    releases it with cio_future_release().
+ *    releases it with cio_future_release() (cio_spawn with out NULL releases
+ *    it at once: fire and forget).
  *  - Only functions whose names end in _threadsafe may be called from a
  *    thread other than the loop's.
  */
@@ -172,8 +198,8 @@ CIO_EXTERN int cio_call_at_ns(cio_loop_t *loop, cio_handle_t *h, int64_t when_ns
 
 /*
  * Cancels a scheduled callback. Returns 1 if it was pending and will not run,
- * 0 if it was not pending (already ran, never scheduled, or cancelled). After
- * this call the storage may be freed or reused.
+ * 0 if it was not pending (already ran, never scheduled, or cancelled; also
+ * for NULL). After this call the storage may be freed or reused.
  */
 CIO_EXTERN int cio_handle_cancel(cio_handle_t *h);
 
@@ -206,20 +232,22 @@ typedef struct cio_loop_opts {
 } cio_loop_opts_t;
 
 /*
- * Creates an event loop (default options: see cio_loop_new_ex). Stores it in
- * *out. Returns 0, -EINVAL (out is NULL), -ENOMEM, or an errno from
- * epoll_create1/eventfd. Free with cio_loop_free().
+ * Creates an event loop (default options: see cio_loop_new_ex) and stores it
+ * in *out (NULL on failure). Returns 0, -EINVAL (out is NULL), -ENOMEM, or an
+ * errno of epoll_create1/eventfd (-EMFILE, -ENFILE, ...). The caller frees it
+ * with cio_loop_free().
  */
 CIO_EXTERN int cio_loop_new(cio_loop_t **out);
 
 /*
- * Creates an event loop with options (NULL: the defaults). When io_uring is
- * asked for but the kernel refuses it (ENOSYS on an old kernel, EPERM under
- * a seccomp filter or kernel.io_uring_disabled, ENOMEM for locked memory),
- * the loop falls back to epoll and, in debug mode, says so on stderr; it
- * never fails for that reason. Returns 0, -EINVAL (out is NULL, an unknown
- * backend, or reserved_ not zero), -ENOMEM, or an errno of epoll/eventfd.
- * Free with cio_loop_free().
+ * Creates an event loop with options (NULL: the defaults) and stores it in
+ * *out (NULL on failure). When io_uring is asked for but the kernel refuses
+ * it (ENOSYS on an old kernel, EPERM under a seccomp filter or
+ * kernel.io_uring_disabled, ENOMEM for locked memory), the loop falls back
+ * to epoll and, in debug mode, says so on stderr; it never fails for that
+ * reason. Returns 0, -EINVAL (out is NULL, an unknown backend, or reserved_
+ * not zero), -ENOMEM, or an errno of epoll/eventfd. The caller frees it with
+ * cio_loop_free().
  */
 CIO_EXTERN int cio_loop_new_ex(cio_loop_t **out, const cio_loop_opts_t *opts);
 
@@ -233,22 +261,25 @@ CIO_EXTERN const char *cio_loop_backend(const cio_loop_t *loop);
 CIO_EXTERN cio_loop_t *cio_get_running_loop(void);
 
 /*
- * Runs the loop until cio_loop_stop() is called. Returns 0, -EBUSY if the
- * loop is already running (or another loop runs in this thread), -ESHUTDOWN
- * if it is closed.
+ * Runs the loop until cio_loop_stop() is called. Returns 0, -EINVAL (loop
+ * NULL), -EBUSY if the loop is already running (or another loop runs in this
+ * thread), -ESHUTDOWN if it is closed.
  */
 CIO_EXTERN int cio_loop_run_forever(cio_loop_t *loop);
 
 /*
  * Runs the loop until fut is done, then returns fut's status (0, or its
- * error code) and stores its result in *result (if result is not NULL).
- * Errors of the call itself: -EINVAL, -EBUSY, -ESHUTDOWN as above. If the
- * loop is stopped before fut is done, returns -EINTR.
+ * error code) and stores its result in *result (if result is not NULL). A
+ * future already done returns its status at once, without running the loop.
+ * Errors of the call itself: -EINVAL (loop or fut NULL), -ESHUTDOWN (loop
+ * closed), -ENOMEM (no node for the done callback that stops the loop),
+ * -EBUSY (the loop is running, or another loop runs in this thread), -EINTR
+ * (the loop was stopped before fut was done). Does not release fut.
  */
 CIO_EXTERN int cio_loop_run_until_complete(cio_loop_t *loop, cio_future_t *fut,
                                            void **result);
 
-/* Asks a running loop to return after the current iteration. */
+/* Asks a running loop to return after the current iteration. NULL: no-op. */
 CIO_EXTERN void cio_loop_stop(cio_loop_t *loop);
 
 /* True while the loop runs (run_forever, run_until_complete, shutdown). */
@@ -269,8 +300,9 @@ CIO_EXTERN int64_t cio_loop_time_ns(const cio_loop_t *loop);
 
 /*
  * Cancels every task of the loop, runs the loop until they have all finished
- * and shuts down the default thread pool (asyncio.run's cleanup). Returns 0,
- * -EBUSY if called while the loop runs, -ESHUTDOWN if closed.
+ * and shuts down the default thread pool (asyncio.run's cleanup). Returns 0
+ * (also for NULL, a no-op), -EBUSY if called while the loop runs (or another
+ * loop runs in this thread), -ESHUTDOWN if closed.
  */
 CIO_EXTERN int cio_loop_shutdown(cio_loop_t *loop);
 
@@ -287,8 +319,10 @@ CIO_EXTERN int cio_loop_shutdown(cio_loop_t *loop);
 CIO_EXTERN int cio_loop_close(cio_loop_t *loop);
 
 /*
- * Closes the loop if needed and frees the object. Returns 0 or -EBUSY (as
- * cio_loop_close; nothing is freed then). NULL is a no-op.
+ * Closes the loop if needed and frees the object. Returns 0, or -EBUSY as
+ * cio_loop_close, or while futures or tasks of the loop are still referenced
+ * (release them first; debug mode says how many); nothing is freed then.
+ * NULL is a no-op (0).
  */
 CIO_EXTERN int cio_loop_free(cio_loop_t *loop);
 
@@ -337,7 +371,10 @@ CIO_EXTERN int cio_add_reader(cio_loop_t *loop, int fd, cio_callback_fn cb, void
 /* As cio_add_reader for writability. */
 CIO_EXTERN int cio_add_writer(cio_loop_t *loop, int fd, cio_callback_fn cb, void *arg);
 
-/* Stops watching fd. Returns 1 if a watcher was removed, 0 if none. */
+/*
+ * Stops watching fd. Returns 1 if a watcher was removed, 0 if none, -EINVAL
+ * (loop NULL or fd negative).
+ */
 CIO_EXTERN int cio_remove_reader(cio_loop_t *loop, int fd);
 CIO_EXTERN int cio_remove_writer(cio_loop_t *loop, int fd);
 
@@ -366,7 +403,14 @@ CIO_EXTERN int cio_wait_fd(int fd, int events);
  * cancellation and in the deadlines of enclosing scopes (so cio_wait_for and
  * deadline scopes bound it). Outside a task they return -EPERM. Results are
  * a count (>= 0) or a negative errno; EINTR is retried inside, never
- * returned. They work on both backends: on epoll a call is tried, and on
+ * returned. Besides the codes each call lists and the system call's own,
+ * every call here may return -EINVAL (a NULL buffer with a non-zero length,
+ * a negative or too large iovec count, addr and addrlen not both given),
+ * -EBADF (a negative fd, or the fd closed with cio_close while the call
+ * waits), -ECANCELED, -ETIMEDOUT, -ENOMEM (the loop's fd table cannot grow,
+ * or the timer of a deadline cannot be armed) and -EBUSY (epoll: another
+ * task already waits on the same fd and direction; io_uring: the submission
+ * queue is full and cannot be flushed). They work on both backends: on epoll a call is tried, and on
  * EAGAIN the task waits for readiness and tries again; on io_uring the
  * operation is submitted (all operations of one loop iteration in one system
  * call) and the task parks until its completion. The fd must be
@@ -531,41 +575,52 @@ CIO_EXTERN int cio_close(int fd);
 /* Default coroutine stack size: 256 KiB of address space, committed lazily. */
 #define CIO_DEFAULT_STACK_SIZE (256u * 1024u)
 
+/* Options of cio_spawn_ex. Zero-initialise and set what you need. */
 typedef struct cio_spawn_opts {
     const char *name;   /* copied; NULL gives "Task-<id>" */
     size_t stack_size;  /* 0 = CIO_DEFAULT_STACK_SIZE; rounded up to pages */
+    void *reserved_[2]; /* must be zero (room for later options) */
 } cio_spawn_opts_t;
 
 /*
  * Creates a task running fn(arg, &result) on the running loop and schedules
- * it (asyncio create_task). The task starts on a later loop iteration. Returns
- * a new reference (release with cio_future_release(); the task runs on
- * whether or not references remain), or NULL with errno set to EPERM (no
- * running loop) or ENOMEM.
+ * it (asyncio create_task). The task starts on a later loop iteration.
+ * Stores a new reference in *out (NULL on failure); the caller releases it
+ * with cio_future_release(), and the task runs on whether or not references
+ * remain. out may be NULL: fire and forget (no reference is handed out; the
+ * loop keeps the task until it finishes, and cio_loop_shutdown cancels it).
+ * Returns 0, -EPERM (no running loop), -EINVAL (fn NULL), -ENOMEM (no
+ * control block). A task that cannot get a stack when it first runs fails
+ * with -ENOMEM as its status, without running.
  *
  * A task cancelled before it starts still runs its body, with every await
  * point returning -ECANCELED, so that the body can free what arg owns.
  */
-CIO_EXTERN cio_task_t *cio_spawn(cio_task_fn fn, void *arg);
+CIO_EXTERN int cio_spawn(cio_task_t **out, cio_task_fn fn, void *arg);
 
-/* As cio_spawn with a name. */
-CIO_EXTERN cio_task_t *cio_spawn_named(const char *name, cio_task_fn fn, void *arg);
+/* As cio_spawn with a name (copied). Also -ENOMEM for the copy. */
+CIO_EXTERN int cio_spawn_named(cio_task_t **out, const char *name, cio_task_fn fn,
+                               void *arg);
 
 /*
- * As cio_spawn on a given loop (which need not be running: the task starts
- * when the loop runs), with options (NULL for defaults). Loop thread only.
+ * As cio_spawn on a given loop (NULL = the running loop; the loop need not
+ * be running: the task starts when it runs), with options (NULL for
+ * defaults). Loop thread only. Returns 0, -EPERM (loop NULL and no loop
+ * runs), -EINVAL (fn NULL, or opts->reserved_ not zero), -ESHUTDOWN (loop
+ * closed), -ENOMEM (control block or name copy).
  */
-CIO_EXTERN cio_task_t *cio_spawn_ex(cio_loop_t *loop, cio_task_fn fn, void *arg,
-                                    const cio_spawn_opts_t *opts);
+CIO_EXTERN int cio_spawn_ex(cio_task_t **out, cio_loop_t *loop, cio_task_fn fn, void *arg,
+                            const cio_spawn_opts_t *opts);
 
 /* The task currently running on this thread, or NULL (borrowed reference). */
 CIO_EXTERN cio_task_t *cio_current_task(void);
 
 /*
  * Fills out[0..cap) with borrowed pointers to the loop's unfinished tasks and
- * returns how many there are (which may exceed cap). loop NULL = running.
+ * returns how many there are (which may exceed cap; out may be NULL to just
+ * count). loop NULL = the running loop; -EPERM when none runs.
  */
-CIO_EXTERN size_t cio_all_tasks(cio_loop_t *loop, cio_task_t **out, size_t cap);
+CIO_EXTERN ssize_t cio_all_tasks(cio_loop_t *loop, cio_task_t **out, size_t cap);
 
 /*
  * Requests cancellation (asyncio Task.cancel). The task's current await point
@@ -591,9 +646,10 @@ CIO_EXTERN bool cio_future_is_task(const cio_future_t *f);
 /*
  * Writes one line per unfinished task of the loop (NULL = running loop) to
  * `out` (NULL = stderr): its name, state (created, ready, running, waiting)
- * and what it waits on.
+ * and what it waits on. Returns 0, or -EPERM (loop NULL and no loop runs;
+ * nothing is written).
  */
-CIO_EXTERN void cio_dump_tasks(cio_loop_t *loop, FILE *out);
+CIO_EXTERN int cio_dump_tasks(cio_loop_t *loop, FILE *out);
 
 /* ------------------------------------------------------------------------ */
 /* Awaiting                                                                  */
@@ -605,8 +661,9 @@ CIO_EXTERN void cio_dump_tasks(cio_loop_t *loop, FILE *out);
  * awaiting task is cancelled (or a deadline scope expires) meanwhile, f is
  * cancelled too and waited for (asyncio semantics; use cio_shield() to
  * protect f), then -ECANCELED (or -ETIMEDOUT) is returned. Returns -EPERM
- * outside a task, -EINVAL for NULL, -EDEADLK when a task awaits itself.
- * Does not release f.
+ * outside a task, -EINVAL for NULL, -EDEADLK when a task awaits itself,
+ * -ENOMEM when the timer of an enclosing deadline cannot be armed (f is then
+ * cancelled and waited for as above). Does not release f.
  */
 CIO_EXTERN int cio_await(cio_future_t *f, void **result);
 
@@ -614,14 +671,17 @@ CIO_EXTERN int cio_await(cio_future_t *f, void **result);
  * Await point: suspends the current task for `delay` seconds (asyncio
  * sleep). cio_sleep(0) yields to the other ready tasks and callbacks once.
  * Returns 0, -ECANCELED, -ETIMEDOUT (an enclosing deadline came first),
- * -EINVAL (NaN), -EPERM outside a task.
+ * -EINVAL (NaN), -EPERM outside a task, -ENOMEM (the timer cannot be armed).
  */
 CIO_EXTERN int cio_sleep(double delay);
 
-/* As cio_sleep, until the absolute monotonic time when_ns. */
+/* As cio_sleep, until the absolute monotonic time when_ns (no -EINVAL). */
 CIO_EXTERN int cio_sleep_until_ns(int64_t when_ns);
 
-/* cio_sleep(0): lets every other ready task run once. */
+/*
+ * cio_sleep(0): lets every other ready task run once. Returns 0, -ECANCELED,
+ * -ETIMEDOUT, -EPERM outside a task.
+ */
 CIO_EXTERN int cio_yield(void);
 
 /* ------------------------------------------------------------------------ */
@@ -630,10 +690,12 @@ CIO_EXTERN int cio_yield(void);
 
 /*
  * Creates a pending future on `loop` (NULL = running loop; asyncio
- * loop.create_future). Returns a new reference or NULL (errno ENOMEM, or
- * EPERM when loop is NULL and no loop runs).
+ * loop.create_future) and stores a new reference in *out (NULL on failure);
+ * the caller releases it with cio_future_release(). Returns 0, -EINVAL (out
+ * NULL), -EPERM (loop NULL and no loop runs), -ESHUTDOWN (loop closed),
+ * -ENOMEM.
  */
-CIO_EXTERN cio_future_t *cio_future_new(cio_loop_t *loop);
+CIO_EXTERN int cio_future_new(cio_future_t **out, cio_loop_t *loop);
 
 /* Adds a reference. Returns f. */
 CIO_EXTERN cio_future_t *cio_future_ref(cio_future_t *f);
@@ -647,8 +709,9 @@ CIO_EXTERN void cio_future_release(cio_future_t *f);
 /*
  * Completes a pending future with a value (status 0) or an error code
  * (negative; -ECANCELED is the same as cio_future_cancel). Waiters resume and
- * done callbacks are scheduled on the next iteration. Returns 0, -EINVAL (bad
- * code, or f is a task), -EALREADY if f is already done.
+ * done callbacks are scheduled on the next iteration. Returns 0, -EINVAL (f
+ * NULL, a code >= 0, or f is a task or a pool job's future), -EALREADY if f
+ * is already done, -ESHUTDOWN if its loop is closed.
  */
 CIO_EXTERN int cio_future_set_result(cio_future_t *f, void *value);
 CIO_EXTERN int cio_future_set_error(cio_future_t *f, int err);
@@ -656,7 +719,7 @@ CIO_EXTERN int cio_future_set_error(cio_future_t *f, int err);
 /*
  * Cancels a future (for a task: cio_task_cancel). Returns 1 if cancelled or
  * cancellation requested, 0 if already done or not cancellable (a thread-pool
- * job that already started).
+ * job that already started, a future of a closed loop, NULL).
  */
 CIO_EXTERN int cio_future_cancel(cio_future_t *f);
 
@@ -668,8 +731,9 @@ CIO_EXTERN bool cio_future_cancelled(const cio_future_t *f);
 
 /*
  * The status of a done future: 0, a positive task return value, or its
- * error code; -EAGAIN if it is not done yet (asyncio InvalidStateError).
- * Marks the error as retrieved. If result is not NULL, stores the value.
+ * error code; -EAGAIN if it is not done yet (asyncio InvalidStateError),
+ * -EINVAL for NULL. Marks the error as retrieved. If result is not NULL,
+ * stores the value.
  */
 CIO_EXTERN int cio_future_result(cio_future_t *f, void **result);
 
@@ -679,18 +743,22 @@ typedef void (*cio_done_fn)(cio_future_t *f, void *arg);
 /*
  * Schedules cb(f, arg) once f is done (on the next iteration if it already
  * is); callbacks run in registration order and f stays alive until they have
- * run. Returns 0, -EINVAL (NULL f or cb), -ENOMEM.
+ * run. Returns 0, -EINVAL (NULL f or cb), -ESHUTDOWN (f's loop is closed),
+ * -ENOMEM.
  */
 CIO_EXTERN int cio_future_add_done_callback(cio_future_t *f, cio_done_fn cb, void *arg);
 
-/* Removes every done callback equal to (cb, arg). Returns how many. */
+/* Removes every done callback equal to (cb, arg). Returns how many (0 for NULL). */
 CIO_EXTERN int cio_future_remove_done_callback(cio_future_t *f, cio_done_fn cb, void *arg);
 
 /*
- * asyncio.shield: returns a new future (a new reference) that completes with
- * f's outcome, but whose cancellation does not cancel f. NULL on ENOMEM.
+ * asyncio.shield: stores in *out a new future (a new reference, NULL on
+ * failure) that completes with f's outcome, but whose cancellation does not
+ * cancel f. The caller releases both. Returns 0, -EINVAL (out or f NULL),
+ * -ESHUTDOWN (f's loop is closed), -ENOMEM (the future or the done callback
+ * on f).
  */
-CIO_EXTERN cio_future_t *cio_shield(cio_future_t *f);
+CIO_EXTERN int cio_shield(cio_future_t **out, cio_future_t *f);
 
 /* ------------------------------------------------------------------------ */
 /* Cancel scopes, timeouts, shields                                          */
@@ -715,8 +783,8 @@ typedef struct cio_scope {
 /*
  * Enters a scope in the current task with a relative timeout in seconds
  * (INFINITY for none) and flags (0 or CIO_SCOPE_SHIELD). Returns 0, -EPERM
- * outside a task, -EINVAL for NaN. Every cio_scope_enter must be paired with
- * cio_scope_exit in LIFO order.
+ * outside a task, -EINVAL (s NULL, unknown flags, NaN). Every
+ * cio_scope_enter must be paired with cio_scope_exit in LIFO order.
  */
 CIO_EXTERN int cio_scope_enter(cio_scope_t *s, double timeout, unsigned flags);
 
@@ -731,10 +799,15 @@ CIO_EXTERN int cio_scope_enter_at_ns(cio_scope_t *s, int64_t deadline_ns, unsign
  */
 CIO_EXTERN int cio_scope_exit(cio_scope_t *s);
 
-/* Cancels everything inside the scope (from any task of its loop). */
+/* Cancels everything inside the scope (from any task of its loop). NULL, or a
+ * scope not entered or already cancelled or expired: no-op. */
 CIO_EXTERN void cio_scope_cancel(cio_scope_t *s);
 
-/* Moves the deadline (asyncio Timeout.reschedule); INFINITY for none. */
+/*
+ * Moves the deadline (asyncio Timeout.reschedule); INFINITY for none.
+ * Returns 0, -EINVAL (s NULL or not entered, NaN). A task waiting in the
+ * scope gets -ENOMEM from its await point if the new timer cannot be armed.
+ */
 CIO_EXTERN int cio_scope_reschedule(cio_scope_t *s, double timeout);
 CIO_EXTERN int cio_scope_reschedule_at_ns(cio_scope_t *s, int64_t deadline_ns);
 
@@ -746,8 +819,9 @@ CIO_EXTERN int64_t cio_scope_deadline_ns(const cio_scope_t *s);
 
 /*
  * asyncio.wait_for: awaits f for at most timeout seconds. On time-out f is
- * cancelled and waited for, and -ETIMEDOUT is returned. Otherwise as
- * cio_await.
+ * cancelled and waited for, and -ETIMEDOUT is returned. A future already
+ * done gives its outcome whatever the timeout. Otherwise as cio_await, plus
+ * -EINVAL for a NaN timeout. Does not release f.
  */
 CIO_EXTERN int cio_wait_for(cio_future_t *f, double timeout, void **result);
 
@@ -764,10 +838,15 @@ CIO_EXTERN int cio_wait_for(cio_future_t *f, double timeout, void **result);
  *
  * By default, returns 0 once all succeed, or the first error as soon as it
  * happens while the others run on (their slots are filled only if already
- * done). With CIO_GATHER_ALL, waits for all and returns 0; the statuses tell
- * who failed. If the calling task is cancelled, every child is cancelled and
- * waited for, and -ECANCELED is returned. Does not release fs. -EINVAL for a
- * NULL array with n > 0 or a NULL entry; -EPERM outside a task.
+ * done; statuses[i] is -EAGAIN for the others). With CIO_GATHER_ALL, waits
+ * for all and returns 0; the statuses tell who failed. If the calling task
+ * is cancelled (or an enclosing deadline expires), every child is cancelled
+ * and waited for, and -ECANCELED (-ETIMEDOUT) is returned; the same happens
+ * with -ENOMEM when the timer of an enclosing deadline cannot be armed.
+ * Other errors of the call itself, returned before anything waits or is
+ * cancelled: -EPERM outside a task, -EINVAL for a NULL array with n > 0 or
+ * a NULL entry, -ENOMEM when no node for an internal done callback can be
+ * allocated. Does not release fs.
  */
 CIO_EXTERN int cio_gather(cio_future_t *const *fs, size_t n, void **results,
                           int *statuses, unsigned flags);
@@ -781,8 +860,12 @@ enum cio_return_when {
 /*
  * asyncio.wait: waits until the condition or the timeout (seconds, INFINITY
  * for none). Returns how many of fs are done (use cio_future_done() to tell
- * which); a timeout is not an error and cancels nothing. -ECANCELED if the
- * caller is cancelled (fs are not cancelled), -EINVAL, -EPERM.
+ * which); the timeout is not an error and cancels nothing. Errors (fs are
+ * never cancelled): -ECANCELED if the caller is cancelled, -ETIMEDOUT if an
+ * enclosing deadline expires, -EINVAL (NULL array with n > 0, a NULL entry,
+ * an unknown return_when, a NaN timeout), -EPERM outside a task, -ENOMEM
+ * (no node for an internal done callback, or the timer cannot be armed).
+ * Does not release fs.
  */
 CIO_EXTERN int cio_wait(cio_future_t *const *fs, size_t n, int return_when,
                         double timeout);
@@ -797,17 +880,24 @@ typedef struct cio_as_completed {
     void *state_; /* private */
 } cio_as_completed_t;
 
-/* Returns 0, -EINVAL, -ENOMEM. */
+/*
+ * Returns 0, -EINVAL (it NULL, fs NULL with n > 0, a NULL entry, a NaN
+ * timeout), -ENOMEM. fs must stay valid while the iterator is used.
+ */
 CIO_EXTERN int cio_as_completed_init(cio_as_completed_t *it, cio_future_t *const *fs,
                                      size_t n, double timeout);
 
 /*
  * Await point: stores in *out the next future to complete (in completion
- * order) and returns 1; returns 0 when all have been returned, -ETIMEDOUT
- * when the overall timeout expires, -ECANCELED, -EPERM.
+ * order; borrowed, as fs[i]) and returns 1; returns 0 when all have been
+ * returned, -ETIMEDOUT when the overall timeout (or an enclosing deadline)
+ * expires, -ECANCELED, -ENOMEM (the timer cannot be armed), -EINVAL (it or
+ * out NULL), -EPERM outside a task. After 0 or the overall timeout the
+ * iterator holds nothing; after another error call cio_as_completed_cleanup.
  */
 CIO_EXTERN int cio_as_completed_next(cio_as_completed_t *it, cio_future_t **out);
 
+/* Releases what the iterator holds (idempotent). NULL is a no-op. */
 CIO_EXTERN void cio_as_completed_cleanup(cio_as_completed_t *it);
 
 /* ------------------------------------------------------------------------ */
@@ -817,28 +907,34 @@ CIO_EXTERN void cio_as_completed_cleanup(cio_as_completed_t *it);
 typedef struct cio_group cio_group_t;
 
 /*
- * Opens a task group in the current task. The code between cio_group_new and
- * cio_group_wait runs inside the group's scope: when a child fails, the
- * siblings are cancelled and so is that scope (the parent's await points
- * there return -ECANCELED). Returns NULL with errno EPERM (not in a task) or
- * ENOMEM.
+ * Opens a task group in the current task and stores it in *out (NULL on
+ * failure); the caller frees it with cio_group_free(). The code between
+ * cio_group_new and cio_group_wait runs inside the group's scope: when a
+ * child fails, the siblings are cancelled and so is that scope (the
+ * parent's await points there return -ECANCELED). Returns 0, -EINVAL (out
+ * NULL), -EPERM (not in a task), -ENOMEM.
  */
-CIO_EXTERN cio_group_t *cio_group_new(void);
+CIO_EXTERN int cio_group_new(cio_group_t **out);
 
 /*
- * Spawns a child in the group. Returns a borrowed task pointer valid until
- * cio_group_free, or NULL with errno EINVAL (group already waited), ENOMEM.
- * A child spawned into a group that is already failing starts cancelled.
+ * Spawns a child in the group (name copied; NULL gives "Task-<id>"). Stores
+ * in *out a borrowed task pointer, valid until cio_group_free (NULL on
+ * failure); out may be NULL (the group keeps the child either way). Returns
+ * 0, -EINVAL (g or fn NULL, or the group already waited), -ENOMEM (nothing
+ * was spawned). A child spawned into a group that is already failing starts
+ * cancelled.
  */
-CIO_EXTERN cio_task_t *cio_group_spawn(cio_group_t *g, const char *name,
-                                       cio_task_fn fn, void *arg);
+CIO_EXTERN int cio_group_spawn(cio_task_t **out, cio_group_t *g, const char *name,
+                               cio_task_fn fn, void *arg);
 
 /*
  * Await point: leaves the group's scope and waits for every child. Returns 0,
- * the error of the first child that failed (all errors: cio_group_errors), or
- * -ECANCELED / -ETIMEDOUT if the parent was cancelled from outside (children
- * are then cancelled and waited for). Children are always finished when it
- * returns.
+ * the error of the first child that failed (all errors: cio_group_errors),
+ * -ECANCELED / -ETIMEDOUT if the parent was cancelled from outside or an
+ * enclosing deadline expired, or -ENOMEM if that deadline's timer cannot be
+ * armed (in those three cases the children are cancelled and waited for).
+ * Children are always finished when it returns. -EINVAL (g NULL, or already
+ * waited), -EPERM (not called from the task that opened the group).
  */
 CIO_EXTERN int cio_group_wait(cio_group_t *g);
 
@@ -850,7 +946,11 @@ CIO_EXTERN int cio_group_wait(cio_group_t *g);
 CIO_EXTERN size_t cio_group_errors(const cio_group_t *g, int *codes,
                                    cio_task_t **tasks, size_t cap);
 
-/* Frees the group and releases its children. Call after cio_group_wait. */
+/*
+ * Frees the group and releases its children. Call after cio_group_wait;
+ * children of a group freed without waiting are cancelled and run on
+ * detached. NULL is a no-op.
+ */
 CIO_EXTERN void cio_group_free(cio_group_t *g);
 
 /* ------------------------------------------------------------------------ */
@@ -861,7 +961,7 @@ CIO_EXTERN void cio_group_free(cio_group_t *g);
  * Sets a task-local value for `key` (any unique address, e.g. of a static
  * variable) in the current task. Tasks spawned afterwards inherit a snapshot
  * of the values; later changes in either task are not seen by the other.
- * Returns 0, -EPERM outside a task, -ENOMEM.
+ * Returns 0, -EPERM outside a task, -EINVAL (key NULL), -ENOMEM.
  */
 CIO_EXTERN int cio_local_set(const void *key, void *value);
 
@@ -876,35 +976,45 @@ typedef struct cio_executor cio_executor_t;
 
 /*
  * Creates a pool of at most max_workers threads (0 = min(32, cores + 4), as
- * Python's). Threads start on demand. Returns 0, -EINVAL, -ENOMEM.
+ * Python's) and stores it in *out (NULL on failure). Threads start on
+ * demand. Returns 0, -EINVAL (out NULL), -ENOMEM. The caller ends it with
+ * cio_executor_shutdown(), which frees it.
  */
 CIO_EXTERN int cio_executor_new(cio_executor_t **out, unsigned max_workers);
 
 /*
- * Stops the pool: jobs not yet started are cancelled (their futures finish
- * with -ECANCELED), running jobs complete; with wait, joins the threads.
- * Frees the pool when wait is true. NULL is a no-op.
+ * Stops the pool and frees it: jobs not yet started are cancelled (their
+ * futures finish with -ECANCELED), running jobs complete. With wait, joins
+ * the threads and frees the pool before returning; without, the threads are
+ * detached and the last one to exit frees the pool. Either way ex must not
+ * be used after the call. NULL is a no-op.
  */
 CIO_EXTERN void cio_executor_shutdown(cio_executor_t *ex, bool wait);
 
 /*
- * Runs fn(arg, &result) on a pool thread (NULL = the loop's default pool,
- * created on first use, bounded, shut down by cio_loop_shutdown/close).
- * Returns a future of its outcome (new reference) or NULL with errno ENOMEM,
- * ESHUTDOWN, EPERM, or EAGAIN (the pool has no thread and none can be
- * created; nothing was queued). The future can be cancelled only before the
- * job starts; arg must stay valid until the future is done.
+ * Runs fn(arg, &result) on a pool thread (ex NULL = the loop's default pool,
+ * created on first use, bounded, shut down by cio_loop_shutdown/close) and
+ * stores a future of its outcome in *out (a new reference, NULL on failure);
+ * the caller releases it. loop NULL = the running loop. Returns 0, -EINVAL
+ * (out or fn NULL), -EPERM (loop NULL and no loop runs), -ESHUTDOWN (loop
+ * closed, or ex shut down), -ENOMEM (the job, its future, or the default
+ * pool), -EAGAIN (the pool has no thread and none can be created). Nothing
+ * was queued on failure. The future can be cancelled only before the job
+ * starts; arg must stay valid until the future is done.
  */
-CIO_EXTERN cio_future_t *cio_run_in_executor(cio_loop_t *loop, cio_executor_t *ex,
-                                             cio_task_fn fn, void *arg);
+CIO_EXTERN int cio_run_in_executor(cio_future_t **out, cio_loop_t *loop, cio_executor_t *ex,
+                                   cio_task_fn fn, void *arg);
 
 /*
  * Await point (asyncio.to_thread): runs fn on the default pool and waits for
- * it. Returns fn's status with its result in *result. If the caller is
- * cancelled while fn runs, it still waits for fn to finish (fn may use
- * memory the caller owns), then returns -ECANCELED. -EPERM outside a task,
- * -ENOMEM, -ESHUTDOWN, -EAGAIN (no pool thread exists and none can be
- * created; fn did not run).
+ * it. Returns fn's status with its result in *result (if result is not
+ * NULL). If the caller is cancelled while fn runs, it still waits for fn to
+ * finish (fn may use memory the caller owns), then returns -ECANCELED
+ * (-ETIMEDOUT for an enclosing deadline; -ENOMEM when that deadline's timer
+ * cannot be armed). Errors before fn runs (fn did not run): -ECANCELED /
+ * -ETIMEDOUT (the caller is already cancelled), -EPERM outside a task,
+ * -EINVAL (fn NULL), -ENOMEM, -ESHUTDOWN, -EAGAIN (no pool thread exists and
+ * none can be created).
  */
 CIO_EXTERN int cio_to_thread(cio_task_fn fn, void *arg, void **result);
 
@@ -912,18 +1022,25 @@ CIO_EXTERN int cio_to_thread(cio_task_fn fn, void *arg, void **result);
 /* Running (asyncio.run and Runner)                                          */
 /* ------------------------------------------------------------------------ */
 
+/* Options of cio_run_ex and cio_runner_new. Zero-initialise. */
 typedef struct cio_run_opts {
     bool debug;           /* debug mode (also CIO_DEBUG=1) */
     const char *name;     /* name of the main task (default "main") */
     size_t stack_size;    /* stack of the main task (0 = default) */
+    void *reserved_[2];   /* must be zero (room for later options) */
 } cio_run_opts_t;
 
 /*
  * asyncio.run: creates a loop, runs fn(arg, &result) as the main task until
  * it finishes, cancels the tasks left over and waits for them, shuts the
- * thread pool down and closes the loop. Returns the main task's status;
- * stores its result in *result when result is not NULL. -EBUSY when a loop
- * already runs in this thread; -ENOMEM and loop-creation errors.
+ * thread pool down, and closes and frees the loop. Returns the main task's
+ * status; stores its result in *result when result is not NULL. Errors of
+ * the call itself: -EINVAL (fn NULL, opts->reserved_ not zero), -EBUSY (a
+ * loop already runs in this thread), -ENOMEM, the loop-creation errors of
+ * cio_loop_new, -EINTR (the main task stopped the loop with cio_loop_stop).
+ * A future or task of the loop still referenced when the run ends (a
+ * missing cio_future_release) keeps the loop from being freed: it leaks
+ * (debug mode reports it).
  */
 CIO_EXTERN int cio_run(cio_task_fn fn, void *arg);
 CIO_EXTERN int cio_run_ex(cio_task_fn fn, void *arg, void **result,
@@ -932,17 +1049,35 @@ CIO_EXTERN int cio_run_ex(cio_task_fn fn, void *arg, void **result,
 /* asyncio.Runner: several top-level calls in one loop. */
 typedef struct cio_runner cio_runner_t;
 
-/* Creates a runner and its loop. Returns 0, -ENOMEM, loop errors. */
+/*
+ * Creates a runner and its loop and stores it in *out (NULL on failure); the
+ * caller frees it with cio_runner_close(). Returns 0, -EINVAL (out NULL,
+ * opts->reserved_ not zero), -ENOMEM, the errors of cio_loop_new.
+ */
 CIO_EXTERN int cio_runner_new(cio_runner_t **out, const cio_run_opts_t *opts);
 
-/* Runs fn as a task until it finishes; returns its status (see cio_run). */
+/*
+ * Runs fn as a task of the runner's loop until it finishes; returns its
+ * status and stores its result in *result (if not NULL). Errors of the call
+ * itself: -EINVAL (r or fn NULL), -EBUSY (a loop already runs in this
+ * thread), -ENOMEM (the task or its done callback), -ESHUTDOWN (the loop was
+ * closed by a cio_runner_close that returned -EBUSY), -EINTR (a task
+ * stopped the loop before fn finished; fn's task runs on at the next run).
+ */
 CIO_EXTERN int cio_runner_run(cio_runner_t *r, cio_task_fn fn, void *arg, void **result);
 
-/* The runner's loop (borrowed). */
+/* The runner's loop (borrowed). NULL for NULL. */
 CIO_EXTERN cio_loop_t *cio_runner_get_loop(cio_runner_t *r);
 
-/* Shuts the loop down as cio_run does and frees the runner. NULL no-op. */
-CIO_EXTERN void cio_runner_close(cio_runner_t *r);
+/*
+ * Shuts the loop down as cio_run does, then frees the loop and the runner.
+ * Returns 0 (also for NULL, a no-op), or -EBUSY when the loop cannot be
+ * freed: futures or tasks of the loop are still referenced, or generators
+ * started on it are alive (the loop may be closed then, but nothing is
+ * freed: release them and call again), or a loop runs in this thread
+ * (called from a task).
+ */
+CIO_EXTERN int cio_runner_close(cio_runner_t *r);
 
 /* ------------------------------------------------------------------------ */
 /* Synchronisation primitives (sync.c)                                       */
@@ -992,8 +1127,8 @@ typedef struct cio_lock {
 
 #define CIO_LOCK_INIT {{NULL, NULL}, NULL, 0}
 
-/* Initialises an unlocked lock (same as CIO_LOCK_INIT). NULL is a no-op. */
-CIO_EXTERN void cio_lock_init(cio_lock_t *l);
+/* Initialises an unlocked lock (same as CIO_LOCK_INIT). Returns 0, -EINVAL. */
+CIO_EXTERN int cio_lock_init(cio_lock_t *l);
 
 /*
  * Await point: acquires the lock, suspending while another holder has it.
@@ -1007,7 +1142,7 @@ CIO_EXTERN int cio_lock_acquire(cio_lock_t *l);
 /*
  * Acquires the lock only if that needs no wait: the lock is free and nobody
  * queues for it. Not an await point (callable from callbacks too). Returns
- * 0, -EBUSY (held or contended; as pthread_mutex_trylock), -EINVAL.
+ * 0, -EAGAIN (held or contended: acquiring would wait), -EINVAL.
  */
 CIO_EXTERN int cio_lock_try_acquire(cio_lock_t *l);
 
@@ -1031,8 +1166,8 @@ typedef struct cio_event {
 
 #define CIO_EVENT_INIT {{NULL, NULL}, 0}
 
-/* Initialises a clear event (same as CIO_EVENT_INIT). NULL is a no-op. */
-CIO_EXTERN void cio_event_init(cio_event_t *e);
+/* Initialises a clear event (same as CIO_EVENT_INIT). Returns 0, -EINVAL. */
+CIO_EXTERN int cio_event_init(cio_event_t *e);
 
 /*
  * Sets the flag and wakes every waiting task; later waits return at once
@@ -1364,7 +1499,8 @@ CIO_EXTERN int cio_queue_join(cio_queue_t *q);
  * their memory can be freed), the unfinished count is lowered by their
  * number (so cio_queue_join returns once the items already taken are done),
  * and joiners are woken if it reaches 0. Not an await point; idempotent.
- * Returns the number of items dropped (0 unless immediate), or -EINVAL.
+ * Returns the number of items dropped (0 unless immediate); NULL is a no-op
+ * (0).
  */
 CIO_EXTERN int64_t cio_queue_shutdown(cio_queue_t *q, bool immediate,
                                       cio_queue_drop_fn drop, void *arg);
@@ -1386,7 +1522,7 @@ CIO_EXTERN bool cio_queue_is_shutdown(const cio_queue_t *q);
  * running on the generator's stack, which makes it an async generator.
  *
  *   Python                          cio
- *   g = gen(arg)                    g = cio_gen_new(body, arg)
+ *   g = gen(arg)                    cio_gen_new(&g, body, arg)
  *   x = yield y                     cio_gen_yield(g, y, &x)
  *   return v                        cio_gen_set_result(g, v); return 0;
  *   next(g), g.send(x)              cio_gen_next(g, &y), cio_gen_send(g, x, &y)
@@ -1447,22 +1583,28 @@ enum cio_gen_state {
     CIO_GEN_CLOSED       /* finished, failed, or closed (GEN_CLOSED) */
 };
 
+/* Options of cio_gen_new_ex. Zero-initialise and set what you need. */
 typedef struct cio_gen_opts {
     const char *name;   /* copied; NULL gives "Generator-<id>" */
     size_t stack_size;  /* 0 = CIO_DEFAULT_STACK_SIZE (pooled); rounded to pages */
+    void *reserved_[2]; /* must be zero (room for later options) */
 } cio_gen_opts_t;
 
 /*
  * Creates a generator running fn(g, arg) at its first resume (a call to a
- * Python generator function). Takes no stack yet. Returns the generator,
- * owned by the caller (free with cio_gen_free()), or NULL with errno EINVAL
- * (fn NULL) or ENOMEM. arg must stay valid while the body may run.
+ * Python generator function) and stores it in *out (NULL on failure). Takes
+ * no stack yet. The generator is the caller's: free it with cio_gen_free().
+ * Returns 0, -EINVAL (out or fn NULL), -ENOMEM. arg must stay valid while
+ * the body may run.
  */
-CIO_EXTERN cio_gen_t *cio_gen_new(cio_gen_fn fn, void *arg);
+CIO_EXTERN int cio_gen_new(cio_gen_t **out, cio_gen_fn fn, void *arg);
 
-/* As cio_gen_new with a name and a stack size (opts NULL for defaults). */
-CIO_EXTERN cio_gen_t *cio_gen_new_ex(cio_gen_fn fn, void *arg,
-                                     const cio_gen_opts_t *opts);
+/*
+ * As cio_gen_new with a name and a stack size (opts NULL for defaults).
+ * Also -EINVAL when opts->reserved_ is not zero.
+ */
+CIO_EXTERN int cio_gen_new_ex(cio_gen_t **out, cio_gen_fn fn, void *arg,
+                              const cio_gen_opts_t *opts);
 
 /*
  * next(g): resumes the generator with nothing sent (the pending
@@ -1506,7 +1648,9 @@ CIO_EXTERN int cio_gen_throw(cio_gen_t *g, int err, void **out);
  *              "generator ignored GeneratorExit"); it has finished anyway;
  *   < 0        any other negative status the body returned (its cleanup
  *              failed);
- *   -EBUSY     the generator is running (nothing happens); -EINVAL for NULL.
+ *   -EBUSY     the generator is running (nothing happens).
+ * NULL is a no-op (0). The generator stays queryable (cio_gen_result,
+ * cio_gen_get_state) until cio_gen_free().
  */
 CIO_EXTERN int cio_gen_close(cio_gen_t *g);
 

@@ -35,6 +35,33 @@
 
 #define CIO__NO_DEADLINE INT64_MAX
 
+/*
+ * ABI: the sizes of the caller-storage types; changing one is an ABI break
+ * (bump the soname). Users embed these structures and allocate them, so
+ * their size is compiled into programs. The figures hold on the LP64
+ * targets cio supports (x86-64, AArch64): add fields to an option struct
+ * through its reserved_ room, not by growing it.
+ */
+#if UINTPTR_MAX == 0xffffffffffffffffu
+#define CIO__ABI_SIZE(type, n) \
+    _Static_assert(sizeof(type) == (n), "ABI: sizeof(" #type ") changed")
+CIO__ABI_SIZE(cio_handle_t, 64);
+CIO__ABI_SIZE(cio_loop_opts_t, 40);
+CIO__ABI_SIZE(cio_spawn_opts_t, 32);
+CIO__ABI_SIZE(cio_scope_t, 32);
+CIO__ABI_SIZE(cio_as_completed_t, 8);
+CIO__ABI_SIZE(cio_run_opts_t, 40);
+CIO__ABI_SIZE(cio_waitq_t, 16);
+CIO__ABI_SIZE(cio_lock_t, 32);
+CIO__ABI_SIZE(cio_event_t, 24);
+CIO__ABI_SIZE(cio_cond_t, 56);
+CIO__ABI_SIZE(cio_sem_t, 24);
+CIO__ABI_SIZE(cio_barrier_t, 48);
+CIO__ABI_SIZE(cio_queue_t, 120);
+CIO__ABI_SIZE(cio_gen_opts_t, 32);
+#undef CIO__ABI_SIZE
+#endif
+
 #if defined(__GNUC__)
 #define cio__likely(x) __builtin_expect(!!(x), 1)
 #define cio__unlikely(x) __builtin_expect(!!(x), 0)

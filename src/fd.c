@@ -180,7 +180,9 @@ static int watch(cio_loop_t *loop, int fd, unsigned dir, cio_callback_fn cb, voi
 
 static int unwatch(cio_loop_t *loop, int fd, unsigned dir)
 {
-    if (!loop || fd < 0 || fd >= loop->nfds)
+    if (!loop || fd < 0)
+        return -EINVAL;
+    if (fd >= loop->nfds)
         return 0;
     cio__fdside *side = dir == CIO_READABLE ? &loop->fds[fd].r : &loop->fds[fd].w;
     if (!side->ucb)

@@ -74,22 +74,19 @@ void cio__future_pool_free(cio_future_t *f)
     cio__pool_free(&f->loop->pools[CIO__POOL_FUTURE], f);
 }
 
-cio_future_t *cio_future_new(cio_loop_t *loop)
+int cio_future_new(cio_future_t **out, cio_loop_t *loop)
 {
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
     if (!loop)
         loop = cio__running;
-    if (!loop) {
-        errno = EPERM;
-        return NULL;
-    }
-    if (loop->closed) {
-        errno = ESHUTDOWN;
-        return NULL;
-    }
-    cio_future_t *f = cio__future_alloc(loop, NULL);
-    if (!f)
-        errno = ENOMEM;
-    return f;
+    if (!loop)
+        return -EPERM;
+    if (loop->closed)
+        return -ESHUTDOWN;
+    *out = cio__future_alloc(loop, NULL);
+    return *out ? 0 : -ENOMEM;
 }
 
 cio_future_t *cio_future_ref(cio_future_t *f)
@@ -368,19 +365,22 @@ static void shield_done(cio_future_t *inner, void *arg)
     cio_future_release(inner);
 }
 
-cio_future_t *cio_shield(cio_future_t *f)
+int cio_shield(cio_future_t **out, cio_future_t *f)
 {
-    if (!f) {
-        errno = EINVAL;
-        return NULL;
-    }
-    cio_future_t *outer = cio_future_new(f->loop);
-    if (!outer)
-        return NULL;
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!f)
+        return -EINVAL;
+    cio_future_t *outer;
+    int rc = cio_future_new(&outer, f->loop);
+    if (rc)
+        return rc;
     if (f->state != CIO__PENDING) {
         f->retrieved = 1;
         cio__future_complete(outer, f->status, f->result, f->state);
-        return outer;
+        *out = outer;
+        return 0;
     }
     outer->refs++; /* held by the callback */
     f->refs++;
@@ -388,10 +388,10 @@ cio_future_t *cio_shield(cio_future_t *f)
         outer->refs -= 1;
         f->refs--;
         cio_future_release(outer);
-        errno = ENOMEM;
-        return NULL;
+        return -ENOMEM;
     }
-    return outer;
+    *out = outer;
+    return 0;
 }
 
 int cio__future_off_done_arg(cio_future_t *f, void *arg)

@@ -394,12 +394,13 @@ static inline void deliver(cio_gen_t *g, void *value)
 /* Creating and freeing                                                      */
 /* ------------------------------------------------------------------------ */
 
-cio_gen_t *cio_gen_new_ex(cio_gen_fn fn, void *arg, const cio_gen_opts_t *opts)
+int cio_gen_new_ex(cio_gen_t **out, cio_gen_fn fn, void *arg, const cio_gen_opts_t *opts)
 {
-    if (!fn) {
-        errno = EINVAL;
-        return NULL;
-    }
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!fn || (opts && (opts->reserved_[0] || opts->reserved_[1])))
+        return -EINVAL;
     char buf[40];
     const char *name = opts ? opts->name : NULL;
     if (!name) {
@@ -409,10 +410,8 @@ cio_gen_t *cio_gen_new_ex(cio_gen_fn fn, void *arg, const cio_gen_opts_t *opts)
     }
     size_t len = strlen(name) + 1;
     cio_gen_t *g = cio__malloc(sizeof(*g) + len);
-    if (!g) {
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (!g)
+        return -ENOMEM;
     memset(g, 0, sizeof(*g));
     char *copy = (char *)(g + 1);
     memcpy(copy, name, len);
@@ -421,12 +420,13 @@ cio_gen_t *cio_gen_new_ex(cio_gen_fn fn, void *arg, const cio_gen_opts_t *opts)
     g->arg = arg;
     g->stack_size = opts ? opts->stack_size : 0;
     g->state = CIO_GEN_CREATED;
-    return g;
+    *out = g;
+    return 0;
 }
 
-cio_gen_t *cio_gen_new(cio_gen_fn fn, void *arg)
+int cio_gen_new(cio_gen_t **out, cio_gen_fn fn, void *arg)
 {
-    return cio_gen_new_ex(fn, arg, NULL);
+    return cio_gen_new_ex(out, fn, arg, NULL);
 }
 
 int cio_gen_free(cio_gen_t *g)
@@ -518,7 +518,7 @@ int cio_gen_throw(cio_gen_t *g, int err, void **out)
 int cio_gen_close(cio_gen_t *g)
 {
     if (!g)
-        return -EINVAL;
+        return 0;
     switch (g->state) {
     case CIO_GEN_CREATED:
         g->state = CIO_GEN_CLOSED;

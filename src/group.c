@@ -19,22 +19,22 @@ struct cio_group {
     cio__waiter *w;
 };
 
-cio_group_t *cio_group_new(void)
+int cio_group_new(cio_group_t **out)
 {
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
     cio__coro *t = cio__current;
-    if (!t) {
-        errno = EPERM;
-        return NULL;
-    }
+    if (!t)
+        return -EPERM;
     cio_group_t *g = cio__calloc(1, sizeof(*g));
-    if (!g) {
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (!g)
+        return -ENOMEM;
     g->parent = t;
-    cio_scope_enter_at_ns(&g->scope, CIO__NO_DEADLINE, 0);
+    cio_scope_enter_at_ns(&g->scope, CIO__NO_DEADLINE, 0); /* in a task: 0 */
     g->scope_open = true;
-    return g;
+    *out = g;
+    return 0;
 }
 
 static void cancel_kids(cio_group_t *g)
@@ -83,37 +83,37 @@ static int grow(cio_group_t *g)
     return 0;
 }
 
-cio_task_t *cio_group_spawn(cio_group_t *g, const char *name, cio_task_fn fn, void *arg)
+int cio_group_spawn(cio_task_t **out, cio_group_t *g, const char *name, cio_task_fn fn,
+                    void *arg)
 {
-    if (!g || g->waited || !fn) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (g->nkids == g->cap && grow(g)) {
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (out)
+        *out = NULL;
+    if (!g || g->waited || !fn)
+        return -EINVAL;
+    if (g->nkids == g->cap && grow(g))
+        return -ENOMEM;
     /* A spawned child cannot be taken back (a task runs its body even when
-     * cancelled before it starts), so a spawn that returns NULL must fail
-     * before the child exists: the node that ties the child to the group is
-     * taken first. */
+     * cancelled before it starts), so a spawn that fails must fail before
+     * the child exists: the node that ties the child to the group is taken
+     * first. */
     void *node = cio__cbnode_take(g->parent->loop);
-    if (!node) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    cio_spawn_opts_t o = {.name = name, .stack_size = 0};
-    cio_task_t *t = cio_spawn_ex(g->parent->loop, fn, arg, &o);
-    if (!t) {
+    if (!node)
+        return -ENOMEM;
+    cio_spawn_opts_t o = {.name = name};
+    cio_task_t *t;
+    int rc = cio_spawn_ex(&t, g->parent->loop, fn, arg, &o);
+    if (rc) {
         cio__cbnode_give(g->parent->loop, node);
-        return NULL;
+        return rc;
     }
     cio__future_on_done_node(t, node, kid_done, g);
-    g->kids[g->nkids++] = t;
+    g->kids[g->nkids++] = t; /* the group holds the reference */
     g->pending++;
     if (g->failing)
         cio_task_cancel(t);
-    return t;
+    if (out)
+        *out = t;
+    return 0;
 }
 
 int cio_group_wait(cio_group_t *g)

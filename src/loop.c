@@ -465,8 +465,11 @@ static void loop_unmake(cio_loop_t *loop)
 
 int cio_loop_new_ex(cio_loop_t **out, const cio_loop_opts_t *opts)
 {
-    if (!out || (opts && (opts->backend > CIO_BACKEND_URING || opts->reserved_[0] ||
-                          opts->reserved_[1] || opts->reserved_[2] || opts->reserved_[3])))
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (opts && (opts->backend > CIO_BACKEND_URING || opts->reserved_[0] ||
+                 opts->reserved_[1] || opts->reserved_[2] || opts->reserved_[3]))
         return -EINVAL;
     static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
     pthread_once(&sigpipe_once, ignore_sigpipe);

@@ -246,7 +246,6 @@ struct cio_loop {
     uint64_t seq;
     int64_t now;
     void *sched_sp;      /* the loop's stack pointer while a coroutine runs */
-    void *current;       /* the coroutine running now (wait.c's) */
     uint8_t running, stopping, closed, debug;
     uint8_t last_was_task; /* debug: the last ready callback reported itself */
     uint8_t now_valid;     /* `now` was read during this iteration */
@@ -274,7 +273,6 @@ struct cio_loop {
 
     cio__stack_pool stacks;
     cio__freelist pools[CIO__POOLS];
-    size_t live_futures;
 
     const cio__loop_hooks *hooks[CIO__LOOP_HOOKS];
     void *executor;      /* the thread pool layer's default executor */

@@ -61,6 +61,7 @@ int cio_executor_new(cio_executor_t **out, unsigned max_workers)
 {
     if (!out)
         return -EINVAL;
+    *out = NULL;
     pthread_once(&atfork_once, atfork_install);
     if (!max_workers) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -240,23 +241,24 @@ static int enqueue(cio_executor_t *ex, job *j)
     return rc;
 }
 
-cio_future_t *cio_run_in_executor(cio_loop_t *loop, cio_executor_t *ex, cio_task_fn fn, void *arg)
+int cio_run_in_executor(cio_future_t **out, cio_loop_t *loop, cio_executor_t *ex,
+                        cio_task_fn fn, void *arg)
 {
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
     if (!loop)
         loop = cio__running;
     int rc = !loop ? -EPERM : !fn ? -EINVAL : loop->closed ? -ESHUTDOWN : 0;
     if (!rc && !ex && !(rc = ensure_default(loop)))
         ex = loop->executor;
-    if (rc) {
-        errno = -rc;
-        return NULL;
-    }
+    if (rc)
+        return rc;
     job *j = cio__calloc(1, sizeof(*j));
     cio_future_t *f = j ? cio__future_alloc(loop, &job_ops) : NULL;
     if (!f) {
         cio__free(j);
-        errno = ENOMEM;
-        return NULL;
+        return -ENOMEM;
     }
     *j = (job){.fut = f, .loop = loop, .ex = ex, .fn = fn, .arg = arg};
     rc = enqueue(ex, j);
@@ -264,12 +266,12 @@ cio_future_t *cio_run_in_executor(cio_loop_t *loop, cio_executor_t *ex, cio_task
         cio_future_release(f); /* pending and unreferenced: freed below */
         cio__future_pool_free(f);
         cio__free(j);
-        errno = -rc;
-        return NULL;
+        return rc;
     }
     f->refs++; /* the job's reference */
     f->owner = j;
-    return f;
+    *out = f;
+    return 0;
 }
 
 /* Removes j from the queue if no worker took it yet. Under ex->mu. */
@@ -349,9 +351,10 @@ int cio_to_thread(cio_task_fn fn, void *arg, void **result)
     int rc = cio__check_cancel(c);
     if (rc)
         return rc;
-    cio_future_t *f = cio_run_in_executor(c->loop, NULL, fn, arg);
-    if (!f)
-        return -errno;
+    cio_future_t *f;
+    rc = cio_run_in_executor(&f, c->loop, NULL, fn, arg);
+    if (rc)
+        return rc;
     /* cio_await cancels the job on cancellation; a started job refuses, and
      * cio_await then waits for it to end before returning -ECANCELED. */
     rc = cio_await(f, result);

@@ -212,21 +212,6 @@ int cio_queue_destroy(cio_queue_t *q)
 /* Put and get                                                               */
 /* ------------------------------------------------------------------------ */
 
-static void getter_unlink(cio__waiter *w)
-{
-    cio__wlist_remove(&((cio_queue_t *)w->obj)->getters_, w);
-}
-
-static void putter_unlink(cio__waiter *w)
-{
-    cio__wlist_remove(&((cio_queue_t *)w->obj)->putters_, w);
-}
-
-static void joiner_unlink(cio__waiter *w)
-{
-    cio__wlist_remove(&((cio_queue_t *)w->obj)->joiners_, w);
-}
-
 /*
  * put_nowait's logic: 0 (stored, or handed to a waiting getter), -EAGAIN
  * (full), -ESHUTDOWN, -ENOMEM.
@@ -292,7 +277,7 @@ static CIO__NOINLINE int q_wait_put(cio_queue_t *q, cio__coro *t, void *item)
     /* Woken with 0 once a get moved our item in, with -ESHUTDOWN by a
      * shutdown; interrupted, the item was not put. */
     cio__waiter w;
-    cio__waiter_init(&w, t, "queue put", q, putter_unlink);
+    cio__waiter_init(&w, t, "queue put", q, cio__wlist_unlink);
     w.data = item;
     cio__wlist_push(&q->putters_, &w);
     return cio__wait(&w, CIO__NO_DEADLINE);
@@ -304,7 +289,7 @@ static CIO__NOINLINE int q_wait_get(cio_queue_t *q, cio__coro *t, void **item)
     /* Woken with 0 and an item handed over by a put, with -ESHUTDOWN by a
      * shutdown; interrupted, nothing was taken. */
     cio__waiter w;
-    cio__waiter_init(&w, t, "queue get", q, getter_unlink);
+    cio__waiter_init(&w, t, "queue get", q, cio__wlist_unlink);
     cio__wlist_push(&q->getters_, &w);
     int rc = cio__wait(&w, CIO__NO_DEADLINE);
     if (rc == 0)
@@ -393,7 +378,7 @@ int cio_queue_join(cio_queue_t *q)
     if (rc || q->unfinished_ == 0)
         return rc;
     cio__waiter w;
-    cio__waiter_init(&w, t, "queue join", q, joiner_unlink);
+    cio__waiter_init(&w, t, "queue join", q, cio__wlist_unlink);
     cio__wlist_push(&q->joiners_, &w);
     return cio__wait(&w, CIO__NO_DEADLINE);
 }
@@ -419,7 +404,7 @@ int64_t cio_queue_shutdown(cio_queue_t *q, bool immediate, cio_queue_drop_fn dro
                            void *arg)
 {
     if (!q)
-        return -EINVAL;
+        return 0;
     q->shutdown_ = 1;
     int64_t dropped = immediate && q->buf_ ? q_drop_all(q, drop, arg) : 0;
     /* Getters wait only on an empty queue and putters only on a full one;

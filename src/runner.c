@@ -15,6 +15,8 @@ static void cancel_all(cio_loop_t *loop)
 
 int cio_loop_shutdown(cio_loop_t *loop)
 {
+    if (!loop)
+        return 0;
     int rc = cio__loop_enter(loop);
     if (rc)
         return rc;
@@ -46,6 +48,9 @@ int cio_runner_new(cio_runner_t **out, const cio_run_opts_t *opts)
 {
     if (!out)
         return -EINVAL;
+    *out = NULL;
+    if (opts && (opts->reserved_[0] || opts->reserved_[1]))
+        return -EINVAL;
     cio_runner_t *r = cio__calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
@@ -76,21 +81,27 @@ int cio_runner_run(cio_runner_t *r, cio_task_fn fn, void *arg, void **result)
         return -EBUSY;
     cio_spawn_opts_t o = {.name = r->opts.name ? r->opts.name : "main",
                           .stack_size = r->opts.stack_size};
-    cio_task_t *t = cio_spawn_ex(r->loop, fn, arg, &o);
-    if (!t)
-        return -errno;
-    int rc = cio_loop_run_until_complete(r->loop, t, result);
+    cio_task_t *t;
+    int rc = cio_spawn_ex(&t, r->loop, fn, arg, &o);
+    if (rc)
+        return rc;
+    rc = cio_loop_run_until_complete(r->loop, t, result);
     cio_future_release(t);
     return rc;
 }
 
-void cio_runner_close(cio_runner_t *r)
+int cio_runner_close(cio_runner_t *r)
 {
     if (!r)
-        return;
-    cio_loop_shutdown(r->loop);
-    cio_loop_free(r->loop);
+        return 0;
+    /* -ESHUTDOWN: an earlier call closed the loop but could not free it. */
+    int rc = cio_loop_shutdown(r->loop);
+    if (rc && rc != -ESHUTDOWN)
+        return rc;
+    if ((rc = cio_loop_free(r->loop)))
+        return rc;
     cio__free(r);
+    return 0;
 }
 
 int cio_run_ex(cio_task_fn fn, void *arg, void **result, const cio_run_opts_t *opts)
@@ -104,7 +115,10 @@ int cio_run_ex(cio_task_fn fn, void *arg, void **result, const cio_run_opts_t *o
     if (rc)
         return rc;
     rc = cio_runner_run(r, fn, arg, result);
-    cio_runner_close(r);
+    /* -EBUSY here means a future or task of the loop is still referenced
+     * (the caller's leak): the loop cannot be freed and is left as it is;
+     * debug mode has reported it. The main task's status matters more. */
+    (void)cio_runner_close(r);
     return rc;
 }
 

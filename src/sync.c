@@ -23,11 +23,10 @@
 #include <limits.h>
 
 /* Suspends the current task t on queue q of object obj until woken. */
-static int park(cio_waitq_t *q, cio__coro *t, const char *what, const void *obj,
-                void (*unlink)(cio__waiter *), bool nointr)
+static int park(cio_waitq_t *q, cio__coro *t, const char *what, const void *obj, bool nointr)
 {
     cio__waiter w;
-    cio__waiter_init(&w, t, what, obj, unlink);
+    cio__waiter_init(&w, t, what, obj, cio__wlist_unlink);
     w.nointr = nointr;
     cio__wlist_push(q, &w);
     return cio__wait(&w, CIO__NO_DEADLINE);
@@ -37,18 +36,14 @@ static int park(cio_waitq_t *q, cio__coro *t, const char *what, const void *obj,
 /* Lock                                                                      */
 /* ------------------------------------------------------------------------ */
 
-static void lock_unlink(cio__waiter *w)
-{
-    cio__wlist_remove(&((cio_lock_t *)w->obj)->waiters_, w);
-}
-
-void cio_lock_init(cio_lock_t *l)
+int cio_lock_init(cio_lock_t *l)
 {
     if (!l)
-        return;
+        return -EINVAL;
     l->waiters_.head_ = l->waiters_.tail_ = NULL;
     l->owner_ = NULL;
     l->locked_ = 0;
+    return 0;
 }
 
 static void lock_take(cio_lock_t *l, cio__coro *t)
@@ -63,7 +58,7 @@ static void lock_take(cio_lock_t *l, cio__coro *t)
  */
 static int lock_wait(cio_lock_t *l, cio__coro *t, bool nointr)
 {
-    return park(&l->waiters_, t, "lock", l, lock_unlink, nointr);
+    return park(&l->waiters_, t, "lock", l, nointr);
 }
 
 int cio_lock_acquire(cio_lock_t *l)
@@ -91,7 +86,7 @@ int cio_lock_try_acquire(cio_lock_t *l)
     if (!l)
         return -EINVAL;
     if (l->locked_)
-        return -EBUSY;
+        return -EAGAIN;
     lock_take(l, cio__current);
     return 0;
 }
@@ -123,17 +118,13 @@ bool cio_lock_locked(const cio_lock_t *l)
 /* Event                                                                     */
 /* ------------------------------------------------------------------------ */
 
-static void event_unlink(cio__waiter *w)
-{
-    cio__wlist_remove(&((cio_event_t *)w->obj)->waiters_, w);
-}
-
-void cio_event_init(cio_event_t *e)
+int cio_event_init(cio_event_t *e)
 {
     if (!e)
-        return;
+        return -EINVAL;
     e->waiters_.head_ = e->waiters_.tail_ = NULL;
     e->set_ = 0;
+    return 0;
 }
 
 void cio_event_set(cio_event_t *e)
@@ -165,17 +156,12 @@ int cio_event_wait(cio_event_t *e)
     int rc = cio__check_cancel(t);
     if (rc || e->set_)
         return rc;
-    return park(&e->waiters_, t, "event", e, event_unlink, false);
+    return park(&e->waiters_, t, "event", e, false);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Condition                                                                 */
 /* ------------------------------------------------------------------------ */
-
-static void cond_unlink(cio__waiter *w)
-{
-    cio__wlist_remove(&((cio_cond_t *)w->obj)->waiters_, w);
-}
 
 int cio_cond_init(cio_cond_t *c, cio_lock_t *lock)
 {
@@ -212,7 +198,7 @@ int cio_cond_wait(cio_cond_t *c)
         return rc;
     cio_lock_t *l = c->lock_;
     cio_lock_release(l);
-    rc = park(&c->waiters_, t, "condition", c, cond_unlink, false);
+    rc = park(&c->waiters_, t, "condition", c, false);
     if (rc == 0)
         return 0; /* notified: notify moved us to the lock, which we now hold */
     /* Interrupted before any notification: take the lock back, shielded
@@ -242,12 +228,12 @@ int cio_cond_wait_for(cio_cond_t *c, cio_pred_fn pred, void *arg)
  * becomes uninterruptible there, because a notified waiter must come back
  * holding the lock and report the notification (asyncio re-acquires after
  * a notification even when cancelled). The lock's release then hands it the
- * lock and wakes it with 0, which is what cio_cond_wait returns.
+ * lock and wakes it with 0, which is what cio_cond_wait returns. Its unlink
+ * function (cio__wlist_unlink) follows it: the push records the new list.
  */
 static void cond_morph(cio_lock_t *l, cio__waiter *w)
 {
     w->nointr = 1;
-    w->unlink = lock_unlink;
     w->obj = l;
     w->what = "lock";
     cio__wlist_push(&l->waiters_, w);
@@ -278,11 +264,6 @@ int cio_cond_notify_all(cio_cond_t *c)
 /* Semaphore, BoundedSemaphore                                               */
 /* ------------------------------------------------------------------------ */
 
-static void sem_unlink(cio__waiter *w)
-{
-    cio__wlist_remove(&((cio_sem_t *)w->obj)->waiters_, w);
-}
-
 int cio_sem_init(cio_sem_t *s, int value, bool bounded)
 {
     if (!s || value < 0)
@@ -308,7 +289,7 @@ int cio_sem_acquire(cio_sem_t *s)
         return 0;
     }
     /* 0: a release handed us its permit; < 0: interrupted, none taken. */
-    return park(&s->waiters_, t, "semaphore", s, sem_unlink, false);
+    return park(&s->waiters_, t, "semaphore", s, false);
 }
 
 int cio_sem_try_acquire(cio_sem_t *s)
@@ -354,16 +335,6 @@ bool cio_sem_locked(const cio_sem_t *s)
 /* The states of asyncio's Barrier. */
 enum { B_FILLING = 0, B_DRAINING, B_RESETTING, B_BROKEN };
 
-static void barrier_unlink_waiting(cio__waiter *w)
-{
-    cio__wlist_remove(&((cio_barrier_t *)w->obj)->waiters_, w);
-}
-
-static void barrier_unlink_blocked(cio__waiter *w)
-{
-    cio__wlist_remove(&((cio_barrier_t *)w->obj)->blocked_, w);
-}
-
 int cio_barrier_init(cio_barrier_t *b, unsigned parties)
 {
     if (!b || parties == 0 || parties > INT_MAX)
@@ -383,7 +354,7 @@ int cio_barrier_init(cio_barrier_t *b, unsigned parties)
 static int barrier_block(cio_barrier_t *b, cio__coro *t)
 {
     while (b->state_ == B_DRAINING || b->state_ == B_RESETTING) {
-        int rc = park(&b->blocked_, t, "barrier", b, barrier_unlink_blocked, false);
+        int rc = park(&b->blocked_, t, "barrier", b, false);
         if (rc)
             return rc;
     }
@@ -417,7 +388,7 @@ int cio_barrier_wait(cio_barrier_t *b)
         cio__waitq_wake_all(&b->waiters_, 0);
     } else {
         /* 0: released; -EPIPE: reset or aborted; < 0: interrupted. */
-        rc = park(&b->waiters_, t, "barrier", b, barrier_unlink_waiting, false);
+        rc = park(&b->waiters_, t, "barrier", b, false);
     }
     barrier_exit(b);
     return rc ? rc : (int)index;

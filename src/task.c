@@ -146,33 +146,32 @@ static cio__freelist *task_pool(cio_loop_t *loop)
     return fl;
 }
 
-cio_task_t *cio_spawn_ex(cio_loop_t *loop, cio_task_fn fn, void *arg,
-                         const cio_spawn_opts_t *opts)
+int cio_spawn_ex(cio_task_t **out, cio_loop_t *loop, cio_task_fn fn, void *arg,
+                 const cio_spawn_opts_t *opts)
 {
+    if (out)
+        *out = NULL;
     if (!loop)
         loop = cio__running;
-    if (!loop) {
-        errno = EPERM;
-        return NULL;
-    }
-    if (!fn || loop->closed) {
-        errno = fn ? ESHUTDOWN : EINVAL;
-        return NULL;
-    }
+    if (!loop)
+        return -EPERM;
+    if (!fn || (opts && (opts->reserved_[0] || opts->reserved_[1])))
+        return -EINVAL;
+    if (loop->closed)
+        return -ESHUTDOWN;
     cio__task *t = cio__pool_alloc(task_pool(loop));
-    if (!t) {
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (!t)
+        return -ENOMEM;
     memset(t, 0, sizeof(*t));
     if (opts && opts->name && !(t->name = cio__strdup(opts->name))) {
         cio__pool_free(&loop->pools[CIO__POOL_TASK], t);
-        errno = ENOMEM;
-        return NULL;
+        return -ENOMEM;
     }
     t->fut.loop = loop;
     t->fut.ops = &cio__task_ops;
-    t->fut.refs = 2; /* the caller's and the running task's */
+    /* The running task's reference, and the caller's unless it forgets the
+     * task at once (out NULL: fire and forget). */
+    t->fut.refs = out ? 2 : 1;
     t->fn = fn;
     t->arg = arg;
     t->id = ++loop->next_task_id;
@@ -189,18 +188,20 @@ cio_task_t *cio_spawn_ex(cio_loop_t *loop, cio_task_fn fn, void *arg,
     loop->ntasks++;
     cio__coro_init(&t->co, loop, task_step, t);
     cio__coro_schedule(&t->co);
-    return &t->fut;
+    if (out)
+        *out = &t->fut;
+    return 0;
 }
 
-cio_task_t *cio_spawn(cio_task_fn fn, void *arg)
+int cio_spawn(cio_task_t **out, cio_task_fn fn, void *arg)
 {
-    return cio_spawn_ex(NULL, fn, arg, NULL);
+    return cio_spawn_ex(out, NULL, fn, arg, NULL);
 }
 
-cio_task_t *cio_spawn_named(const char *name, cio_task_fn fn, void *arg)
+int cio_spawn_named(cio_task_t **out, const char *name, cio_task_fn fn, void *arg)
 {
-    cio_spawn_opts_t o = {.name = name, .stack_size = 0};
-    return cio_spawn_ex(NULL, fn, arg, &o);
+    cio_spawn_opts_t o = {.name = name};
+    return cio_spawn_ex(out, NULL, fn, arg, &o);
 }
 
 cio_task_t *cio_current_task(void)
@@ -208,17 +209,17 @@ cio_task_t *cio_current_task(void)
     return cio__current ? &cio__task_of(cio__current)->fut : NULL;
 }
 
-size_t cio_all_tasks(cio_loop_t *loop, cio_task_t **out, size_t cap)
+ssize_t cio_all_tasks(cio_loop_t *loop, cio_task_t **out, size_t cap)
 {
     if (!loop)
         loop = cio__running;
     if (!loop)
-        return 0;
+        return -EPERM;
     size_t n = 0;
     for (cio__task *t = loop->all; t; t = t->all_next, n++)
         if (out && n < cap)
             out[n] = &t->fut;
-    return n;
+    return (ssize_t)n;
 }
 
 const char *cio_task_get_name(cio_task_t *f)
@@ -358,16 +359,15 @@ static void dump_one(cio__task *t, FILE *out)
     fputc('\n', out);
 }
 
-void cio_dump_tasks(cio_loop_t *loop, FILE *out)
+int cio_dump_tasks(cio_loop_t *loop, FILE *out)
 {
     if (!loop)
         loop = cio__running;
+    if (!loop)
+        return -EPERM;
     if (!out)
         out = stderr;
-    if (!loop) {
-        fprintf(out, "cio: no running loop\n");
-        return;
-    }
     for (cio__task *t = loop->all; t; t = t->all_next)
         dump_one(t, out);
+    return 0;
 }

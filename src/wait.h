@@ -187,7 +187,6 @@ static inline void cio__coro_resume(cio__coro *c)
 {
     cio_loop_t *loop = c->loop;
     c->state = CIO__T_RUNNING;
-    loop->current = c;
     cio__current = c;
 #ifdef CIO__ASAN
     cio__stack *s = c->cur_stack;
@@ -203,7 +202,6 @@ static inline void cio__coro_resume(cio__coro *c)
     __sanitizer_finish_switch_fiber(loop->asan_fake, NULL, NULL);
 #endif
     cio__current = NULL;
-    loop->current = NULL;
     if (cio__unlikely(c->cur_stack->kind == CIO__GUARD_CANARY) && c->state != CIO__T_FINISHED)
         cio__stack_check(c->cur_stack, c->sp);
 }

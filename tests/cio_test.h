@@ -34,6 +34,12 @@
 #define NS_SHORT 31250000LL
 #define NS_MED 62500000LL
 
+/*
+ * A non-NULL value to preset an out-parameter with, so that a test sees a
+ * failing constructor set it to NULL (never dereferenced).
+ */
+#define NOT_SET ((void *)(uintptr_t)0x10)
+
 /* Generous bound for "this did not hang / did not wait for the long sleep". */
 #define HANG_BOUND_S 5.0
 
@@ -148,11 +154,11 @@ static inline TCase *add_tcase(Suite *s, const char *name, int timeout)
     return tc;
 }
 
-/* Runs `fn` as cio_run's main task and asserts that it returned 0. */
 /* Spawns on the running loop; the test fails if that is impossible. */
 static inline cio_task_t *spawn(cio_task_fn fn, void *arg)
 {
-    cio_task_t *t = cio_spawn(fn, arg);
+    cio_task_t *t = NULL;
+    ck_assert_int_eq(cio_spawn(&t, fn, arg), 0);
     ck_assert_ptr_nonnull(t);
     return t;
 }
@@ -219,6 +225,7 @@ static inline void assert_overflow_death(int st, const char *out)
                   "no \"stack overflow\" report on stderr:\n%s", out);
 }
 
+/* Runs `fn` as cio_run's main task and asserts that it returned 0. */
 #define RUN_MAIN(fn, arg) ck_assert_int_eq(cio_run((fn), (arg)), 0)
 
 #define CIO_TEST_MAIN(make_suite)                                    \

@@ -218,13 +218,15 @@ static bool cancelling(void)
             *(err) = rc_;                                                      \
     } while (0)
 
-/* A NULL from a creating call: errno must be the fault's. */
-#define ACC_NULL(err)                                                          \
+/* A creating call that failed: its code must be the fault's, and it must
+ * have set its out-parameter to NULL. Keeps the first error in *err. */
+#define ACC_NEW(err, rc, out)                                                  \
     do {                                                                       \
-        int e_ = errno;                                                        \
-        REQUIREF(fault_err(-e_), "errno %d (%s)", e_, strerror(e_));           \
+        int rc_ = (rc);                                                        \
+        REQUIREF(fault_err(rc_), "rc %d (%s)", rc_, cio_err_name(rc_));        \
+        REQUIREF((out) == NULL, "rc %d left the out-parameter set", rc_);      \
         if (!*(err))                                                           \
-            *(err) = -e_;                                                      \
+            *(err) = rc_;                                                      \
     } while (0)
 
 /*
@@ -315,11 +317,11 @@ static int run_main(cio_task_fn main_fn, void *arg)
         REQUIRE(loop == NULL);
         return rc;
     }
-    cio_task_t *t = cio_spawn_ex(loop, main_fn, arg, NULL);
-    if (!t) {
-        int e = errno;
-        REQUIREF(fault_err(-e), "cio_spawn_ex: errno %d", e);
-        rc = -e;
+    cio_task_t *t;
+    rc = cio_spawn_ex(&t, loop, main_fn, arg, NULL);
+    if (rc) {
+        REQUIREF(fault_err(rc), "cio_spawn_ex: %d (%s)", rc, cio_err_name(rc));
+        REQUIRE(t == NULL);
     } else {
         rc = cio_loop_run_until_complete(loop, t, NULL);
         REQUIREF(rc == 0 || fault_err(rc), "run_until_complete: %d (%s)", rc,
@@ -476,9 +478,9 @@ static int sleeper_body(void *arg, void **result)
 static size_t spawn_sleepers(cio_future_t **fs, sleeper_t *s, size_t n, int *err)
 {
     for (size_t i = 0; i < n; i++) {
-        fs[i] = cio_spawn(sleeper_body, &s[i]);
-        if (!fs[i]) {
-            ACC_NULL(err);
+        int rc = cio_spawn(&fs[i], sleeper_body, &s[i]);
+        if (rc) {
+            ACC_NEW(err, rc, fs[i]);
             return i;
         }
     }
@@ -576,9 +578,10 @@ static int wait_main(void *arg, void **result)
     const int sleepers[2] = {0, 2};
     size_t n = 0;
     for (; n < 3; n++) {
-        fs[n] = n == 1 ? cio_spawn(event_child, ITEM(2)) : cio_spawn(sleeper_body, &s[n]);
-        if (!fs[n]) {
-            ACC_NULL(&err);
+        int rc = n == 1 ? cio_spawn(&fs[n], event_child, ITEM(2))
+                        : cio_spawn(&fs[n], sleeper_body, &s[n]);
+        if (rc) {
+            ACC_NEW(&err, rc, fs[n]);
             break;
         }
     }
@@ -789,21 +792,26 @@ static int group_main(void *arg, void **result)
     /* In a deadline scope, the group's wait arms the run's first timer. */
     cio_scope_t sc;
     REQUIRE(cio_scope_enter(&sc, 10.0, 0) == 0);
-    cio_group_t *g = cio_group_new();
-    if (!g) {
-        ACC_NULL(&err);
+    cio_group_t *g;
+    int rc = cio_group_new(&g);
+    if (rc) {
+        ACC_NEW(&err, rc, g);
         REQUIRE(cio_scope_exit(&sc) == 0);
         return err;
     }
     int spawned = 0;
     for (int i = 0; i < NKIDS; i++) {
-        if (!cio_group_spawn(g, NULL, sleeper_body, &s[i])) {
-            ACC_NULL(&err);
+        /* Half of them with the task handed back, half without. */
+        cio_task_t *kid = NOT_SET;
+        rc = cio_group_spawn(i % 2 ? &kid : NULL, g, NULL, sleeper_body, &s[i]);
+        if (rc) {
+            ACC_NEW(&err, rc, i % 2 ? kid : NULL);
             break;
         }
+        REQUIRE(i % 2 == 0 || kid != NULL);
         spawned++;
     }
-    int rc = cio_group_wait(g);
+    rc = cio_group_wait(g);
     int codes[NKIDS];
     size_t nf = cio_group_errors(g, codes, NULL, NKIDS);
     if (rc == 0) {
@@ -827,15 +835,15 @@ static int group_main(void *arg, void **result)
     for (int i = 0; i < 5; i++)
         f[i] = (sleeper_t){.delay = i == 2 ? 0.001 : 10.0, .value = i,
                            .fail = i == 2 ? -EPIPE : 0};
-    g = cio_group_new();
-    if (!g) {
-        ACC_NULL(&err);
+    rc = cio_group_new(&g);
+    if (rc) {
+        ACC_NEW(&err, rc, g);
         return err;
     }
     cio_task_t *kids[5];
     for (int i = 0; i < 5; i++) {
-        if (!(kids[i] = cio_group_spawn(g, "kid", sleeper_body, &f[i]))) {
-            ACC_NULL(&err);
+        if ((rc = cio_group_spawn(&kids[i], g, "kid", sleeper_body, &f[i]))) {
+            ACC_NEW(&err, rc, kids[i]);
             /* The group still has to be waited for (cio.h): stop the
              * children spawned so far rather than wait 10 s for them. */
             for (int j = 0; j < i; j++)
@@ -920,15 +928,15 @@ static int queue_main(void *arg, void **result)
     }
     cio_future_t *fs[2];
     size_t n = 0;
-    if ((fs[0] = cio_spawn(producer, &q)))
+    if ((rc = cio_spawn(&fs[0], producer, &q)) == 0)
         n++;
     else
-        ACC_NULL(&err);
+        ACC_NEW(&err, rc, fs[0]);
     if (n == 1) {
-        if ((fs[1] = cio_spawn(consumer, &q)))
+        if ((rc = cio_spawn(&fs[1], consumer, &q)) == 0)
             n++;
         else
-            ACC_NULL(&err);
+            ACC_NEW(&err, rc, fs[1]);
     }
     if (n == 1) /* no consumer: the producer would wait for ever */
         cio_queue_shutdown(&q, true, NULL, NULL);
@@ -1055,13 +1063,14 @@ static int gen_main(void *arg, void **result)
     void *out = NULL;
 
     cio_gen_opts_t o1 = {.name = "g1", .stack_size = 0};
-    cio_gen_t *g = cio_gen_new_ex(gen_body, NULL, &o1);
-    if (!g) {
-        ACC_NULL(&err);
+    cio_gen_t *g;
+    int rc = cio_gen_new_ex(&g, gen_body, NULL, &o1);
+    if (rc) {
+        ACC_NEW(&err, rc, g);
         return err;
     }
     REQUIRE(!strcmp(cio_gen_get_name(g), "g1"));
-    int rc = cio_gen_next(g, &out);
+    rc = cio_gen_next(g, &out);
     if (rc < 0) { /* no stack: the generator is left as it was */
         ACC(&err, rc);
         REQUIRE(cio_gen_get_state(g) == CIO_GEN_CREATED);
@@ -1089,9 +1098,8 @@ static int gen_main(void *arg, void **result)
     /* A stack of its own size (mapped apart from the pool), freed while
      * suspended: cio_gen_free closes it. */
     cio_gen_opts_t o2 = {.name = NULL, .stack_size = 64 * 1024};
-    g = cio_gen_new_ex(gen_body, NULL, &o2);
-    if (!g) {
-        ACC_NULL(&err);
+    if ((rc = cio_gen_new_ex(&g, gen_body, NULL, &o2))) {
+        ACC_NEW(&err, rc, g);
         return err;
     }
     rc = cio_gen_next(g, &out);
@@ -1105,9 +1113,8 @@ static int gen_main(void *arg, void **result)
     REQUIRE(cleanups == (rc == 1 ? 2 : 1));
 
     /* Never started. */
-    g = cio_gen_new(gen_body, NULL);
-    if (!g) {
-        ACC_NULL(&err);
+    if ((rc = cio_gen_new(&g, gen_body, NULL))) {
+        ACC_NEW(&err, rc, g);
         return err;
     }
     REQUIRE(cio_gen_free(g) == 0);
@@ -1137,9 +1144,10 @@ static void *gen_thread(void *arg)
 {
     int *out = arg;
     int err = 0;
-    cio_gen_t *g = cio_gen_new(count_body, NULL);
-    if (!g) {
-        ACC_NULL(&err);
+    cio_gen_t *g;
+    int grc = cio_gen_new(&g, count_body, NULL);
+    if (grc) {
+        ACC_NEW(&err, grc, g);
         *out = err;
         return NULL;
     }
@@ -1203,17 +1211,18 @@ static int futures_main(void *arg, void **result)
     note_backend();
     int err = 0;
     cio_loop_t *loop = cio_get_running_loop();
-    cio_future_t *f = cio_future_new(NULL);
-    if (!f) {
-        ACC_NULL(&err);
+    cio_future_t *f;
+    int rc = cio_future_new(&f, NULL);
+    if (rc) {
+        ACC_NEW(&err, rc, f);
         return err;
     }
     /* shield first: its internal callback node is the first of the loop's
      * callback pool, so its allocation can fail. */
-    cio_future_t *sh = cio_shield(f);
-    if (!sh)
-        ACC_NULL(&err);
-    int rc = cio_future_add_done_callback(f, on_done, NULL);
+    cio_future_t *sh;
+    if ((rc = cio_shield(&sh, f)))
+        ACC_NEW(&err, rc, sh);
+    rc = cio_future_add_done_callback(f, on_done, NULL);
     bool cb_added = rc == 0;
     if (rc)
         ACC(&err, rc);
@@ -1246,9 +1255,9 @@ static int futures_main(void *arg, void **result)
     if (rc)
         ACC(&err, rc);
     REQUIRE(cio_local_get(&local_key, ITEM(-1)) == (is_set ? ITEM(3) : ITEM(-1)));
-    cio_task_t *t = cio_spawn_named("local-child", local_child, &is_set);
-    if (!t) {
-        ACC_NULL(&err);
+    cio_task_t *t;
+    if ((rc = cio_spawn_named(&t, "local-child", local_child, &is_set))) {
+        ACC_NEW(&err, rc, t);
         return err;
     }
     cio_future_t *fs[1] = {t};
@@ -1318,9 +1327,8 @@ static int pool_main(void *arg, void **result)
     cio_future_t *fs[3];
     size_t n = 0;
     for (; n < 3; n++) {
-        fs[n] = cio_run_in_executor(NULL, NULL, job_square, ITEM(n + 2));
-        if (!fs[n]) {
-            ACC_NULL(&err);
+        if ((rc = cio_run_in_executor(&fs[n], NULL, NULL, job_square, ITEM(n + 2)))) {
+            ACC_NEW(&err, rc, fs[n]);
             break;
         }
     }
@@ -1357,11 +1365,13 @@ static int pool_main(void *arg, void **result)
         return err;
     }
     long before = atomic_load(&n_thread);
-    cio_future_t *f = cio_run_in_executor(loop, ex, job_square, ITEM(9));
+    cio_future_t *f;
+    rc = cio_run_in_executor(&f, loop, ex, job_square, ITEM(9));
     if (fault_kind == F_THREAD && before == fault_at - 1 && atomic_load(&n_thread) == fault_at)
-        REQUIREF(!f && errno == EAGAIN, "the executor's only thread failed: %p", (void *)f);
-    if (!f) {
-        ACC_NULL(&err);
+        REQUIREF(rc == -EAGAIN && !f, "the executor's only thread failed: %d, %p", rc,
+                 (void *)f);
+    if (rc) {
+        ACC_NEW(&err, rc, f);
     } else {
         rc = cio_await(f, &v);
         if (rc)
@@ -1576,15 +1586,16 @@ static int io_main(void *arg, void **result)
     io_fds[1] = high;
     cio_future_t *fs[2];
     size_t n = 0;
-    if ((fs[0] = cio_spawn(io_receiver, NULL)))
+    int src;
+    if ((src = cio_spawn(&fs[0], io_receiver, NULL)) == 0)
         n++;
     else
-        ACC_NULL(&err);
+        ACC_NEW(&err, src, fs[0]);
     if (n == 1) {
-        if ((fs[1] = cio_spawn(io_sender, NULL)))
+        if ((src = cio_spawn(&fs[1], io_sender, NULL)) == 0)
             n++;
         else
-            ACC_NULL(&err);
+            ACC_NEW(&err, src, fs[1]);
     }
     if (n == 1) /* no sender: the receiver would wait for ever */
         cio_future_cancel(fs[0]);
@@ -1683,9 +1694,10 @@ static int sync_main(void *arg, void **result)
     REQUIRE(cio_sem_init(&s_sem, 0, false) == 0);
     REQUIRE(cio_barrier_init(&s_bar, 2) == 0);
 
-    cio_task_t *holder = cio_spawn(lock_holder, NULL);
-    if (!holder) {
-        ACC_NULL(&err);
+    cio_task_t *holder;
+    int hrc = cio_spawn(&holder, lock_holder, NULL);
+    if (hrc) {
+        ACC_NEW(&err, hrc, holder);
         return err;
     }
     for (int i = 0; i < 3 && cio_yield() == 0; i++)
@@ -1719,7 +1731,7 @@ static int sync_main(void *arg, void **result)
         }
         switch (step) {
         case S_LOCK: /* still the holder's, with nobody queued */
-            REQUIRE(cio_lock_locked(&s_lock) && cio_lock_try_acquire(&s_lock) == -EBUSY);
+            REQUIRE(cio_lock_locked(&s_lock) && cio_lock_try_acquire(&s_lock) == -EAGAIN);
             break;
         case S_COND: /* the lock is ours again in every case */
             REQUIRE(cio_lock_locked(cio_cond_lock(&s_cond)));
@@ -1742,8 +1754,8 @@ static int sync_main(void *arg, void **result)
 
     /* A deadline given to a task that already waits. */
     if (!err) {
-        fs[1] = cio_spawn(resched_waiter, NULL);
-        if (fs[1]) {
+        int wrc = cio_spawn(&fs[1], resched_waiter, NULL);
+        if (wrc == 0) {
             n = 2;
             for (int i = 0; i < 3 && cio_yield() == 0; i++)
                 ; /* it waits */
@@ -1759,7 +1771,7 @@ static int sync_main(void *arg, void **result)
                 REQUIRE(fault_kind != F_NONE);
             }
         } else {
-            ACC_NULL(&err);
+            ACC_NEW(&err, wrc, fs[1]);
         }
     }
     int st[2];
@@ -1810,9 +1822,10 @@ static int victim(int step, cio_future_t **fs)
     int err = 0;
     switch (step) {
     case V_SHIELD: {
-        cio_future_t *sh = cio_shield(fs[0]);
-        if (!sh) {
-            ACC_NULL(&err);
+        cio_future_t *sh;
+        int shrc = cio_shield(&sh, fs[0]);
+        if (shrc) {
+            ACC_NEW(&err, shrc, sh);
             break;
         }
         REQUIRE(cio_call_soon(cio_get_running_loop(), NULL, complete_soon, fs[0]) == 0 ||
@@ -1825,16 +1838,17 @@ static int victim(int step, cio_future_t **fs)
         break;
     }
     case V_GROUP: {
-        cio_group_t *g = cio_group_new();
-        if (!g) {
-            ACC_NULL(&err);
+        cio_group_t *g;
+        int rc = cio_group_new(&g);
+        if (rc) {
+            ACC_NEW(&err, rc, g);
             break;
         }
-        if (!cio_group_spawn(g, "victim", victim_body, NULL)) {
-            ACC_NULL(&err);
+        if ((rc = cio_group_spawn(NULL, g, "victim", victim_body, NULL))) {
+            ACC_NEW(&err, rc, NULL);
             victim_abandoned = 1;
         }
-        int rc = cio_group_wait(g);
+        rc = cio_group_wait(g);
         cio_group_free(g);
         ACC(&err, rc);
         for (int i = 0; i < 3 && cio_yield() == 0; i++)
@@ -1893,9 +1907,10 @@ static int pools_main(void *arg, void **result)
     (void)result;
     note_backend();
     int err = 0;
-    cio_future_t *sink = cio_future_new(NULL);
-    if (!sink) {
-        ACC_NULL(&err);
+    cio_future_t *sink;
+    int srk = cio_future_new(&sink, NULL);
+    if (srk) {
+        ACC_NEW(&err, srk, sink);
         return err;
     }
     for (int step = 0; step < V_STEPS && !err; step++) {
@@ -1903,8 +1918,9 @@ static int pools_main(void *arg, void **result)
         cio_future_t *fs[3];
         size_t n = 0;
         for (; n < 3; n++) {
-            if (!(fs[n] = cio_future_new(NULL))) {
-                ACC_NULL(&err);
+            int frc = cio_future_new(&fs[n], NULL);
+            if (frc) {
+                ACC_NEW(&err, frc, fs[n]);
                 break;
             }
         }

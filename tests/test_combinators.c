@@ -10,7 +10,8 @@ static int res[4];
 static cio_task_t *spawn_child(child_t *c, double delay, int status, void *result)
 {
     child_init(c, delay, status, result);
-    cio_task_t *t = cio_spawn(child_body, c);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, child_body, c), 0);
     ck_assert_ptr_nonnull(t);
     return t;
 }
@@ -40,7 +41,7 @@ static int main_gather_ordered(void *arg, void **result)
     fs[1] = spawn_child(&c[1], 0.01, 0, &res[1]);
     fs[2] = spawn_child(&c[2], 0.03, 0, &res[2]);
     /* A plain future completed by a callback mixes in. */
-    fs[3] = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_new(&fs[3], NULL), 0);
     ck_assert_int_eq(cio_call_later(cio_get_running_loop(), NULL, 0.02, cb_complete, fs[3]), 0);
     void *results[4] = {0};
     int statuses[4] = {1, 1, 1, 1};
@@ -123,7 +124,7 @@ static int main_gather_all(void *arg, void **result)
     child_t k;
     cio_future_t *g[2];
     g[0] = spawn_child(&k, 10, 0, NULL);
-    g[1] = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_new(&g[1], NULL), 0);
     ck_assert_int_eq(cio_future_cancel(g[1]), 1);
     ck_assert_int_eq(cio_task_cancel(g[0]), 1);
     int st[2] = {1, 1};
@@ -164,7 +165,8 @@ static int main_gather_cancelled(void *arg, void **result)
     (void)result;
     struct gather_victim v;
     memset(&v, 0, sizeof v);
-    cio_task_t *t = cio_spawn(body_gather_victim, &v);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_gather_victim, &v), 0);
     ck_assert_int_eq(cio_sleep(0.02), 0);
     double w0 = mono_now();
     ck_assert_int_eq(cio_task_cancel(t), 1);
@@ -191,7 +193,8 @@ static int main_gather_einval(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    cio_future_t *f = cio_future_new(NULL);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
     cio_future_t *fs[2] = {f, NULL};
     ck_assert_int_eq(cio_gather(NULL, 2, NULL, NULL, 0), -EINVAL);
     ck_assert_int_eq(cio_gather(fs, 2, NULL, NULL, 0), -EINVAL);
@@ -338,7 +341,7 @@ static int main_wait_timeout(void *arg, void **result)
     child_t z[2];
     cio_future_t *zs[2];
     zs[0] = spawn_child(&z[0], 10, 0, NULL);
-    zs[1] = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_new(&zs[1], NULL), 0);
     ck_assert_int_eq(cio_future_set_result(zs[1], NULL), 0);
     ck_assert_int_eq(cio_wait(zs, 2, CIO_ALL_COMPLETED, 0), 1);
     ck_assert(!cio_future_done(zs[0]));
@@ -347,7 +350,8 @@ static int main_wait_timeout(void *arg, void **result)
     release_all(zs, 2);
 
     /* FIRST_COMPLETED with a timeout and nothing done: 0. */
-    cio_future_t *f = cio_future_new(NULL);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
     ck_assert_int_eq(cio_wait(&f, 1, CIO_FIRST_COMPLETED, 0.01), 0);
     ck_assert(!cio_future_done(f));
     ck_assert_int_eq(cio_future_cancel(f), 1);
@@ -383,7 +387,8 @@ static int main_wait_cancelled(void *arg, void **result)
     (void)result;
     struct wait_victim v;
     memset(&v, 0, sizeof v);
-    cio_task_t *t = cio_spawn(body_wait_victim, &v);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_wait_victim, &v), 0);
     ck_assert_int_eq(cio_sleep(0.02), 0);
     ck_assert_int_eq(cio_task_cancel(t), 1);
     ck_assert_int_eq(cio_await(t, NULL), -ECANCELED);
@@ -449,7 +454,7 @@ static int main_as_completed_done_first(void *arg, void **result)
     child_t c;
     cio_future_t *fs[2];
     fs[0] = spawn_child(&c, 0.01, 0, NULL);
-    fs[1] = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_new(&fs[1], NULL), 0);
     ck_assert_int_eq(cio_future_set_result(fs[1], NULL), 0);
     cio_as_completed_t it;
     ck_assert_int_eq(cio_as_completed_init(&it, fs, 2, 5), 0);

@@ -45,12 +45,13 @@ START_TEST(fault_huge_stack_size)
     cio_loop_t *l = new_loop();
     int ran = 0;
     cio_spawn_opts_t o = {.name = "huge", .stack_size = SIZE_MAX / 2};
-    cio_task_t *t = cio_spawn_ex(l, ret_zero, &ran, &o);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_ex(&t, l, ret_zero, &ran, &o), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_loop_run_until_complete(l, t, NULL), -ENOMEM);
     cio_future_release(t);
     o.stack_size = (size_t)1 << 42; /* 4 TiB: above the limit cio maps */
-    t = cio_spawn_ex(l, ret_zero, &ran, &o);
+    ck_assert_int_eq(cio_spawn_ex(&t, l, ret_zero, &ran, &o), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_loop_run_until_complete(l, t, NULL), -ENOMEM);
     cio_future_release(t);
@@ -68,8 +69,8 @@ static void small_address_space(void *arg)
     if (setrlimit(RLIMIT_AS, &rl))
         _exit(3);
     cio_spawn_opts_t o = {.name = "big", .stack_size = 256u << 20};
-    cio_task_t *t = cio_spawn_ex(l, ret_zero, NULL, &o);
-    if (!t)
+    cio_task_t *t;
+    if (cio_spawn_ex(&t, l, ret_zero, NULL, &o) < 0)
         _exit(4);
     int rc = cio_loop_run_until_complete(l, t, NULL);
     cio_future_release(t);
@@ -111,7 +112,8 @@ static void run_big_alloca(void *arg)
 {
     cio_loop_t *l = new_loop();
     cio_spawn_opts_t o = {.name = "alloca", .stack_size = 0};
-    cio_task_t *t = cio_spawn_ex(l, big_alloca, arg, &o);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_ex(&t, l, big_alloca, arg, &o), 0);
     cio_loop_run_until_complete(l, t, NULL);
 }
 #endif
@@ -180,19 +182,24 @@ static int job_fn(void *arg, void **result)
 START_TEST(fault_closed_loop_refuses)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_ptr_nonnull(f);
     ck_assert_int_eq(cio_loop_close(l), 0);
     /* Nothing new is made on a closed loop. */
-    errno = 0;
-    ck_assert_ptr_null(cio_future_new(l));
-    ck_assert_int_eq(errno, ESHUTDOWN);
-    errno = 0;
-    ck_assert_ptr_null(cio_run_in_executor(l, NULL, job_fn, NULL));
-    ck_assert_int_eq(errno, ESHUTDOWN);
-    errno = 0;
-    ck_assert_ptr_null(cio_spawn_ex(l, ret_zero, NULL, NULL));
-    ck_assert_int_eq(errno, ESHUTDOWN);
+    cio_future_t *g = NOT_SET;
+    ck_assert_int_eq(cio_future_new(&g, l), -ESHUTDOWN);
+    ck_assert_ptr_null(g);
+    g = NOT_SET;
+    ck_assert_int_eq(cio_run_in_executor(&g, l, NULL, job_fn, NULL), -ESHUTDOWN);
+    ck_assert_ptr_null(g);
+    cio_task_t *t = NOT_SET;
+    ck_assert_int_eq(cio_spawn_ex(&t, l, ret_zero, NULL, NULL), -ESHUTDOWN);
+    ck_assert_ptr_null(t);
+    ck_assert_int_eq(cio_spawn_ex(NULL, l, ret_zero, NULL, NULL), -ESHUTDOWN);
+    g = NOT_SET;
+    ck_assert_int_eq(cio_shield(&g, f), -ESHUTDOWN);
+    ck_assert_ptr_null(g);
     /* A future that outlives the close is still valid memory, but nothing
      * can be scheduled for it any more. */
     ck_assert_int_eq(cio_future_set_result(f, NULL), -ESHUTDOWN);
@@ -209,8 +216,10 @@ static void release_twice(void *arg)
 {
     (void)arg;
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
-    cio_future_t *g = cio_future_new(l); /* keeps f's slot from reuse */
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
+    cio_future_t *g;
+    ck_assert_int_eq(cio_future_new(&g, l), 0); /* keeps f's slot from reuse */
     cio_future_release(f);
     cio_future_release(f);
     cio_future_release(g);
@@ -361,10 +370,11 @@ static int busy_task(void *arg, void **result)
 
 static int run_busy(cio_loop_t *l)
 {
-    cio_task_t *t = cio_spawn_ex(l, busy_task, NULL, NULL);
-    if (!t)
-        return -errno;
-    int rc = cio_loop_run_until_complete(l, t, NULL);
+    cio_task_t *t;
+    int rc = cio_spawn_ex(&t, l, busy_task, NULL, NULL);
+    if (rc)
+        return rc;
+    rc = cio_loop_run_until_complete(l, t, NULL);
     cio_future_release(t);
     return rc;
 }

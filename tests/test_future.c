@@ -33,7 +33,8 @@ static void run_for(cio_loop_t *l, double d)
 START_TEST(future_set_result)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_ptr_nonnull(f);
     ck_assert(!cio_future_is_task(f));
     ck_assert(!cio_future_done(f));
@@ -65,7 +66,8 @@ END_TEST
 START_TEST(future_set_error)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_ptr_nonnull(f);
     /* Bad codes are refused and leave the future pending. */
     ck_assert_int_eq(cio_future_set_error(f, 0), -EINVAL);
@@ -81,7 +83,7 @@ START_TEST(future_set_error)
     cio_future_release(f);
 
     /* -ECANCELED is the same as cancel. */
-    f = cio_future_new(l);
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_int_eq(cio_future_set_error(f, -ECANCELED), 0);
     ck_assert(cio_future_done(f));
     ck_assert(cio_future_cancelled(f));
@@ -94,7 +96,8 @@ END_TEST
 START_TEST(future_cancel)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_ptr_nonnull(f);
     ck_assert_int_eq(cio_future_cancel(f), 1);
     ck_assert(cio_future_done(f));
@@ -120,7 +123,8 @@ static int main_set_on_task(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    cio_task_t *t = cio_spawn(body_noop, NULL);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_noop, NULL), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_future_set_result(t, &marker_a), -EINVAL);
     ck_assert_int_eq(cio_future_set_error(t, -EIO), -EINVAL);
@@ -155,7 +159,8 @@ static int main_await_callback(void *arg, void **result)
     (void)arg;
     (void)result;
     cio_loop_t *l = cio_get_running_loop();
-    cio_future_t *f = cio_future_new(NULL);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
     ck_assert_ptr_nonnull(f);
     /* Read the clock before arming: the deadline counts from the arming. */
     int64_t t0 = loop_ns();
@@ -170,7 +175,7 @@ static int main_await_callback(void *arg, void **result)
     ck_assert_ptr_eq(r, &marker_a);
     cio_future_release(f);
 
-    f = cio_future_new(l);
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_ptr_nonnull(f);
     ck_assert_int_eq(cio_call_soon(l, NULL, cb_fail, f), 0);
     ck_assert_int_eq(cio_await(f, NULL), -ECONNRESET);
@@ -210,7 +215,7 @@ static int main_many_waiters(void *arg, void **result)
     (void)result;
     struct multi m;
     memset(&m, 0, sizeof m);
-    m.f = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_new(&m.f, NULL), 0);
     ck_assert_ptr_nonnull(m.f);
     struct multi_arg a[4];
     cio_task_t *t[4];
@@ -218,7 +223,7 @@ static int main_many_waiters(void *arg, void **result)
         a[i].m = &m;
         a[i].i = i;
         m.rc[i] = 12345;
-        t[i] = cio_spawn(body_await_shared, &a[i]);
+        ck_assert_int_eq(cio_spawn(&t[i], body_await_shared, &a[i]), 0);
         ck_assert_ptr_nonnull(t[i]);
     }
     ck_assert_int_eq(cio_sleep(0.01), 0);
@@ -246,7 +251,8 @@ static int main_await_cancelled(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    cio_future_t *f = cio_future_new(NULL);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
     ck_assert_int_eq(cio_future_cancel(f), 1);
     ck_assert_int_eq(cio_await(f, NULL), -ECANCELED);
     /* The awaiting task itself is not cancelled. */
@@ -288,7 +294,8 @@ static void done_rec(cio_future_t *f, void *arg)
 START_TEST(future_done_callbacks)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_ptr_nonnull(f);
     struct cbrec a = {0}, b = {0}, c = {0};
     order_counter = 0;
@@ -329,7 +336,9 @@ END_TEST
 START_TEST(future_done_callback_on_error_and_cancel)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f1 = cio_future_new(l), *f2 = cio_future_new(l);
+    cio_future_t *f1, *f2;
+    ck_assert_int_eq(cio_future_new(&f1, l), 0);
+    ck_assert_int_eq(cio_future_new(&f2, l), 0);
     struct cbrec a = {0}, b = {0};
     ck_assert_int_eq(cio_future_add_done_callback(f1, done_rec, &a), 0);
     ck_assert_int_eq(cio_future_add_done_callback(f2, done_rec, &b), 0);
@@ -351,7 +360,8 @@ END_TEST
 START_TEST(future_done_callback_outlives_release)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     struct cbrec a = {0};
     ck_assert_int_eq(cio_future_add_done_callback(f, done_rec, &a), 0);
     ck_assert_int_eq(cio_future_set_result(f, &marker_b), 0);
@@ -368,7 +378,8 @@ END_TEST
 START_TEST(future_pending_callbacks_discarded_by_close)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     struct cbrec a = {0};
     ck_assert_int_eq(cio_future_add_done_callback(f, done_rec, &a), 0);
     ck_assert_int_eq(cio_future_set_result(f, NULL), 0);
@@ -385,7 +396,8 @@ END_TEST
 START_TEST(future_refcount)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_ptr_nonnull(f);
     ck_assert_ptr_eq(cio_future_ref(f), f);
     ck_assert_ptr_eq(cio_future_ref(f), f);
@@ -402,7 +414,8 @@ START_TEST(future_refcount)
 
     /* Many futures created and released: nothing leaks (ASan). */
     for (int i = 0; i < 10000; i++) {
-        cio_future_t *g = cio_future_new(l);
+        cio_future_t *g;
+        ck_assert_int_eq(cio_future_new(&g, l), 0);
         ck_assert_ptr_nonnull(g);
         if (i % 3 == 0)
             ck_assert_int_eq(cio_future_set_result(g, NULL), 0);
@@ -445,8 +458,9 @@ static int main_ref_across(void *arg, void **result)
     (void)arg;
     (void)result;
     struct holder h = {.rc = 12345};
-    h.f = cio_future_new(NULL);
-    cio_task_t *t = cio_spawn(body_hold, &h);
+    ck_assert_int_eq(cio_future_new(&h.f, NULL), 0);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_hold, &h), 0);
     ck_assert_int_eq(cio_yield(), 0);
     /* The callback completes and drops the creator's reference. */
     ck_assert_int_eq(cio_call_later(cio_get_running_loop(), NULL, 0.01, cb_complete_release, h.f), 0);
@@ -465,9 +479,21 @@ END_TEST
 
 START_TEST(future_new_outside_loop)
 {
-    errno = 0;
-    ck_assert_ptr_null(cio_future_new(NULL));
-    ck_assert_int_eq(errno, EPERM);
+    cio_future_t *f = NOT_SET;
+    ck_assert_int_eq(cio_future_new(&f, NULL), -EPERM);
+    ck_assert_ptr_null(f);
+    ck_assert_int_eq(cio_future_new(NULL, NULL), -EINVAL);
+    /* Out-parameters are checked first, and cleared on every failure. */
+    cio_loop_t *l = new_loop();
+    ck_assert_int_eq(cio_future_new(NULL, l), -EINVAL);
+    f = NOT_SET;
+    ck_assert_int_eq(cio_shield(&f, NULL), -EINVAL);
+    ck_assert_ptr_null(f);
+    cio_future_t *g;
+    ck_assert_int_eq(cio_future_new(&g, l), 0);
+    ck_assert_int_eq(cio_shield(NULL, g), -EINVAL);
+    cio_future_release(g);
+    close_free(l);
 }
 END_TEST
 
@@ -478,8 +504,10 @@ END_TEST
 START_TEST(future_shield_plain)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
-    cio_future_t *s = cio_shield(f);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
+    cio_future_t *s;
+    ck_assert_int_eq(cio_shield(&s, f), 0);
     ck_assert_ptr_nonnull(s);
     ck_assert_ptr_ne(s, f);
     ck_assert(!cio_future_done(s));
@@ -493,15 +521,18 @@ START_TEST(future_shield_plain)
     cio_future_release(s);
 
     /* The shield follows the inner outcome. */
-    cio_future_t *g = cio_future_new(l);
-    cio_future_t *sg = cio_shield(g);
+    cio_future_t *g;
+    ck_assert_int_eq(cio_future_new(&g, l), 0);
+    cio_future_t *sg;
+    ck_assert_int_eq(cio_shield(&sg, g), 0);
     ck_assert_ptr_nonnull(sg);
     ck_assert_int_eq(cio_future_set_error(g, -EIO), 0);
     ck_assert_int_eq(cio_loop_run_until_complete(l, sg, NULL), -EIO);
     cio_future_release(sg);
 
     /* Shield of a done future is done with the same outcome. */
-    cio_future_t *sf = cio_shield(f);
+    cio_future_t *sf;
+    ck_assert_int_eq(cio_shield(&sf, f), 0);
     ck_assert_ptr_nonnull(sf);
     void *r = NULL;
     ck_assert_int_eq(cio_loop_run_until_complete(l, sf, &r), 0);

@@ -81,7 +81,8 @@ static probe_t *new_probe(int limit)
 START_TEST(gen_next_states_and_result)
 {
     probe_t *p = new_probe(3);
-    cio_gen_t *g = cio_gen_new(body_count, p);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_count, p), 0);
     ck_assert_ptr_nonnull(g);
     ck_assert_int_eq(cio_gen_get_state(g), CIO_GEN_CREATED);
     ck_assert_str_eq(cio_gen_state_name(cio_gen_get_state(g)), "GEN_CREATED");
@@ -133,7 +134,8 @@ static int body_empty(cio_gen_t *g, void *arg)
 
 START_TEST(gen_empty_body)
 {
-    cio_gen_t *g = cio_gen_new(body_empty, NULL);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_empty, NULL), 0);
     ck_assert_ptr_nonnull(g);
     void *v = NULL;
     ck_assert_int_eq(cio_gen_next(g, &v), 0);
@@ -146,26 +148,35 @@ END_TEST
 
 START_TEST(gen_names_and_bad_args)
 {
-    cio_gen_t *g = cio_gen_new(body_empty, NULL);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_empty, NULL), 0);
     ck_assert_ptr_nonnull(g);
     ck_assert_int_eq(strncmp(cio_gen_get_name(g), "Generator-", 10), 0);
-    cio_gen_t *h = cio_gen_new(body_empty, NULL);
+    cio_gen_t *h;
+    ck_assert_int_eq(cio_gen_new(&h, body_empty, NULL), 0);
     ck_assert_str_ne(cio_gen_get_name(g), cio_gen_get_name(h));
     char name[] = "my-gen";
     cio_gen_opts_t o = {.name = name, .stack_size = 0};
-    cio_gen_t *k = cio_gen_new_ex(body_empty, NULL, &o);
+    cio_gen_t *k;
+    ck_assert_int_eq(cio_gen_new_ex(&k, body_empty, NULL, &o), 0);
     name[0] = 'X'; /* the name was copied */
     ck_assert_str_eq(cio_gen_get_name(k), "my-gen");
 
-    errno = 0;
-    ck_assert_ptr_null(cio_gen_new(NULL, NULL));
-    ck_assert_int_eq(errno, EINVAL);
+    cio_gen_t *bad = NOT_SET;
+    ck_assert_int_eq(cio_gen_new(&bad, NULL, NULL), -EINVAL);
+    ck_assert_ptr_null(bad);
+    ck_assert_int_eq(cio_gen_new(NULL, body_empty, NULL), -EINVAL);
+    cio_gen_opts_t ro = {.reserved_ = {&ro, NULL}};
+    bad = NOT_SET;
+    ck_assert_int_eq(cio_gen_new_ex(&bad, body_empty, NULL, &ro), -EINVAL);
+    ck_assert_ptr_null(bad);
     ck_assert_int_eq(cio_gen_next(NULL, NULL), -EINVAL);
     ck_assert_int_eq(cio_gen_send(NULL, NULL, NULL), -EINVAL);
     ck_assert_int_eq(cio_gen_throw(NULL, -EIO, NULL), -EINVAL);
     ck_assert_int_eq(cio_gen_throw(g, 0, NULL), -EINVAL);
     ck_assert_int_eq(cio_gen_throw(g, 5, NULL), -EINVAL);
-    ck_assert_int_eq(cio_gen_close(NULL), -EINVAL);
+    ck_assert_int_eq(cio_gen_close(NULL), 0);  /* destructors: NULL is a no-op */
+    ck_assert_int_eq(cio_gen_aclose(NULL), 0);
     ck_assert_int_eq(cio_gen_yield(NULL, NULL, NULL), -EINVAL);
     ck_assert_int_eq(cio_gen_result(NULL, NULL), -EINVAL);
     ck_assert_int_eq(cio_gen_get_state(NULL), -EINVAL);
@@ -189,7 +200,8 @@ END_TEST
 
 START_TEST(gen_send_round_trips)
 {
-    cio_gen_t *g = cio_gen_new(body_plus_one, NULL);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_plus_one, NULL), 0);
     ck_assert_ptr_nonnull(g);
     void *v = &v;
     /* Priming with a value is refused and changes nothing (TypeError). */
@@ -220,7 +232,8 @@ END_TEST
 START_TEST(gen_send_values_received)
 {
     probe_t *p = new_probe(4);
-    cio_gen_t *g = cio_gen_new(body_count, p);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_count, p), 0);
     void *v;
     ck_assert_int_eq(cio_gen_send(g, NULL, &v), 1);
     ck_assert_int_eq(cio_gen_send(g, IV(10), &v), 1);
@@ -266,7 +279,8 @@ static int body_catch_eio(cio_gen_t *g, void *arg)
 START_TEST(gen_throw)
 {
     thrown_t t = {{0}, 0};
-    cio_gen_t *g = cio_gen_new(body_catch_eio, &t);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_catch_eio, &t), 0);
     void *v;
     ck_assert_int_eq(cio_gen_next(g, &v), 1);
     ck_assert_int_eq(VI(v), 1);
@@ -295,7 +309,8 @@ END_TEST
 START_TEST(gen_throw_into_created)
 {
     probe_t *p = new_probe(3);
-    cio_gen_t *g = cio_gen_new(body_count, p);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_count, p), 0);
     ck_assert_int_eq(cio_gen_throw(g, -ENOENT, NULL), -ENOENT);
     ck_assert(!p->started); /* raised before the first line */
     ck_assert_int_eq(cio_gen_get_state(g), CIO_GEN_CLOSED);
@@ -315,7 +330,8 @@ static int body_fail_after_one(cio_gen_t *g, void *arg)
 
 START_TEST(gen_body_failure)
 {
-    cio_gen_t *g = cio_gen_new(body_fail_after_one, NULL);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_fail_after_one, NULL), 0);
     void *v;
     ck_assert_int_eq(cio_gen_next(g, &v), 1);
     v = &v;
@@ -337,7 +353,8 @@ END_TEST
 START_TEST(gen_close_created)
 {
     probe_t *p = new_probe(3);
-    cio_gen_t *g = cio_gen_new(body_count, p);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_count, p), 0);
     ck_assert_int_eq(cio_gen_close(g), 0);
     ck_assert(!p->started); /* just marked closed */
     ck_assert_int_eq(cio_gen_get_state(g), CIO_GEN_CLOSED);
@@ -352,7 +369,8 @@ END_TEST
 START_TEST(gen_close_suspended)
 {
     probe_t *p = new_probe(10);
-    cio_gen_t *g = cio_gen_new(body_count, p);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_count, p), 0);
     void *v;
     ck_assert_int_eq(cio_gen_next(g, &v), 1);
     ck_assert_int_eq(cio_gen_next(g, &v), 1);
@@ -374,7 +392,8 @@ END_TEST
 START_TEST(gen_close_exhausted)
 {
     probe_t *p = new_probe(1);
-    cio_gen_t *g = cio_gen_new(body_count, p);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_count, p), 0);
     ck_assert_int_eq(cio_gen_next(g, NULL), 1);
     ck_assert_int_eq(cio_gen_next(g, NULL), 0);
     ck_assert_int_eq(cio_gen_close(g), 0);
@@ -397,7 +416,8 @@ static int body_close_returns_value(cio_gen_t *g, void *arg)
 
 START_TEST(gen_close_body_returns_value)
 {
-    cio_gen_t *g = cio_gen_new(body_close_returns_value, NULL);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_close_returns_value, NULL), 0);
     ck_assert_int_eq(cio_gen_next(g, NULL), 1);
     ck_assert_int_eq(cio_gen_close(g), 0);
     void *r = NULL;
@@ -429,7 +449,8 @@ START_TEST(gen_close_ignored)
 {
     ignorer_t ig;
     memset(&ig, 0, sizeof ig);
-    cio_gen_t *g = cio_gen_new(body_ignore_close, &ig);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_ignore_close, &ig), 0);
     ck_assert_int_eq(cio_gen_next(g, NULL), 1);
     /* Python: RuntimeError("generator ignored GeneratorExit"). */
     ck_assert_int_eq(cio_gen_close(g), -EPROTO);
@@ -455,7 +476,8 @@ static int body_cleanup_fails(cio_gen_t *g, void *arg)
 
 START_TEST(gen_close_cleanup_fails)
 {
-    cio_gen_t *g = cio_gen_new(body_cleanup_fails, NULL);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_cleanup_fails, NULL), 0);
     ck_assert_int_eq(cio_gen_next(g, NULL), 1);
     ck_assert_int_eq(cio_gen_close(g), -EIO);
     ck_assert_int_eq(cio_gen_get_state(g), CIO_GEN_CLOSED);
@@ -467,13 +489,15 @@ END_TEST
 START_TEST(gen_free_closes_suspended)
 {
     probe_t *p = new_probe(5);
-    cio_gen_t *g = cio_gen_new(body_count, p);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_count, p), 0);
     ck_assert_int_eq(cio_gen_next(g, NULL), 1);
     ck_assert_int_eq(cio_gen_free(g), 0);
     ck_assert(p->cleaned);
     ck_assert_int_eq(p->last_rc, -ECANCELED);
     /* free reports what close reported */
-    cio_gen_t *h = cio_gen_new(body_cleanup_fails, NULL);
+    cio_gen_t *h;
+    ck_assert_int_eq(cio_gen_new(&h, body_cleanup_fails, NULL), 0);
     ck_assert_int_eq(cio_gen_next(h, NULL), 1);
     ck_assert_int_eq(cio_gen_free(h), -EIO);
 }
@@ -503,7 +527,8 @@ START_TEST(gen_running_refusals)
 {
     selfcall_t s;
     memset(&s, 0, sizeof s);
-    cio_gen_t *g = cio_gen_new(body_calls_itself, &s);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_calls_itself, &s), 0);
     ck_assert_int_eq(cio_gen_next(g, NULL), 0);
     ck_assert_int_eq(s.send_rc, -EBUSY);
     ck_assert_int_eq(s.next_rc, -EBUSY);
@@ -518,7 +543,8 @@ END_TEST
 START_TEST(gen_yield_from_wrong_place)
 {
     probe_t *p = new_probe(3);
-    cio_gen_t *g = cio_gen_new(body_count, p);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_count, p), 0);
     void *s = &s;
     /* Not started, suspended: the caller is not the body. */
     ck_assert_int_eq(cio_gen_yield(g, NULL, &s), -EPERM);
@@ -560,12 +586,12 @@ static int body_outer(cio_gen_t *g, void *arg)
 {
     outer_arg_t *a = arg;
     a->outer = g;
-    cio_gen_t *inner = cio_gen_new(body_inner, a);
-    if (!inner)
-        return -ENOMEM;
+    cio_gen_t *inner;
+    int rc = cio_gen_new(&inner, body_inner, a);
+    if (rc < 0)
+        return rc;
     void *v;
     intptr_t sum = 0;
-    int rc;
     while ((rc = cio_gen_next(inner, &v)) == 1) {
         sum += VI(v);
         int yrc = cio_gen_yield(g, IV(2 * VI(v)), NULL);
@@ -582,7 +608,8 @@ static int body_outer(cio_gen_t *g, void *arg)
 static void check_nesting(void)
 {
     outer_arg_t a = {.limit = 5, .wrong_yield_rc = 12345, .outer = NULL};
-    cio_gen_t *g = cio_gen_new(body_outer, &a);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_outer, &a), 0);
     void *v;
     for (int i = 1; i <= 5; i++) {
         ck_assert_int_eq(cio_gen_next(g, &v), 1);
@@ -594,7 +621,7 @@ static void check_nesting(void)
     ck_assert_int_eq(cio_gen_free(g), 0);
 
     /* Early exit: closing the outer one closes the inner one too. */
-    g = cio_gen_new(body_outer, &a);
+    ck_assert_int_eq(cio_gen_new(&g, body_outer, &a), 0);
     ck_assert_int_eq(cio_gen_next(g, &v), 1);
     ck_assert_int_eq(cio_gen_next(g, &v), 1);
     ck_assert_int_eq(cio_gen_close(g), 0);
@@ -615,7 +642,7 @@ START_TEST(gen_many_alive_then_freed)
     enum { N = 200 };
     static cio_gen_t *gs[N];
     for (int i = 0; i < N; i++) {
-        gs[i] = cio_gen_new(body_plus_one, NULL);
+        ck_assert_int_eq(cio_gen_new(&gs[i], body_plus_one, NULL), 0);
         ck_assert_ptr_nonnull(gs[i]);
         if (i % 3) /* a third stay created */
             ck_assert_int_eq(cio_gen_send(gs[i], NULL, NULL), 1);
@@ -631,7 +658,8 @@ START_TEST(gen_many_alive_then_freed)
         ck_assert_int_eq(cio_gen_free(gs[i]), 0);
     /* Stacks are reused: many more short generators than slab stacks. */
     for (int i = 0; i < 5000; i++) {
-        cio_gen_t *g = cio_gen_new(body_empty, NULL);
+        cio_gen_t *g;
+        ck_assert_int_eq(cio_gen_new(&g, body_empty, NULL), 0);
         ck_assert_int_eq(cio_gen_next(g, NULL), 0);
         ck_assert_int_eq(cio_gen_free(g), 0);
     }
@@ -662,7 +690,8 @@ START_TEST(gen_custom_stack_size)
 {
     long limit = 1000; /* about 600 KiB of frames */
     cio_gen_opts_t o = {.name = "big", .stack_size = 2u * 1024u * 1024u};
-    cio_gen_t *g = cio_gen_new_ex(body_deep, &limit, &o);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new_ex(&g, body_deep, &limit, &o), 0);
     void *v;
     ck_assert_int_eq(cio_gen_next(g, &v), 1);
     ck_assert_int_eq(VI(v), limit + (limit & 1));
@@ -679,7 +708,8 @@ static int main_basic_in_task(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    cio_gen_t *g = cio_gen_new(body_plus_one, NULL);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_plus_one, NULL), 0);
     void *v;
     ck_assert_int_eq(cio_gen_send(g, NULL, &v), 1);
     intptr_t x = 0;
@@ -729,10 +759,14 @@ static int main_two_tasks(void *arg, void **result)
     memset(&pb, 0, sizeof pb);
     pa.limit = 4;
     pb.limit = 4;
-    driver_t a = {.g = cio_gen_new(body_count, &pa), .got = {0}, .n = 0};
-    driver_t b = {.g = cio_gen_new(body_count, &pb), .got = {0}, .n = 0};
-    cio_task_t *ta = cio_spawn(task_drive_yielding, &a);
-    cio_task_t *tb = cio_spawn(task_drive_yielding, &b);
+    driver_t a = {.g = NULL, .got = {0}, .n = 0};
+    driver_t b = {.g = NULL, .got = {0}, .n = 0};
+    ck_assert_int_eq(cio_gen_new(&a.g, body_count, &pa), 0);
+    ck_assert_int_eq(cio_gen_new(&b.g, body_count, &pb), 0);
+    cio_task_t *ta;
+    ck_assert_int_eq(cio_spawn(&ta, task_drive_yielding, &a), 0);
+    cio_task_t *tb;
+    ck_assert_int_eq(cio_spawn(&tb, task_drive_yielding, &b), 0);
     ck_assert_int_eq(cio_await(ta, NULL), 0);
     ck_assert_int_eq(cio_await(tb, NULL), 0);
     ck_assert_int_eq(a.n, 4);
@@ -766,10 +800,12 @@ static int main_handed_over(void *arg, void **result)
     (void)arg;
     (void)result;
     probe_t *p = new_probe(3);
-    cio_gen_t *g = cio_gen_new(body_count, p);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_count, p), 0);
     ck_assert_int_eq(cio_gen_next(g, NULL), 1); /* by main */
     for (int i = 2; i <= 3; i++) {
-        cio_task_t *t = cio_spawn(task_next_once, g);
+        cio_task_t *t;
+        ck_assert_int_eq(cio_spawn(&t, task_next_once, g), 0);
         void *v = NULL;
         ck_assert_int_eq(cio_await(t, &v), 1);
         ck_assert_int_eq(VI(v), i);
@@ -806,7 +842,8 @@ static int main_from_callback(void *arg, void **result)
     (void)arg;
     (void)result;
     probe_t *p = new_probe(2);
-    cb_state_t s = {.g = cio_gen_new(body_count, p), .rc = 12345, .v = 0};
+    cb_state_t s = {.g = NULL, .rc = 12345, .v = 0};
+    ck_assert_int_eq(cio_gen_new(&s.g, body_count, p), 0);
     ck_assert_int_eq(cio_call_soon(cio_get_running_loop(), NULL, cb_next, &s), 0);
     ck_assert_int_eq(cio_sleep(0), 0);
     ck_assert_int_eq(s.rc, 1);
@@ -883,9 +920,11 @@ static int main_async_for(void *arg, void **result)
     memset(&t, 0, sizeof t);
     t.count = 3;
     t.delay = D_SHORT;
-    cio_gen_t *g = cio_gen_new(body_ticker, &t);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_ticker, &t), 0);
     busy_t b = {.g = g, .send_rc = 12345, .state = -1, .ticks = 0, .stop = 0};
-    cio_task_t *bt = cio_spawn(task_busy, &b);
+    cio_task_t *bt;
+    ck_assert_int_eq(cio_spawn(&bt, task_busy, &b), 0);
     int64_t t0 = loop_ns();
     void *v;
     int rc, n = 0;
@@ -925,7 +964,8 @@ static int main_aclose(void *arg, void **result)
     memset(&t, 0, sizeof t);
     t.count = 5;
     t.delay = 0;
-    cio_gen_t *g = cio_gen_new(body_ticker, &t);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_ticker, &t), 0);
     void *v;
     int rc;
     while ((rc = cio_gen_next(g, &v)) == 1)
@@ -974,9 +1014,11 @@ static int main_async_cancel(void *arg, void **result)
     memset(&t, 0, sizeof t);
     t.count = 3;
     t.delay = 30.0; /* would hang without the cancellation */
-    cio_gen_t *g = cio_gen_new(body_ticker, &t);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_ticker, &t), 0);
     consumer_t c = {.g = g, .next_rc = 12345, .reached_end = 0};
-    cio_task_t *ct = cio_spawn(task_consume, &c);
+    cio_task_t *ct;
+    ck_assert_int_eq(cio_spawn(&ct, task_consume, &c), 0);
     ck_assert_int_eq(cio_sleep(D_SHORT), 0);
     ck_assert_int_eq(cio_gen_get_state(g), CIO_GEN_RUNNING);
     double t0 = mono_now();
@@ -1011,7 +1053,8 @@ START_TEST(gen_async_outside_task)
     memset(&t, 0, sizeof t);
     t.count = 2;
     t.delay = D_SHORT;
-    cio_gen_t *g = cio_gen_new(body_ticker, &t);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_ticker, &t), 0);
     ck_assert_int_eq(cio_gen_next(g, NULL), -EPERM);
     ck_assert_int_eq(t.sleep_rc[0], -EPERM);
     ck_assert_ptr_null(t.task_seen);
@@ -1041,7 +1084,8 @@ static int main_scope_across_yield(void *arg, void **result)
     (void)arg;
     (void)result;
     scoped_t s = {12345, 12345, 12345};
-    cio_gen_t *g = cio_gen_new(body_scoped, &s);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new(&g, body_scoped, &s), 0);
     void *v;
     ck_assert_int_eq(cio_gen_next(g, &v), 1);
     ck_assert_int_eq(VI(v), 2);
@@ -1068,7 +1112,8 @@ static void *thread_gens(void *arg)
 {
     (void)arg;
     for (int k = 0; k < 50; k++) {
-        cio_gen_t *g = cio_gen_new(body_plus_one, NULL);
+        cio_gen_t *g;
+        ck_assert_int_eq(cio_gen_new(&g, body_plus_one, NULL), 0);
         void *v;
         if (cio_gen_send(g, NULL, &v) != 1)
             return IV(1);
@@ -1111,7 +1156,8 @@ static int body_unbounded(cio_gen_t *g, void *arg)
 static void overflow_outside(void)
 {
     cio_gen_opts_t o = {.name = "runaway-gen", .stack_size = 0};
-    cio_gen_t *g = cio_gen_new_ex(body_unbounded, NULL, &o);
+    cio_gen_t *g;
+    ck_assert_int_eq(cio_gen_new_ex(&g, body_unbounded, NULL, &o), 0);
     cio_gen_next(g, NULL);
 }
 

@@ -11,14 +11,15 @@ static int main_all_succeed(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    cio_group_t *g = cio_group_new();
+    cio_group_t *g;
+    ck_assert_int_eq(cio_group_new(&g), 0);
     ck_assert_ptr_nonnull(g);
     child_t c[3];
     cio_task_t *t[3];
     static const char *const names[3] = {"kid-0", "kid-1", "kid-2"};
     for (int i = 0; i < 3; i++) {
         child_init(&c[i], 0.01 * (i + 1), 0, &res[i]);
-        t[i] = cio_group_spawn(g, names[i], child_body, &c[i]);
+        ck_assert_int_eq(cio_group_spawn(&t[i], g, names[i], child_body, &c[i]), 0);
         ck_assert_ptr_nonnull(t[i]);
         ck_assert_str_eq(cio_task_get_name(t[i]), names[i]);
     }
@@ -35,13 +36,14 @@ static int main_all_succeed(void *arg, void **result)
     }
     ck_assert_uint_eq(cio_group_errors(g, NULL, NULL, 0), 0);
     /* Spawning into a group already waited for is refused. */
-    errno = 0;
-    ck_assert_ptr_null(cio_group_spawn(g, NULL, child_body, &c[0]));
-    ck_assert_int_eq(errno, EINVAL); /* already waited */
+    cio_task_t *late = NOT_SET;
+    ck_assert_int_eq(cio_group_spawn(&late, g, NULL, child_body, &c[0]), -EINVAL);
+    ck_assert_ptr_null(late); /* already waited */
+    ck_assert_int_eq(cio_group_spawn(NULL, g, NULL, child_body, &c[0]), -EINVAL);
     cio_group_free(g);
 
     /* An empty group. */
-    g = cio_group_new();
+    ck_assert_int_eq(cio_group_new(&g), 0);
     ck_assert_ptr_nonnull(g);
     ck_assert_int_eq(cio_group_wait(g), 0);
     cio_group_free(g);
@@ -75,19 +77,20 @@ static int main_first_failure(void *arg, void **result)
 {
     (void)result;
     struct failing *f = arg;
-    cio_group_t *g = cio_group_new();
+    cio_group_t *g;
+    ck_assert_int_eq(cio_group_new(&g), 0);
     ck_assert_ptr_nonnull(g);
     child_init(&f->bad, D_SHORT, -EIO, NULL);
     child_init(&f->sibling, 10, 0, NULL);
-    f->bad_t = cio_group_spawn(g, "bad", child_body, &f->bad);
-    ck_assert_ptr_nonnull(cio_group_spawn(g, "sibling", child_body, &f->sibling));
+    ck_assert_int_eq(cio_group_spawn(&f->bad_t, g, "bad", child_body, &f->bad), 0);
+    ck_assert_int_eq(cio_group_spawn(NULL, g, "sibling", child_body, &f->sibling), 0);
     double w0 = mono_now();
     /* The parent's own await inside the group is cancelled by the failure. */
     f->parent_rc = cio_sleep(10);
     f->parent_again = cio_sleep(0);
     /* A child spawned into the failing group starts cancelled. */
     child_init(&f->late, 0, 0, NULL);
-    f->late_t = cio_group_spawn(g, "late", body_record_first_await, &f->late);
+    ck_assert_int_eq(cio_group_spawn(&f->late_t, g, "late", body_record_first_await, &f->late), 0);
     ck_assert_ptr_nonnull(f->late_t);
     f->wait_rc = cio_group_wait(g);
     f->elapsed = mono_now() - w0;
@@ -137,14 +140,18 @@ static int main_errors_list(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    cio_group_t *g = cio_group_new();
+    cio_group_t *g;
+    ck_assert_int_eq(cio_group_new(&g), 0);
     child_t a, b, c;
     child_init(&a, 0.01, -EIO, NULL);
     child_init(&b, 10, 0, NULL);
     child_init(&c, 10, 0, NULL);
-    cio_task_t *ta = cio_group_spawn(g, "a", child_body, &a);
-    cio_task_t *tb = cio_group_spawn(g, "b", body_fail_on_cancel, &b);
-    cio_task_t *tc = cio_group_spawn(g, "c", child_body, &c);
+    cio_task_t *ta;
+    ck_assert_int_eq(cio_group_spawn(&ta, g, "a", child_body, &a), 0);
+    cio_task_t *tb;
+    ck_assert_int_eq(cio_group_spawn(&tb, g, "b", body_fail_on_cancel, &b), 0);
+    cio_task_t *tc;
+    ck_assert_int_eq(cio_group_spawn(&tc, g, "c", child_body, &c), 0);
     ck_assert_ptr_nonnull(ta);
     ck_assert_ptr_nonnull(tb);
     ck_assert_ptr_nonnull(tc);
@@ -190,11 +197,12 @@ static int body_parent_waiting(void *arg, void **result)
 {
     (void)result;
     struct outside *o = arg;
-    cio_group_t *g = cio_group_new();
+    cio_group_t *g;
+    ck_assert_int_eq(cio_group_new(&g), 0);
     ck_assert_ptr_nonnull(g);
     for (int i = 0; i < 2; i++) {
         child_init(&o->kids[i], 10, 0, NULL);
-        ck_assert_ptr_nonnull(cio_group_spawn(g, "kid", child_body, &o->kids[i]));
+        ck_assert_int_eq(cio_group_spawn(NULL, g, "kid", child_body, &o->kids[i]), 0);
     }
     o->entered = 1;
     o->wait_rc = cio_group_wait(g);
@@ -209,11 +217,12 @@ static int body_parent_sleeping(void *arg, void **result)
 {
     (void)result;
     struct outside *o = arg;
-    cio_group_t *g = cio_group_new();
+    cio_group_t *g;
+    ck_assert_int_eq(cio_group_new(&g), 0);
     ck_assert_ptr_nonnull(g);
     for (int i = 0; i < 2; i++) {
         child_init(&o->kids[i], 10, 0, NULL);
-        ck_assert_ptr_nonnull(cio_group_spawn(g, "kid", child_body, &o->kids[i]));
+        ck_assert_int_eq(cio_group_spawn(NULL, g, "kid", child_body, &o->kids[i]), 0);
     }
     o->entered = 1;
     int rc = cio_sleep(10);
@@ -231,7 +240,8 @@ static int main_outside_cancel(void *arg, void **result)
     int variant = *(int *)arg;
     struct outside o;
     memset(&o, 0, sizeof o);
-    cio_task_t *t = cio_spawn(variant ? body_parent_sleeping : body_parent_waiting, &o);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, variant ? body_parent_sleeping : body_parent_waiting, &o), 0);
     ck_assert_int_eq(cio_sleep(0.02), 0);
     ck_assert(o.entered);
     double w0 = mono_now();
@@ -261,11 +271,12 @@ static int main_group_deadline(void *arg, void **result)
     (void)result;
     cio_scope_t s;
     ck_assert_int_eq(cio_scope_enter(&s, D_SHORT, 0), 0);
-    cio_group_t *g = cio_group_new();
+    cio_group_t *g;
+    ck_assert_int_eq(cio_group_new(&g), 0);
     child_t c[2];
     for (int i = 0; i < 2; i++) {
         child_init(&c[i], 10, 0, NULL);
-        ck_assert_ptr_nonnull(cio_group_spawn(g, "kid", child_body, &c[i]));
+        ck_assert_int_eq(cio_group_spawn(NULL, g, "kid", child_body, &c[i]), 0);
     }
     double w0 = mono_now();
     ck_assert_int_eq(cio_group_wait(g), -ETIMEDOUT);
@@ -289,8 +300,9 @@ static int body_inner_group(void *arg, void **result)
 {
     (void)result;
     child_t *c = arg;
-    cio_group_t *g = cio_group_new();
-    ck_assert_ptr_nonnull(cio_group_spawn(g, "inner-bad", child_body, c));
+    cio_group_t *g;
+    ck_assert_int_eq(cio_group_new(&g), 0);
+    ck_assert_int_eq(cio_group_spawn(NULL, g, "inner-bad", child_body, c), 0);
     int rc = cio_group_wait(g);
     cio_group_free(g);
     return rc;
@@ -303,9 +315,10 @@ static int main_nested_groups(void *arg, void **result)
     child_t bad, sib;
     child_init(&bad, 0.01, -ENOENT, NULL);
     child_init(&sib, 10, 0, NULL);
-    cio_group_t *g = cio_group_new();
-    ck_assert_ptr_nonnull(cio_group_spawn(g, "inner", body_inner_group, &bad));
-    ck_assert_ptr_nonnull(cio_group_spawn(g, "sib", child_body, &sib));
+    cio_group_t *g;
+    ck_assert_int_eq(cio_group_new(&g), 0);
+    ck_assert_int_eq(cio_group_spawn(NULL, g, "inner", body_inner_group, &bad), 0);
+    ck_assert_int_eq(cio_group_spawn(NULL, g, "sib", child_body, &sib), 0);
     ck_assert_int_eq(cio_group_wait(g), -ENOENT);
     ck_assert_int_eq(sib.observed, -ECANCELED);
     cio_group_free(g);
@@ -320,9 +333,10 @@ END_TEST
 
 START_TEST(group_new_outside_task)
 {
-    errno = 0;
-    ck_assert_ptr_null(cio_group_new());
-    ck_assert_int_eq(errno, EPERM);
+    cio_group_t *g = NOT_SET;
+    ck_assert_int_eq(cio_group_new(&g), -EPERM);
+    ck_assert_ptr_null(g);
+    ck_assert_int_eq(cio_group_new(NULL), -EINVAL);
 }
 END_TEST
 

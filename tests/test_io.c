@@ -65,7 +65,8 @@ static void close_loop(cio_loop_t *l)
  */
 static void run_task_on(cio_loop_t *l, cio_task_fn fn, void *arg)
 {
-    cio_task_t *t = cio_spawn_ex(l, fn, arg, NULL);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_ex(&t, l, fn, arg, NULL), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_loop_run_until_complete(l, t, NULL), 0);
     cio_future_release(t);
@@ -435,9 +436,9 @@ struct msg_recv {
     int fd;
     char data[8];
     struct iovec iov;
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
+    struct { /* aligned for a cmsghdr (a struct with a flexible array
+                member cannot sit in the middle of a struct: clang refuses) */
+        _Alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(int))];
     } ctl;
     struct msghdr m;
     ssize_t rc;
@@ -471,9 +472,8 @@ static int main_msg(void *arg, void **result)
 
     char h1[] = "he", h2[] = "llo";
     struct iovec out[2] = {{h1, 2}, {h2, 3}};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
+    struct {
+        _Alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(int))];
     } ctl;
     memset(&ctl, 0, sizeof ctl);
     struct msghdr m = {.msg_iov = out, .msg_iovlen = 2, .msg_control = ctl.buf,
@@ -2714,18 +2714,22 @@ START_TEST(io_backend_invalid_opts)
     cio_loop_t *l = NULL;
     memset(&o, 0, sizeof o);
     o.backend = (cio_backend_t)3;
+    l = NOT_SET;
     ck_assert_int_eq(cio_loop_new_ex(&l, &o), -EINVAL);
     ck_assert_ptr_null(l);
     o.backend = (cio_backend_t)-1;
+    l = NOT_SET;
     ck_assert_int_eq(cio_loop_new_ex(&l, &o), -EINVAL);
     ck_assert_ptr_null(l);
     o.backend = (cio_backend_t)1000;
+    l = NOT_SET;
     ck_assert_int_eq(cio_loop_new_ex(&l, &o), -EINVAL);
     ck_assert_ptr_null(l);
     for (int k = 0; k < 4; k++) {
         memset(&o, 0, sizeof o);
         o.backend = CIO_BACKEND_EPOLL;
         o.reserved_[k] = &o;
+        l = NOT_SET;
         ck_assert_int_eq(cio_loop_new_ex(&l, &o), -EINVAL);
         ck_assert_ptr_null(l);
     }

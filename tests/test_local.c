@@ -80,7 +80,8 @@ static int body_child(void *arg, void **result)
     ck_assert_int_eq(cio_local_set(&key_c, &v3), 0);
     s->a_after_own_set = cio_local_get(&key_a, &dflt);
     /* The grandchild inherits the child's values. */
-    cio_task_t *g = cio_spawn(body_grandchild, s);
+    cio_task_t *g;
+    ck_assert_int_eq(cio_spawn(&g, body_grandchild, s), 0);
     ck_assert_int_eq(cio_await(g, NULL), 0);
     cio_future_release(g);
     return 0;
@@ -91,7 +92,8 @@ static int main_inherit(void *arg, void **result)
     (void)result;
     struct seen *s = arg;
     ck_assert_int_eq(cio_local_set(&key_a, &v1), 0);
-    cio_task_t *t = cio_spawn(body_child, s);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_child, s), 0);
     ck_assert_ptr_nonnull(t);
     /* Set after the spawn, before the child even starts: not inherited. */
     ck_assert_int_eq(cio_local_set(&key_b, &v2), 0);
@@ -144,8 +146,10 @@ static int main_siblings(void *arg, void **result)
     (void)result;
     ck_assert_int_eq(cio_local_set(&key_a, &v1), 0);
     struct sib s0 = {0, NULL}, s1 = {1, NULL};
-    cio_task_t *t0 = cio_spawn(body_sibling, &s0);
-    cio_task_t *t1 = cio_spawn(body_sibling, &s1);
+    cio_task_t *t0;
+    ck_assert_int_eq(cio_spawn(&t0, body_sibling, &s0), 0);
+    cio_task_t *t1;
+    ck_assert_int_eq(cio_spawn(&t1, body_sibling, &s1), 0);
     ck_assert_int_eq(cio_await(t0, NULL), 0);
     ck_assert_int_eq(cio_await(t1, NULL), 0);
     ck_assert_ptr_eq(s0.seen_after, &v2);
@@ -181,8 +185,9 @@ static int main_group_and_callback(void *arg, void **result)
     (void)result;
     ck_assert_int_eq(cio_local_set(&key_a, &v4), 0);
     void *in_group = NULL, *in_cb = NULL;
-    cio_group_t *g = cio_group_new();
-    ck_assert_ptr_nonnull(cio_group_spawn(g, "k", body_group_child, &in_group));
+    cio_group_t *g;
+    ck_assert_int_eq(cio_group_new(&g), 0);
+    ck_assert_int_eq(cio_group_spawn(NULL, g, "k", body_group_child, &in_group), 0);
     ck_assert_int_eq(cio_group_wait(g), 0);
     cio_group_free(g);
     ck_assert_ptr_eq(in_group, &v4);

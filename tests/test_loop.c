@@ -176,7 +176,8 @@ END_TEST
 START_TEST(loop_run_until_complete_result)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_ptr_nonnull(f);
     /* Read the clock before arming: the deadline counts from the arming. */
     int64_t t0 = cio_loop_time_ns(l);
@@ -201,7 +202,8 @@ END_TEST
 START_TEST(loop_run_until_complete_error)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_ptr_nonnull(f);
     ck_assert_int_eq(cio_call_later(l, NULL, 0.001, cb_set_epipe, f), 0);
     ck_assert_int_eq(cio_loop_run_until_complete(l, f, NULL), -EPIPE);
@@ -213,7 +215,8 @@ END_TEST
 START_TEST(loop_run_until_complete_stopped)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_ptr_nonnull(f);
     ck_assert_int_eq(cio_call_later(l, NULL, 0.001, cb_stop, l), 0);
     ck_assert_int_eq(cio_loop_run_until_complete(l, f, NULL), -EINTR);
@@ -227,7 +230,8 @@ END_TEST
 START_TEST(loop_run_until_complete_einval)
 {
     cio_loop_t *l = new_loop();
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_int_eq(cio_loop_run_until_complete(NULL, f, NULL), -EINVAL);
     ck_assert_int_eq(cio_loop_run_until_complete(l, NULL, NULL), -EINVAL);
     ck_assert_int_eq(cio_future_cancel(f), 1);
@@ -924,7 +928,8 @@ static int waitfd_main(void *arg, void **result)
     w->rc_write = cio_wait_fd(w->fds[1], CIO_WRITABLE);
     ck_assert_int_eq(w->rc_write, CIO_WRITABLE);
     /* A second waiter on the same fd and direction is refused. */
-    cio_task_t *t = cio_spawn(waitfd_second, w);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, waitfd_second, w), 0);
     ck_assert_ptr_nonnull(t);
     /* Read the clock before arming: the deadline counts from the arming. */
     int64_t t0 = loop_ns();
@@ -989,8 +994,10 @@ static int main_fd_dirs(void *arg, void **result)
     ck_assert_int_eq(read(d->sv[0], &ch, 1), 1);
     /* A reader and a writer task on the same fd. */
     d->rc_read = d->rc_write = 12345;
-    cio_task_t *r = cio_spawn(body_wait_read, d);
-    cio_task_t *w = cio_spawn(body_wait_write, d);
+    cio_task_t *r;
+    ck_assert_int_eq(cio_spawn(&r, body_wait_read, d), 0);
+    cio_task_t *w;
+    ck_assert_int_eq(cio_spawn(&w, body_wait_write, d), 0);
     ck_assert_int_eq(cio_call_later(cio_get_running_loop(), NULL, 0.02, cb_write_sv, d), 0);
     ck_assert_int_eq(cio_await(w, NULL), 0);
     ck_assert_int_eq(d->rc_write, CIO_WRITABLE);
@@ -1036,7 +1043,8 @@ START_TEST(loop_close_busy_then_shutdown)
 {
     cio_loop_t *l = new_loop();
     int rc = 12345;
-    cio_task_t *t = cio_spawn_ex(l, sleeper_record, &rc, NULL);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_ex(&t, l, sleeper_record, &rc, NULL), 0);
     ck_assert_ptr_nonnull(t);
     /* Created, not started: still unfinished. */
     ck_assert_int_eq(cio_loop_close(l), -EBUSY);
@@ -1064,7 +1072,8 @@ START_TEST(loop_shutdown_unstarted)
 {
     cio_loop_t *l = new_loop();
     int rc = 12345;
-    cio_task_t *t = cio_spawn_ex(l, sleeper_record, &rc, NULL);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_ex(&t, l, sleeper_record, &rc, NULL), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_loop_shutdown(l), 0);
     ck_assert_int_eq(rc, -ECANCELED);
@@ -1204,6 +1213,25 @@ START_TEST(loop_einval)
     ck_assert_int_eq(cio_call_soon_threadsafe(NULL, cb_noop, NULL), -EINVAL);
     ck_assert_int_eq(cio_call_soon_threadsafe(l, NULL, NULL), -EINVAL);
     ck_assert(!cio_handle_active(&h));
+    /* Calls that operate on a given loop: NULL is -EINVAL. */
+    ck_assert_int_eq(cio_loop_run_forever(NULL), -EINVAL);
+    ck_assert_int_eq(cio_loop_run_until_complete(NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(cio_loop_fork(NULL), -EINVAL);
+    ck_assert_int_eq(cio_add_reader(NULL, 0, cb_noop, NULL), -EINVAL);
+    ck_assert_int_eq(cio_add_writer(NULL, 0, cb_noop, NULL), -EINVAL);
+    ck_assert_int_eq(cio_remove_reader(NULL, 0), -EINVAL);
+    ck_assert_int_eq(cio_remove_writer(NULL, 0), -EINVAL);
+    ck_assert_int_eq(cio_remove_reader(l, -1), -EINVAL);
+    ck_assert_int_eq(cio_remove_writer(l, -1), -EINVAL);
+    ck_assert_int_eq(cio_remove_reader(l, 1000000), 0); /* never watched */
+    /* Destructors and stop: NULL is a no-op. */
+    cio_loop_stop(NULL);
+    ck_assert_int_eq(cio_loop_shutdown(NULL), 0);
+    ck_assert_int_eq(cio_loop_close(NULL), 0);
+    ck_assert_int_eq(cio_loop_free(NULL), 0);
+    /* Constructors: out NULL is -EINVAL. */
+    ck_assert_int_eq(cio_loop_new(NULL), -EINVAL);
+    ck_assert_int_eq(cio_future_new(NULL, l), -EINVAL);
     close_loop(l);
 }
 END_TEST
@@ -1218,7 +1246,8 @@ static int dummy_task(void *arg, void **result)
 /* Await points and task-only calls refuse to run outside a task. */
 static void check_eperm_outside_task(cio_loop_t *l)
 {
-    cio_future_t *f = cio_future_new(l);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, l), 0);
     ck_assert_ptr_nonnull(f);
     cio_future_t *fs[1] = {f};
     ck_assert_int_eq(cio_sleep(0.01), -EPERM);
@@ -1235,9 +1264,9 @@ static void check_eperm_outside_task(cio_loop_t *l)
     ck_assert_int_eq(cio_scope_enter(&s, 1, 0), -EPERM);
     ck_assert_int_eq(cio_scope_enter_at_ns(&s, INT64_MAX, 0), -EPERM);
     ck_assert_int_eq(cio_local_set(&s, &s), -EPERM);
-    errno = 0;
-    ck_assert_ptr_null(cio_group_new());
-    ck_assert_int_eq(errno, EPERM);
+    cio_group_t *g = NOT_SET;
+    ck_assert_int_eq(cio_group_new(&g), -EPERM);
+    ck_assert_ptr_null(g);
     ck_assert_ptr_null(cio_current_task());
     ck_assert(!cio_future_done(f));
     ck_assert_int_eq(cio_future_cancel(f), 1);
@@ -1255,12 +1284,15 @@ START_TEST(loop_eperm_outside_task)
     /* No loop at all. */
     cio_loop_t *l = new_loop();
     check_eperm_outside_task(l);
-    errno = 0;
-    ck_assert_ptr_null(cio_spawn(dummy_task, NULL));
-    ck_assert_int_eq(errno, EPERM);
-    errno = 0;
-    ck_assert_ptr_null(cio_future_new(NULL));
-    ck_assert_int_eq(errno, EPERM);
+    cio_task_t *t = NOT_SET;
+    ck_assert_int_eq(cio_spawn(&t, dummy_task, NULL), -EPERM);
+    ck_assert_ptr_null(t);
+    ck_assert_int_eq(cio_spawn(NULL, dummy_task, NULL), -EPERM);
+    cio_future_t *f = NOT_SET;
+    ck_assert_int_eq(cio_future_new(&f, NULL), -EPERM);
+    ck_assert_ptr_null(f);
+    ck_assert_int_eq(cio_all_tasks(NULL, NULL, 0), -EPERM);
+    ck_assert_int_eq(cio_dump_tasks(NULL, NULL), -EPERM);
     /* In a plain callback of a running loop. */
     ck_assert_int_eq(cio_call_soon(l, NULL, cb_eperm, l), 0);
     ck_assert_int_eq(cio_loop_run_forever(l), 0);
@@ -1293,19 +1325,21 @@ START_TEST(loop_run_until_complete_task)
 {
     cio_loop_t *l = new_loop();
     static int marker;
-    cio_task_t *t = cio_spawn_ex(l, body_sleep_value, &marker, NULL);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_ex(&t, l, body_sleep_value, &marker, NULL), 0);
     ck_assert_ptr_nonnull(t);
-    cio_task_t *t2 = cio_spawn_ex(l, body_sleep_value, NULL, NULL);
+    cio_task_t *t2;
+    ck_assert_int_eq(cio_spawn_ex(&t2, l, body_sleep_value, NULL, NULL), 0);
     ck_assert_ptr_nonnull(t2);
     cio_task_t *out[4] = {NULL};
-    ck_assert_uint_eq(cio_all_tasks(l, out, 4), 2);
+    ck_assert_int_eq(cio_all_tasks(l, out, 4), 2);
     ck_assert_ptr_nonnull(out[0]);
     ck_assert_ptr_nonnull(out[1]);
     void *r = NULL;
     ck_assert_int_eq(cio_loop_run_until_complete(l, t, &r), 4);
     ck_assert_ptr_eq(r, &marker);
     ck_assert_int_eq(cio_loop_run_until_complete(l, t2, NULL), 4);
-    ck_assert_uint_eq(cio_all_tasks(l, out, 4), 0);
+    ck_assert_int_eq(cio_all_tasks(l, out, 4), 0);
     cio_future_release(t);
     cio_future_release(t2);
     close_loop(l);
@@ -1361,7 +1395,8 @@ static int main_slow_step(void *arg, void **result)
 {
     (void)result;
     cio_loop_set_slow_callback_duration(cio_get_running_loop(), 0.02);
-    cio_task_t *t = cio_spawn_named("slowpoke-task", body_busy, arg);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_named(&t, "slowpoke-task", body_busy, arg), 0);
     ck_assert_int_eq(cio_await(t, NULL), 0);
     cio_future_release(t);
     return 0;
@@ -1396,7 +1431,8 @@ static int main_unretrieved(void *arg, void **result)
 {
     (void)result;
     bool retrieve = *(bool *)arg;
-    cio_task_t *t = cio_spawn_named("doomed-task", body_fail_eio, NULL);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_named(&t, "doomed-task", body_fail_eio, NULL), 0);
     if (retrieve)
         ck_assert_int_eq(cio_await(t, NULL), -EIO);
     cio_future_release(t);

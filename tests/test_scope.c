@@ -247,7 +247,8 @@ static int main_resched(void *arg, void **result)
     memset(&r, 0, sizeof r);
     r.first = mode == R_SHORTEN ? 10 : D_MED;
     r.sleep = mode == R_SHORTEN ? 10 : 0.25;
-    cio_task_t *t = cio_spawn(body_resched, &r);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_resched, &r), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_sleep(0.015625), 0);
     ck_assert(r.entered);
@@ -345,7 +346,8 @@ static int main_scope_cancel_other(void *arg, void **result)
     (void)result;
     struct scancel c;
     memset(&c, 0, sizeof c);
-    cio_task_t *t = cio_spawn(body_scancel, &c);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_scancel, &c), 0);
     ck_assert_int_eq(cio_sleep(0.01), 0);
     ck_assert(c.entered);
     double w0 = mono_now();
@@ -428,7 +430,8 @@ static int main_shield_cleanup(void *arg, void **result)
     (void)result;
     struct shield_rec r;
     memset(&r, 0, sizeof r);
-    cio_task_t *t = cio_spawn(body_shield_cleanup, &r);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_shield_cleanup, &r), 0);
     ck_assert_int_eq(cio_sleep(0.01), 0);
     ck_assert_int_eq(cio_task_cancel(t), 1);
     double w0 = mono_now();
@@ -482,7 +485,8 @@ static int main_shield_late(void *arg, void **result)
     (void)result;
     struct shield_late r;
     memset(&r, 0, sizeof r);
-    cio_task_t *t = cio_spawn(body_shield_late, &r);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_shield_late, &r), 0);
     ck_assert_int_eq(cio_sleep(0.01), 0);
     ck_assert(r.entered);
     ck_assert_int_eq(cio_task_cancel(t), 1);
@@ -535,7 +539,8 @@ static int main_wait_for(void *arg, void **result)
     /* Success. */
     child_t ok;
     child_init(&ok, 0.01, 0, &marker_a);
-    cio_task_t *t = cio_spawn(child_body, &ok);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, child_body, &ok), 0);
     void *r = NULL;
     ck_assert_int_eq(cio_wait_for(t, 5, &r), 0);
     ck_assert_ptr_eq(r, &marker_a);
@@ -544,14 +549,14 @@ static int main_wait_for(void *arg, void **result)
     /* Error of the awaited task passes through. */
     child_t bad;
     child_init(&bad, 0.001, -EIO, NULL);
-    t = cio_spawn(child_body, &bad);
+    ck_assert_int_eq(cio_spawn(&t, child_body, &bad), 0);
     ck_assert_int_eq(cio_wait_for(t, 5, NULL), -EIO);
     cio_future_release(t);
 
     /* Timeout: the task is cancelled and waited for. */
     child_t slow;
     child_init(&slow, 10, 0, NULL);
-    t = cio_spawn(child_body, &slow);
+    ck_assert_int_eq(cio_spawn(&t, child_body, &slow), 0);
     int64_t t0 = loop_ns();
     double w0 = mono_now();
     ck_assert_int_eq(cio_wait_for(t, D_SHORT, NULL), -ETIMEDOUT);
@@ -566,12 +571,13 @@ static int main_wait_for(void *arg, void **result)
     cio_future_release(t);
 
     /* Plain future that times out is cancelled. */
-    cio_future_t *f = cio_future_new(NULL);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
     ck_assert_int_eq(cio_wait_for(f, 0.01, NULL), -ETIMEDOUT);
     ck_assert(cio_future_cancelled(f));
     cio_future_release(f);
 
-    f = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
     ck_assert_int_eq(cio_wait_for(f, NAN, NULL), -EINVAL);
     ck_assert(!cio_future_done(f));
     ck_assert_int_eq(cio_future_cancel(f), 1);
@@ -592,19 +598,20 @@ static int main_wait_for_zero(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    cio_future_t *f = cio_future_new(NULL);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
     ck_assert_int_eq(cio_wait_for(f, 0, NULL), -ETIMEDOUT);
     ck_assert(cio_future_cancelled(f));
     cio_future_release(f);
 
-    f = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
     ck_assert_int_eq(cio_future_set_result(f, &marker_a), 0);
     void *r = NULL;
     ck_assert_int_eq(cio_wait_for(f, 0, &r), 0);
     ck_assert_ptr_eq(r, &marker_a);
     cio_future_release(f);
 
-    f = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
     ck_assert_int_eq(cio_future_set_error(f, -EPIPE), 0);
     ck_assert_int_eq(cio_wait_for(f, 0, NULL), -EPIPE);
     cio_future_release(f);
@@ -623,7 +630,8 @@ static int body_wait_for_cancelled(void *arg, void **result)
 {
     (void)result;
     child_t *c = arg;
-    cio_task_t *t = cio_spawn(child_body, c);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, child_body, c), 0);
     int rc = cio_wait_for(t, 10, NULL);
     ck_assert(cio_future_done(t));
     cio_future_release(t);
@@ -636,7 +644,8 @@ static int main_wait_for_cancelled(void *arg, void **result)
     (void)result;
     child_t c;
     child_init(&c, 10, 0, NULL);
-    cio_task_t *t = cio_spawn(body_wait_for_cancelled, &c);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_wait_for_cancelled, &c), 0);
     ck_assert_int_eq(cio_sleep(0.01), 0);
     ck_assert_int_eq(cio_task_cancel(t), 1);
     ck_assert_int_eq(cio_await(t, NULL), -ECANCELED);
@@ -712,7 +721,7 @@ static void spawn_kids(struct victim *v, double delay)
 {
     for (int i = 0; i < 2; i++) {
         child_init(&v->kids[i], delay, 0, NULL);
-        v->kid_t[i] = cio_spawn(child_body, &v->kids[i]);
+        ck_assert_int_eq(cio_spawn(&v->kid_t[i], child_body, &v->kids[i]), 0);
         ck_assert_ptr_nonnull(v->kid_t[i]);
     }
 }
@@ -749,7 +758,7 @@ static int await_point(struct victim *v)
             ;
         return rc;
     case K_AWAIT_FUTURE:
-        v->fut = cio_future_new(NULL);
+        ck_assert_int_eq(cio_future_new(&v->fut, NULL), 0);
         ck_assert_ptr_nonnull(v->fut);
         v->ready = 1;
         rc = cio_await(v->fut, NULL);
@@ -758,7 +767,7 @@ static int await_point(struct victim *v)
         return rc;
     case K_AWAIT_TASK:
         child_init(&v->kids[0], 10, 0, NULL);
-        v->kid_t[0] = cio_spawn(child_body, &v->kids[0]);
+        ck_assert_int_eq(cio_spawn(&v->kid_t[0], child_body, &v->kids[0]), 0);
         v->ready = 1;
         rc = cio_await(v->kid_t[0], NULL);
         v->post_ok = cio_future_done(v->kid_t[0]) && v->kids[0].observed == -ECANCELED;
@@ -766,7 +775,7 @@ static int await_point(struct victim *v)
         return rc;
     case K_WAIT_FOR:
         child_init(&v->kids[0], 10, 0, NULL);
-        v->kid_t[0] = cio_spawn(child_body, &v->kids[0]);
+        ck_assert_int_eq(cio_spawn(&v->kid_t[0], child_body, &v->kids[0]), 0);
         v->ready = 1;
         rc = cio_wait_for(v->kid_t[0], 20, NULL);
         v->post_ok = cio_future_done(v->kid_t[0]) && v->kids[0].observed == -ECANCELED;
@@ -808,11 +817,12 @@ static int await_point(struct victim *v)
         return rc;
     }
     case K_GROUP_WAIT: {
-        cio_group_t *g = cio_group_new();
+        cio_group_t *g;
+        ck_assert_int_eq(cio_group_new(&g), 0);
         ck_assert_ptr_nonnull(g);
         for (int i = 0; i < 2; i++) {
             child_init(&v->kids[i], 10, 0, NULL);
-            ck_assert_ptr_nonnull(cio_group_spawn(g, "kid", child_body, &v->kids[i]));
+            ck_assert_int_eq(cio_group_spawn(NULL, g, "kid", child_body, &v->kids[i]), 0);
         }
         v->ready = 1;
         rc = cio_group_wait(g);
@@ -873,7 +883,8 @@ static int main_matrix(void *arg, void **result)
     (void)result;
     struct victim *v = arg;
     int expect = v->how == H_DEADLINE ? -ETIMEDOUT : -ECANCELED;
-    cio_task_t *t = cio_spawn(victim_body, v);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, victim_body, v), 0);
     ck_assert_ptr_nonnull(t);
     if (v->how != H_DEADLINE) {
         ck_assert_int_eq(cio_sleep(0.01), 0);
@@ -915,7 +926,8 @@ static int main_matrix(void *arg, void **result)
     if (v->kind == K_WAIT_FD) {
         /* The cancelled wait left no registration behind. */
         ck_assert_int_eq(write(v->fds[1], "k", 1), 1);
-        cio_task_t *c = cio_spawn(checker_wait_fd, &v->fds[0]);
+        cio_task_t *c;
+        ck_assert_int_eq(cio_spawn(&c, checker_wait_fd, &v->fds[0]), 0);
         ck_assert_int_eq(cio_wait_for(c, 5, NULL), CIO_READABLE);
         cio_future_release(c);
         close(v->fds[0]);

@@ -30,7 +30,7 @@ static int main_lock_basic(void *arg, void **result)
     ck_assert_int_eq(cio_lock_release(&l), -EPERM); /* not acquired */
     ck_assert_int_eq(cio_lock_acquire(&l), 0);
     ck_assert(cio_lock_locked(&l));
-    ck_assert_int_eq(cio_lock_try_acquire(&l), -EBUSY);
+    ck_assert_int_eq(cio_lock_try_acquire(&l), -EAGAIN);
     ck_assert_int_eq(cio_lock_acquire(&l), -EDEADLK); /* not recursive */
     ck_assert_int_eq(cio_lock_release(&l), 0);
     ck_assert(!cio_lock_locked(&l));
@@ -42,7 +42,7 @@ static int main_lock_basic(void *arg, void **result)
     ck_assert_int_eq(cio_lock_try_acquire(NULL), -EINVAL);
     ck_assert_int_eq(cio_lock_release(NULL), -EINVAL);
     ck_assert(!cio_lock_locked(NULL));
-    cio_lock_init(NULL);
+    ck_assert_int_eq(cio_lock_init(NULL), -EINVAL);
     return 0;
 }
 
@@ -50,7 +50,8 @@ START_TEST(lock_basic)
 {
     /* Outside a task the await point refuses; the rest works anywhere. */
     cio_lock_t l;
-    cio_lock_init(&l);
+    ck_assert_int_eq(cio_lock_init(&l), 0);
+    ck_assert(!cio_lock_locked(&l));
     ck_assert_int_eq(cio_lock_acquire(&l), -EPERM);
     ck_assert_int_eq(cio_lock_try_acquire(&l), 0);
     ck_assert_int_eq(cio_lock_release(&l), 0);
@@ -86,7 +87,7 @@ static int main_lock_fifo(void *arg, void **result)
     ck_assert_int_eq(cio_lock_release(&g_lock), 0);
     /* Hand-off: the lock went to the first waiter; no barging. */
     ck_assert(cio_lock_locked(&g_lock));
-    ck_assert_int_eq(cio_lock_try_acquire(&g_lock), -EBUSY);
+    ck_assert_int_eq(cio_lock_try_acquire(&g_lock), -EAGAIN);
     /* Re-acquiring queues us behind all N. */
     ck_assert_int_eq(cio_lock_acquire(&g_lock), 0);
     ck_assert_int_eq(g_norder, N);
@@ -406,6 +407,7 @@ static int main_event(void *arg, void **result)
     ck_assert(!cio_event_is_set(NULL));
     cio_event_set(NULL);
     cio_event_clear(NULL);
+    ck_assert_int_eq(cio_event_init(NULL), -EINVAL);
     return 0;
 }
 
@@ -413,6 +415,11 @@ START_TEST(event_semantics)
 {
     cio_event_t e = CIO_EVENT_INIT;
     ck_assert_int_eq(cio_event_wait(&e), -EPERM);
+    cio_event_t e2;
+    memset(&e2, 0xff, sizeof e2);
+    ck_assert_int_eq(cio_event_init(&e2), 0);
+    ck_assert(!cio_event_is_set(&e2));
+    ck_assert_int_eq(cio_event_init(NULL), -EINVAL);
     RUN_MAIN(main_event, NULL);
 }
 END_TEST

@@ -39,7 +39,8 @@ static int main_spawn_await(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    cio_task_t *t = cio_spawn(body_value, &marker_a);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_value, &marker_a), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert(cio_future_is_task(t));
     ck_assert(!cio_future_done(t));
@@ -58,7 +59,7 @@ static int main_spawn_await(void *arg, void **result)
     ck_assert_ptr_eq(r, &marker_a);
     cio_future_release(t);
 
-    t = cio_spawn(body_positive, NULL);
+    ck_assert_int_eq(cio_spawn(&t, body_positive, NULL), 0);
     ck_assert_ptr_nonnull(t);
     r = NULL;
     ck_assert_int_eq(cio_await(t, &r), 7);
@@ -66,7 +67,7 @@ static int main_spawn_await(void *arg, void **result)
     ck_assert_int_eq(cio_future_result(t, NULL), 7);
     cio_future_release(t);
 
-    t = cio_spawn(body_fail, NULL);
+    ck_assert_int_eq(cio_spawn(&t, body_fail, NULL), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_await(t, NULL), -EPIPE);
     ck_assert(cio_future_done(t));
@@ -94,7 +95,8 @@ static int main_starts_later(void *arg, void **result)
     (void)arg;
     (void)result;
     int flag = 0;
-    cio_task_t *t = cio_spawn(body_flag, &flag);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_flag, &flag), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(flag, 0); /* not run synchronously */
     ck_assert_int_eq(cio_yield(), 0);
@@ -124,7 +126,8 @@ static int main_release_early(void *arg, void **result)
     (void)arg;
     (void)result;
     int flag = 0;
-    cio_task_t *t = cio_spawn(body_sleep_flag, &flag);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_sleep_flag, &flag), 0);
     ck_assert_ptr_nonnull(t);
     cio_future_release(t);
     ck_assert_int_eq(cio_sleep(0.05), 0);
@@ -135,6 +138,76 @@ static int main_release_early(void *arg, void **result)
 START_TEST(task_release_early)
 {
     RUN_MAIN(main_release_early, NULL);
+}
+END_TEST
+
+/*
+ * Fire and forget: cio_spawn with out NULL hands no reference out. The task
+ * still runs to completion (it suspends, so the loop must be keeping it),
+ * and once it has finished nothing of it is left: the loop can be freed,
+ * which it refuses while any task or future is still referenced (ASan
+ * checks the memory too).
+ */
+/* Records what a long sleep returned (12345 until it returns). */
+static int body_sleep_record(void *arg, void **result)
+{
+    (void)result;
+    *(int *)arg = cio_sleep(10);
+    return *(int *)arg;
+}
+
+static int main_fire_and_forget(void *arg, void **result)
+{
+    (void)result;
+    int *flags = arg;
+    ck_assert_int_eq(cio_spawn(NULL, body_sleep_flag, &flags[0]), 0);
+    ck_assert_int_eq(cio_spawn_named(NULL, "forgotten", body_sleep_flag, &flags[1]), 0);
+    ck_assert_int_eq(cio_spawn_ex(NULL, NULL, body_flag, &flags[2], NULL), 0);
+    /* The loop keeps them: main and the three. */
+    ck_assert_int_eq(cio_all_tasks(NULL, NULL, 0), 4);
+    ck_assert_int_eq(flags[0] | flags[1] | flags[2], 0);
+    ck_assert_int_eq(cio_sleep(0.05), 0);
+    ck_assert_int_eq(flags[0] & flags[1] & flags[2], 1);
+    ck_assert_int_eq(cio_all_tasks(NULL, NULL, 0), 1);
+    /* Errors are still reported with out NULL. */
+    ck_assert_int_eq(cio_spawn(NULL, NULL, NULL), -EINVAL);
+    return 0;
+}
+
+START_TEST(task_spawn_fire_and_forget)
+{
+    cio_loop_t *l = NULL;
+    ck_assert_int_eq(cio_loop_new(&l), 0);
+    int flags[3] = {0, 0, 0};
+    cio_task_t *m;
+    ck_assert_int_eq(cio_spawn_ex(&m, l, main_fire_and_forget, flags, NULL), 0);
+    ck_assert_int_eq(cio_loop_run_until_complete(l, m, NULL), 0);
+    cio_future_release(m);
+    /* A forgotten task still running when the loop shuts down is cancelled
+     * and freed like any other. */
+    int late = 12345;
+    ck_assert_int_eq(cio_spawn_ex(NULL, l, body_sleep_record, &late, NULL), 0);
+    ck_assert_int_eq(cio_loop_shutdown(l), 0);
+    ck_assert_int_eq(late, -ECANCELED);
+    ck_assert_int_eq(cio_all_tasks(l, NULL, 0), 0);
+    ck_assert_int_eq(cio_loop_free(l), 0); /* -EBUSY if a reference leaked */
+}
+END_TEST
+
+/* Bad arguments: *out is NULL after every failure, and nothing is spawned. */
+START_TEST(task_spawn_bad_arguments)
+{
+    cio_loop_t *l = NULL;
+    ck_assert_int_eq(cio_loop_new(&l), 0);
+    cio_task_t *t = NOT_SET;
+    ck_assert_int_eq(cio_spawn_ex(&t, l, NULL, NULL, NULL), -EINVAL);
+    ck_assert_ptr_null(t);
+    cio_spawn_opts_t o = {.name = "x", .reserved_ = {NULL, &o}};
+    t = NOT_SET;
+    ck_assert_int_eq(cio_spawn_ex(&t, l, body_value, NULL, &o), -EINVAL);
+    ck_assert_ptr_null(t);
+    ck_assert_int_eq(cio_all_tasks(l, NULL, 0), 0);
+    close_free(l);
 }
 END_TEST
 
@@ -149,7 +222,7 @@ static void cb_spawn(void *arg)
 {
     struct from_cb *f = arg;
     ck_assert_ptr_null(cio_current_task());
-    f->t = cio_spawn(body_flag, &f->flag);
+    ck_assert_int_eq(cio_spawn(&f->t, body_flag, &f->flag), 0);
     ck_assert_ptr_nonnull(f->t);
 }
 
@@ -177,12 +250,15 @@ END_TEST
 
 START_TEST(task_spawn_outside_loop)
 {
-    errno = 0;
-    ck_assert_ptr_null(cio_spawn(body_value, NULL));
-    ck_assert_int_eq(errno, EPERM);
-    errno = 0;
-    ck_assert_ptr_null(cio_spawn_named("x", body_value, NULL));
-    ck_assert_int_eq(errno, EPERM);
+    cio_task_t *t = NOT_SET;
+    ck_assert_int_eq(cio_spawn(&t, body_value, NULL), -EPERM);
+    ck_assert_ptr_null(t);
+    t = NOT_SET;
+    ck_assert_int_eq(cio_spawn_named(&t, "x", body_value, NULL), -EPERM);
+    ck_assert_ptr_null(t);
+    t = NOT_SET;
+    ck_assert_int_eq(cio_spawn_ex(&t, NULL, body_value, NULL, NULL), -EPERM);
+    ck_assert_ptr_null(t);
     ck_assert_ptr_null(cio_current_task());
 }
 END_TEST
@@ -254,8 +330,10 @@ static int main_names(void *arg, void **result)
     ck_assert_str_eq(cio_task_get_name(me), "main");
 
     cio_task_t *seen1 = NULL, *seen2 = NULL;
-    cio_task_t *t1 = cio_spawn(body_current, &seen1);
-    cio_task_t *t2 = cio_spawn(body_current, &seen2);
+    cio_task_t *t1;
+    ck_assert_int_eq(cio_spawn(&t1, body_current, &seen1), 0);
+    cio_task_t *t2;
+    ck_assert_int_eq(cio_spawn(&t2, body_current, &seen2), 0);
     ck_assert_ptr_nonnull(t1);
     ck_assert_ptr_nonnull(t2);
     ck_assert_msg(is_default_name(cio_task_get_name(t1)), "name %s", cio_task_get_name(t1));
@@ -263,7 +341,8 @@ static int main_names(void *arg, void **result)
     ck_assert_str_ne(cio_task_get_name(t1), cio_task_get_name(t2));
 
     char buf[32] = "worker";
-    cio_task_t *t3 = cio_spawn_named(buf, body_value, NULL);
+    cio_task_t *t3;
+    ck_assert_int_eq(cio_spawn_named(&t3, buf, body_value, NULL), 0);
     ck_assert_ptr_nonnull(t3);
     strcpy(buf, "changed"); /* the name was copied */
     ck_assert_str_eq(cio_task_get_name(t3), "worker");
@@ -275,10 +354,12 @@ static int main_names(void *arg, void **result)
     ck_assert_str_eq(cio_task_get_name(t3), "renamed");
 
     cio_spawn_opts_t opts = {.name = "opt-name", .stack_size = 0};
-    cio_task_t *t4 = cio_spawn_ex(cio_get_running_loop(), body_value, NULL, &opts);
+    cio_task_t *t4;
+    ck_assert_int_eq(cio_spawn_ex(&t4, cio_get_running_loop(), body_value, NULL, &opts), 0);
     ck_assert_ptr_nonnull(t4);
     ck_assert_str_eq(cio_task_get_name(t4), "opt-name");
-    cio_task_t *t5 = cio_spawn_ex(cio_get_running_loop(), body_value, NULL, NULL);
+    cio_task_t *t5;
+    ck_assert_int_eq(cio_spawn_ex(&t5, cio_get_running_loop(), body_value, NULL, NULL), 0);
     ck_assert_ptr_nonnull(t5);
     ck_assert(is_default_name(cio_task_get_name(t5)));
 
@@ -299,7 +380,8 @@ static int main_names(void *arg, void **result)
     cio_future_release(t5);
 
     /* A plain future is not a task. */
-    cio_future_t *f = cio_future_new(NULL);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
     ck_assert_ptr_nonnull(f);
     ck_assert(!cio_future_is_task(f));
     ck_assert_int_eq(cio_task_cancel(f), -EINVAL);
@@ -350,28 +432,28 @@ static int main_all_tasks(void *arg, void **result)
     double d = 0.05;
     cio_task_t *t[3];
     for (int i = 0; i < 3; i++) {
-        t[i] = cio_spawn(body_sleep_arg, &d);
+        ck_assert_int_eq(cio_spawn(&t[i], body_sleep_arg, &d), 0);
         ck_assert_ptr_nonnull(t[i]);
     }
     cio_task_t *out[8];
     memset(out, 0, sizeof out);
-    ck_assert_uint_eq(cio_all_tasks(NULL, out, 8), 4);
+    ck_assert_int_eq(cio_all_tasks(NULL, out, 8), 4);
     ck_assert(contains(out, 4, cio_current_task()));
     for (int i = 0; i < 3; i++)
         ck_assert(contains(out, 4, t[i]));
     /* With a loop argument, and a small buffer: the count may exceed cap. */
     memset(out, 0, sizeof out);
-    ck_assert_uint_eq(cio_all_tasks(cio_get_running_loop(), out, 2), 4);
+    ck_assert_int_eq(cio_all_tasks(cio_get_running_loop(), out, 2), 4);
     ck_assert_ptr_nonnull(out[0]);
     ck_assert_ptr_nonnull(out[1]);
     ck_assert_ptr_null(out[2]);
-    ck_assert_uint_eq(cio_all_tasks(NULL, NULL, 0), 4);
+    ck_assert_int_eq(cio_all_tasks(NULL, NULL, 0), 4);
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(cio_await(t[i], NULL), 0);
         cio_future_release(t[i]);
     }
     /* Finished tasks are gone from the list. */
-    ck_assert_uint_eq(cio_all_tasks(NULL, out, 8), 1);
+    ck_assert_int_eq(cio_all_tasks(NULL, out, 8), 1);
     ck_assert_ptr_eq(out[0], cio_current_task());
     return 0;
 }
@@ -413,7 +495,8 @@ static int main_done_callbacks(void *arg, void **result)
     memset(&rec1, 0, sizeof rec1);
     memset(&rec2, 0, sizeof rec2);
     double d = 0.01;
-    cio_task_t *t = cio_spawn(body_sleep_arg, &d);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_sleep_arg, &d), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_future_add_done_callback(t, done_cb, &rec1), 0);
     ck_assert_int_eq(rec1.calls, 0);
@@ -474,7 +557,8 @@ static int main_done_after(void *arg, void **result)
     (void)result;
     int phase = 0;
     struct order_cb o = {.phase = &phase, .seen_phase = -1};
-    cio_task_t *t = cio_spawn(body_mark_end, &phase);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_mark_end, &phase), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_future_add_done_callback(t, done_phase, &o), 0);
     ck_assert_int_eq(cio_sleep(0.01), 0);
@@ -516,7 +600,8 @@ static int main_cancel_sleeping(void *arg, void **result)
     (void)arg;
     (void)result;
     struct sleeper s = {.n = 1, .delay = 10, .rc = {1}};
-    cio_task_t *t = cio_spawn(body_sleeper, &s);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_sleeper, &s), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_sleep(0.01), 0);
     ck_assert(!cio_task_cancelling(t));
@@ -561,7 +646,8 @@ static int body_stubborn(void *arg, void **result)
     s->rc[1] = cio_sleep(10);
     s->rc[2] = cio_yield();
     s->rc[3] = cio_sleep(0);
-    cio_future_t *f = cio_future_new(NULL);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
     ck_assert_ptr_nonnull(f);
     s->rc[4] = cio_await(f, NULL);
     cio_future_release(f);
@@ -575,7 +661,8 @@ static int main_level_triggered(void *arg, void **result)
 {
     (void)result;
     struct stubborn *s = arg;
-    cio_task_t *t = cio_spawn(body_stubborn, s);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_stubborn, s), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_sleep(0.01), 0);
     ck_assert_int_eq(cio_task_cancel(t), 1);
@@ -602,7 +689,8 @@ END_TEST
 static int main_leave_stubborn(void *arg, void **result)
 {
     (void)result;
-    cio_task_t *t = cio_spawn(body_stubborn, arg);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_stubborn, arg), 0);
     ck_assert_ptr_nonnull(t);
     cio_future_release(t);
     ck_assert_int_eq(cio_sleep(0.01), 0);
@@ -634,7 +722,8 @@ START_TEST(task_shutdown_stubborn)
     ck_assert_int_eq(cio_loop_new(&l), 0);
     struct stubborn s;
     memset(&s, 0, sizeof s);
-    cio_task_t *t = cio_spawn_ex(l, body_stubborn, &s, NULL);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_ex(&t, l, body_stubborn, &s, NULL), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_call_later(l, NULL, 0.01, cb_stop, l), 0);
     ck_assert_int_eq(cio_loop_run_forever(l), 0);
@@ -673,7 +762,8 @@ static int main_cancel_before_start(void *arg, void **result)
     (void)arg;
     (void)result;
     struct early e = {0};
-    cio_task_t *t = cio_spawn(body_early, &e);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_early, &e), 0);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(cio_task_cancel(t), 1);
     ck_assert(cio_task_cancelling(t));
@@ -708,7 +798,7 @@ static int body_outer(void *arg, void **result)
 {
     (void)result;
     struct chain *c = arg;
-    c->inner_t = cio_spawn(body_sleeper, &c->inner);
+    ck_assert_int_eq(cio_spawn(&c->inner_t, body_sleeper, &c->inner), 0);
     ck_assert_ptr_nonnull(c->inner_t);
     c->outer_rc = cio_await(c->inner_t, NULL);
     c->inner_done_at_return = cio_future_done(c->inner_t);
@@ -725,7 +815,8 @@ static int main_cancel_propagates(void *arg, void **result)
     c.inner.n = 1;
     c.inner.delay = 10;
     c.inner.rc[0] = 12345;
-    cio_task_t *outer = cio_spawn(body_outer, &c);
+    cio_task_t *outer;
+    ck_assert_int_eq(cio_spawn(&outer, body_outer, &c), 0);
     ck_assert_ptr_nonnull(outer);
     ck_assert_int_eq(cio_sleep(0.02), 0);
     ck_assert_ptr_nonnull(c.inner_t);
@@ -777,7 +868,8 @@ static int body_awaiter(void *arg, void **result)
 {
     (void)result;
     struct awaiter *a = arg;
-    cio_task_t *t = cio_spawn(body_slow_cleanup, &a->inner);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_slow_cleanup, &a->inner), 0);
     a->rc = cio_await(t, NULL);
     a->inner_finished_at_return = a->inner.finished;
     cio_future_release(t);
@@ -790,7 +882,8 @@ static int main_await_waits_for_cleanup(void *arg, void **result)
     (void)result;
     struct awaiter a;
     memset(&a, 0, sizeof a);
-    cio_task_t *t = cio_spawn(body_awaiter, &a);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_awaiter, &a), 0);
     ck_assert_int_eq(cio_sleep(0.01), 0);
     ck_assert_int_eq(cio_task_cancel(t), 1);
     ck_assert_int_eq(cio_await(t, NULL), -ECANCELED);
@@ -862,11 +955,11 @@ static int main_cancel_race(void *arg, void **result)
         r.r1 = r.r2 = 12345;
         if (k % 2 == 0) {
             /* The cancelling timer is due around the sleep's own timer. */
-            r.t = cio_spawn(body_race_sleep, &r);
+            ck_assert_int_eq(cio_spawn(&r.t, body_race_sleep, &r), 0);
             ck_assert_int_eq(cio_call_later(l, NULL, 0.02 + (k / 2 - 10) * 0.0001, cb_race_cancel, &r), 0);
         } else {
-            r.f = cio_future_new(NULL);
-            r.t = cio_spawn(body_race_future, &r);
+            ck_assert_int_eq(cio_future_new(&r.f, NULL), 0);
+            ck_assert_int_eq(cio_spawn(&r.t, body_race_future, &r), 0);
             ck_assert_int_eq(cio_call_later(l, NULL, 0.005, cb_race_complete_then_cancel, &r), 0);
         }
         double w0 = mono_now();
@@ -902,7 +995,8 @@ static int main_sleep_forever(void *arg, void **result)
     (void)arg;
     (void)result;
     int rc[3] = {1, 1, 1};
-    cio_task_t *t = cio_spawn(body_sleep_forever, rc);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_sleep_forever, rc), 0);
     ck_assert_int_eq(cio_sleep(0.01), 0);
     ck_assert_int_eq(rc[0], 1);
     ck_assert_int_eq(cio_task_cancel(t), 1);
@@ -926,7 +1020,8 @@ static int main_future_cancel_task(void *arg, void **result)
     (void)arg;
     (void)result;
     struct sleeper s = {.n = 1, .delay = 10, .rc = {1}};
-    cio_task_t *t = cio_spawn(body_sleeper, &s);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_sleeper, &s), 0);
     ck_assert_int_eq(cio_sleep(0.01), 0);
     ck_assert_int_eq(cio_future_cancel(t), 1);
     ck_assert(cio_task_cancelling(t));
@@ -958,9 +1053,9 @@ static int body_outer_shield(void *arg, void **result)
 {
     (void)result;
     struct shielded *c = arg;
-    c->inner_t = cio_spawn(body_sleeper, &c->inner);
+    ck_assert_int_eq(cio_spawn(&c->inner_t, body_sleeper, &c->inner), 0);
     ck_assert_ptr_nonnull(c->inner_t);
-    c->shield = cio_shield(c->inner_t);
+    ck_assert_int_eq(cio_shield(&c->shield, c->inner_t), 0);
     ck_assert_ptr_nonnull(c->shield);
     c->outer_rc = cio_await(c->shield, NULL);
     c->inner_done_at_return = cio_future_done(c->inner_t);
@@ -976,7 +1071,8 @@ static int main_shield(void *arg, void **result)
     c.inner.n = 1;
     c.inner.delay = 0.2;
     c.inner.rc[0] = 12345;
-    cio_task_t *outer = cio_spawn(body_outer_shield, &c);
+    cio_task_t *outer;
+    ck_assert_int_eq(cio_spawn(&outer, body_outer_shield, &c), 0);
     ck_assert_ptr_nonnull(outer);
     ck_assert_int_eq(cio_sleep(0.02), 0);
     ck_assert_int_eq(cio_task_cancel(outer), 1);
@@ -994,16 +1090,18 @@ static int main_shield(void *arg, void **result)
     cio_future_release(outer);
 
     /* Uncancelled: the shield completes with the inner outcome. */
-    cio_task_t *t = cio_spawn(body_value, &marker_a);
-    cio_future_t *sh = cio_shield(t);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_value, &marker_a), 0);
+    cio_future_t *sh;
+    ck_assert_int_eq(cio_shield(&sh, t), 0);
     ck_assert_ptr_nonnull(sh);
     void *r = NULL;
     ck_assert_int_eq(cio_await(sh, &r), 0);
     ck_assert_ptr_eq(r, &marker_a);
     cio_future_release(sh);
     cio_future_release(t);
-    t = cio_spawn(body_fail, NULL);
-    sh = cio_shield(t);
+    ck_assert_int_eq(cio_spawn(&t, body_fail, NULL), 0);
+    ck_assert_int_eq(cio_shield(&sh, t), 0);
     ck_assert_ptr_nonnull(sh);
     ck_assert_int_eq(cio_await(sh, NULL), -EPIPE);
     cio_future_release(sh);
@@ -1066,8 +1164,10 @@ static int main_interleave(void *arg, void **result)
     struct interleave il;
     memset(&il, 0, sizeof il);
     struct ilv_arg a = {&il, 'A'}, b = {&il, 'B'};
-    cio_task_t *ta = cio_spawn(body_interleave, &a);
-    cio_task_t *tb = cio_spawn(body_interleave, &b);
+    cio_task_t *ta;
+    ck_assert_int_eq(cio_spawn(&ta, body_interleave, &a), 0);
+    cio_task_t *tb;
+    ck_assert_int_eq(cio_spawn(&tb, body_interleave, &b), 0);
     ck_assert_int_eq(cio_await(ta, NULL), 0);
     ck_assert_int_eq(cio_await(tb, NULL), 0);
     ck_assert_str_eq(il.log, "ABABAB");
@@ -1130,10 +1230,14 @@ static int main_dump(void *arg, void **result)
     (void)arg;
     (void)result;
     double d = 10;
-    cio_task_t *a = cio_spawn_named("dump-alpha", body_sleep_arg, &d);
-    cio_future_t *f = cio_future_new(NULL);
-    cio_task_t *b = cio_spawn_named("dump-beta", body_wait_future, f);
-    cio_task_t *gone = cio_spawn_named("dump-gone", body_value, NULL);
+    cio_task_t *a;
+    ck_assert_int_eq(cio_spawn_named(&a, "dump-alpha", body_sleep_arg, &d), 0);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
+    cio_task_t *b;
+    ck_assert_int_eq(cio_spawn_named(&b, "dump-beta", body_wait_future, f), 0);
+    cio_task_t *gone;
+    ck_assert_int_eq(cio_spawn_named(&gone, "dump-gone", body_value, NULL), 0);
     ck_assert_ptr_nonnull(a);
     ck_assert_ptr_nonnull(b);
     ck_assert_ptr_nonnull(gone);
@@ -1144,7 +1248,7 @@ static int main_dump(void *arg, void **result)
     size_t len = 0;
     FILE *out = open_memstream(&buf, &len);
     ck_assert_ptr_nonnull(out);
-    cio_dump_tasks(NULL, out);
+    ck_assert_int_eq(cio_dump_tasks(NULL, out), 0);
     ck_assert_int_eq(fclose(out), 0);
     ck_assert_ptr_nonnull(buf);
     const char *la = NULL, *lb = NULL, *lm = NULL;
@@ -1165,7 +1269,7 @@ static int main_dump(void *arg, void **result)
     memset(fixed, 0, sizeof fixed);
     out = fmemopen(fixed, sizeof fixed - 1, "w");
     ck_assert_ptr_nonnull(out);
-    cio_dump_tasks(cio_get_running_loop(), out);
+    ck_assert_int_eq(cio_dump_tasks(cio_get_running_loop(), out), 0);
     ck_assert_int_eq(fclose(out), 0);
     ck_assert_ptr_nonnull(strstr(fixed, "dump-alpha"));
     ck_assert_ptr_nonnull(strstr(fixed, "dump-beta"));
@@ -1186,12 +1290,13 @@ START_TEST(task_dump_created)
     cio_loop_t *l = NULL;
     ck_assert_int_eq(cio_loop_new(&l), 0);
     cio_spawn_opts_t o = {.name = "dump-created"};
-    cio_task_t *t = cio_spawn_ex(l, body_value, NULL, &o);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_ex(&t, l, body_value, NULL, &o), 0);
     ck_assert_ptr_nonnull(t);
     char *buf = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&buf, &len);
-    cio_dump_tasks(l, out);
+    ck_assert_int_eq(cio_dump_tasks(l, out), 0);
     ck_assert_int_eq(fclose(out), 0);
     const char *line = NULL;
     ck_assert_msg(lines_with(buf, "dump-created", &line) == 1, "dump:\n%s", buf);
@@ -1258,7 +1363,8 @@ static int runner_fn1(void *arg, void **result)
     struct runner_state *s = arg;
     s->loop1 = cio_get_running_loop();
     /* Leave a background task behind. */
-    cio_task_t *t = cio_spawn_named("background", body_sleeper, &s->bg);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_named(&t, "background", body_sleeper, &s->bg), 0);
     ck_assert_ptr_nonnull(t);
     cio_future_release(t);
     *result = &marker_a;
@@ -1300,11 +1406,48 @@ START_TEST(task_runner_two_calls)
     ck_assert_ptr_null(cio_get_running_loop());
     /* Closing cancels the leftover background task and waits for it. */
     double w0 = mono_now();
-    cio_runner_close(r);
+    ck_assert_int_eq(cio_runner_close(r), 0);
     ck_assert_double_lt(mono_now() - w0, HANG_BOUND_S);
     ck_assert(s.bg.finished);
     ck_assert_int_eq(s.bg.rc[0], -ECANCELED);
-    cio_runner_close(NULL);
+    ck_assert_int_eq(cio_runner_close(NULL), 0);
+}
+END_TEST
+
+/* A main task that keeps a future of the loop referenced past its end. */
+static int main_leak_future(void *arg, void **result)
+{
+    (void)result;
+    ck_assert_int_eq(cio_future_new(arg, NULL), 0);
+    return 0;
+}
+
+/*
+ * cio_runner_close refuses (-EBUSY) while a future of its loop is still
+ * referenced, and frees nothing: the loop stays the runner's (closed: new
+ * runs are refused with -ESHUTDOWN). Once the future is released, closing
+ * again frees everything.
+ */
+START_TEST(task_runner_close_busy)
+{
+    cio_runner_t *r = NOT_SET;
+    cio_run_opts_t bad = {.reserved_ = {&bad, NULL}};
+    ck_assert_int_eq(cio_runner_new(&r, &bad), -EINVAL);
+    ck_assert_ptr_null(r);
+    ck_assert_int_eq(cio_runner_new(NULL, NULL), -EINVAL);
+
+    ck_assert_int_eq(cio_runner_new(&r, NULL), 0);
+    cio_future_t *kept = NULL;
+    ck_assert_int_eq(cio_runner_run(r, main_leak_future, &kept, NULL), 0);
+    ck_assert_ptr_nonnull(kept);
+    cio_loop_t *l = cio_runner_get_loop(r);
+    ck_assert_int_eq(cio_runner_close(r), -EBUSY);
+    ck_assert_ptr_eq(cio_runner_get_loop(r), l); /* nothing was freed */
+    ck_assert(cio_loop_is_closed(l));
+    ck_assert_int_eq(cio_runner_run(r, body_value, NULL, NULL), -ESHUTDOWN);
+    ck_assert_int_eq(cio_runner_close(r), -EBUSY); /* still referenced */
+    cio_future_release(kept);
+    ck_assert_int_eq(cio_runner_close(r), 0);
 }
 END_TEST
 
@@ -1315,6 +1458,8 @@ static Suite *task_suite(void)
     tcase_add_test(tc, task_spawn_await);
     tcase_add_test(tc, task_starts_later);
     tcase_add_test(tc, task_release_early);
+    tcase_add_test(tc, task_spawn_fire_and_forget);
+    tcase_add_test(tc, task_spawn_bad_arguments);
     tcase_add_test(tc, task_spawn_outside_loop);
     tcase_add_test(tc, task_spawn_from_callback);
     tcase_add_test(tc, task_sleep_not_early);
@@ -1344,6 +1489,7 @@ static Suite *task_suite(void)
     tc = add_tcase(s, "run", TEST_TIMEOUT);
     tcase_add_test(tc, task_run_status);
     tcase_add_test(tc, task_runner_two_calls);
+    tcase_add_test(tc, task_runner_close_busy);
     return s;
 }
 

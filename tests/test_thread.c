@@ -206,7 +206,7 @@ static int main_bridge(void *arg, void **result)
     (void)arg;
     (void)result;
     struct bridge b = {.loop = cio_get_running_loop()};
-    b.fut = cio_future_new(NULL);
+    ck_assert_int_eq(cio_future_new(&b.fut, NULL), 0);
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, bridge_thread, &b), 0);
     void *r = NULL;
@@ -273,7 +273,8 @@ static int main_to_thread(void *arg, void **result)
 
     /* run_in_executor on the default pool gives a future. */
     p.in = 50;
-    cio_future_t *f = cio_run_in_executor(cio_get_running_loop(), NULL, job_value, &p);
+    cio_future_t *f;
+    ck_assert_int_eq(cio_run_in_executor(&f, cio_get_running_loop(), NULL, job_value, &p), 0);
     ck_assert_ptr_nonnull(f);
     ck_assert(!cio_future_is_task(f));
     r = NULL;
@@ -321,7 +322,7 @@ static int main_many_to_thread(void *arg, void **result)
     for (int i = 0; i < N; i++) {
         a[i].in = i;
         a[i].rc = 12345;
-        t[i] = cio_spawn(body_to_thread, &a[i]);
+        ck_assert_int_eq(cio_spawn(&t[i], body_to_thread, &a[i]), 0);
         ck_assert_ptr_nonnull(t[i]);
     }
     void *results[N];
@@ -376,7 +377,7 @@ static int main_bounded_executor(void *arg, void **result)
     ck_assert_ptr_nonnull(ex);
     cio_future_t *fs[N];
     for (int i = 0; i < N; i++) {
-        fs[i] = cio_run_in_executor(cio_get_running_loop(), ex, job_count, &c);
+        ck_assert_int_eq(cio_run_in_executor(&fs[i], cio_get_running_loop(), ex, job_count, &c), 0);
         ck_assert_ptr_nonnull(fs[i]);
     }
     int st[N];
@@ -412,7 +413,7 @@ static int main_default_pool_bounded(void *arg, void **result)
     memset(&c, 0, sizeof c);
     cio_task_t *t[N];
     for (int i = 0; i < N; i++)
-        t[i] = cio_spawn(body_to_thread_count, &c);
+        ck_assert_int_eq(cio_spawn(&t[i], body_to_thread_count, &c), 0);
     ck_assert_int_eq(cio_gather(t, N, NULL, NULL, 0), 0);
     for (int i = 0; i < N; i++)
         cio_future_release(t[i]);
@@ -437,6 +438,17 @@ START_TEST(thread_executor_new_einval)
     cio_executor_t *ex = NULL;
     ck_assert_int_eq(cio_executor_new(&ex, 0), 0);
     ck_assert_ptr_nonnull(ex);
+    /* run_in_executor: no running loop, out NULL, fn NULL; *out cleared. */
+    cio_future_t *f = NOT_SET;
+    ck_assert_int_eq(cio_run_in_executor(&f, NULL, ex, job_count, NULL), -EPERM);
+    ck_assert_ptr_null(f);
+    cio_loop_t *l = NULL;
+    ck_assert_int_eq(cio_loop_new(&l), 0);
+    ck_assert_int_eq(cio_run_in_executor(NULL, l, ex, job_count, NULL), -EINVAL);
+    f = NOT_SET;
+    ck_assert_int_eq(cio_run_in_executor(&f, l, ex, NULL, NULL), -EINVAL);
+    ck_assert_ptr_null(f);
+    ck_assert_int_eq(cio_loop_free(l), 0);
     cio_executor_shutdown(ex, true);
     cio_executor_shutdown(NULL, true);
 }
@@ -477,7 +489,8 @@ static int main_cancel_to_thread(void *arg, void **result)
     (void)result;
     static struct slow_job j;
     memset(&j, 0, sizeof j);
-    cio_task_t *t = cio_spawn(body_victim, &j);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_victim, &j), 0);
     /* Wait until the job runs on its thread. */
     for (int i = 0; i < 500 && !atomic_load(&j.started); i++)
         ck_assert_int_eq(cio_sleep(0.005), 0);
@@ -519,14 +532,15 @@ static int main_executor_shutdown(void *arg, void **result)
     cio_loop_t *l = cio_get_running_loop();
     cio_executor_t *ex = NULL;
     ck_assert_int_eq(cio_executor_new(&ex, 1), 0);
-    cio_future_t *f1 = cio_run_in_executor(l, ex, job_slow, &blocker);
+    cio_future_t *f1;
+    ck_assert_int_eq(cio_run_in_executor(&f1, l, ex, job_slow, &blocker), 0);
     ck_assert_ptr_nonnull(f1);
     for (int i = 0; i < 500 && !atomic_load(&blocker.started); i++)
         ck_assert_int_eq(cio_sleep(0.005), 0);
     ck_assert(atomic_load(&blocker.started));
     cio_future_t *qf[4];
     for (int i = 0; i < 4; i++) {
-        qf[i] = cio_run_in_executor(l, ex, job_mark, &q);
+        ck_assert_int_eq(cio_run_in_executor(&qf[i], l, ex, job_mark, &q), 0);
         ck_assert_ptr_nonnull(qf[i]);
     }
     /* Queued jobs are cancelled; the running one completes; wait joins. */
@@ -560,11 +574,13 @@ static int main_cancel_job_future(void *arg, void **result)
     cio_loop_t *l = cio_get_running_loop();
     cio_executor_t *ex = NULL;
     ck_assert_int_eq(cio_executor_new(&ex, 1), 0);
-    cio_future_t *f1 = cio_run_in_executor(l, ex, job_slow, &blocker);
+    cio_future_t *f1;
+    ck_assert_int_eq(cio_run_in_executor(&f1, l, ex, job_slow, &blocker), 0);
     for (int i = 0; i < 500 && !atomic_load(&blocker.started); i++)
         ck_assert_int_eq(cio_sleep(0.005), 0);
     ck_assert(atomic_load(&blocker.started));
-    cio_future_t *f2 = cio_run_in_executor(l, ex, job_mark, &q);
+    cio_future_t *f2;
+    ck_assert_int_eq(cio_run_in_executor(&f2, l, ex, job_mark, &q), 0);
     ck_assert_ptr_nonnull(f2);
     /* Started: not cancellable. Queued: cancelled, never runs. */
     ck_assert_int_eq(cio_future_cancel(f1), 0);
@@ -619,13 +635,15 @@ static int main_await_job_cancelled(void *arg, void **result)
     cio_executor_t *ex = NULL;
     ck_assert_int_eq(cio_executor_new(&ex, 1), 0);
     struct job_awaiter started = {.blocker = &blocker}, queued = {.blocker = &blocker};
-    started.f = cio_run_in_executor(l, ex, job_slow, &blocker);
+    ck_assert_int_eq(cio_run_in_executor(&started.f, l, ex, job_slow, &blocker), 0);
     for (int i = 0; i < 500 && !atomic_load(&blocker.started); i++)
         ck_assert_int_eq(cio_sleep(0.005), 0);
     ck_assert(atomic_load(&blocker.started));
-    queued.f = cio_run_in_executor(l, ex, job_mark, &q);
-    cio_task_t *ts = cio_spawn(body_await_job, &started);
-    cio_task_t *tq = cio_spawn(body_await_job, &queued);
+    ck_assert_int_eq(cio_run_in_executor(&queued.f, l, ex, job_mark, &q), 0);
+    cio_task_t *ts;
+    ck_assert_int_eq(cio_spawn(&ts, body_await_job, &started), 0);
+    cio_task_t *tq;
+    ck_assert_int_eq(cio_spawn(&tq, body_await_job, &queued), 0);
     ck_assert_int_eq(cio_sleep(0.01), 0);
     ck_assert_int_eq(cio_task_cancel(tq), 1);
     ck_assert_int_eq(cio_task_cancel(ts), 1);
@@ -666,7 +684,8 @@ static int main_leftover_job(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    cio_task_t *t = cio_spawn(body_leftover, NULL);
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, body_leftover, NULL), 0);
     cio_future_release(t);
     for (int i = 0; i < 500 && !atomic_load(&leftover.started); i++)
         ck_assert_int_eq(cio_sleep(0.005), 0);
@@ -718,7 +737,7 @@ static int main_per_thread(void *arg, void **result)
     lt->loop = cio_get_running_loop();
     cio_task_t *t[8];
     for (int i = 0; i < 8; i++)
-        t[i] = cio_spawn(body_tick, &lt->count);
+        ck_assert_int_eq(cio_spawn(&t[i], body_tick, &lt->count), 0);
     ck_assert_int_eq(cio_gather(t, 8, NULL, NULL, 0), 0);
     for (int i = 0; i < 8; i++)
         cio_future_release(t[i]);
