@@ -420,7 +420,8 @@ CIO_EXTERN int cio_wait_fd(int fd, int events);
  * Closing an fd that tasks are blocked on: use cio_close, which wakes every
  * task waiting on the fd (and, on io_uring, cancels the operations the
  * kernel holds on it) so that they return -EBADF; a plain close(2) leaves
- * them waiting. io_uring finds them by fd, which needs Linux 5.19.
+ * them waiting. Only the operations on fd itself are cancelled, not those on
+ * other descriptors of the same file (dup).
  *
  * SIGPIPE never kills the process: socket sends use MSG_NOSIGNAL, and for
  * writes to pipes and ttys the first cio_loop_new sets SIGPIPE to SIG_IGN

@@ -325,21 +325,6 @@ static int ur_cancel(void *state, cio__op *op)
     return 0;
 }
 
-/* Submitted at once: the kernel looks the operations up by fd, which is
- * about to be closed. Needs Linux 5.19 (IORING_ASYNC_CANCEL_FD); older
- * kernels answer -EINVAL and the operations run on until they complete. */
-static int ur_cancel_fd(void *state, int fd)
-{
-    uring_state *st = state;
-    struct io_uring_sqe *sqe = get_sqe(st);
-    if (!sqe)
-        return -EBUSY;
-    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, 0);
-    int rc = io_uring_submit(&st->ring);
-    return rc < 0 ? rc : 0;
-}
-
 static int ur_pending(void *state)
 {
     uring_state *st = state;
@@ -355,7 +340,6 @@ const cio__backend cio__backend_uring = {
     .submit = ur_submit,
     .cancel = ur_cancel,
     .pending = ur_pending,
-    .cancel_fd = ur_cancel_fd,
 };
 
 #else /* !CIO_HAVE_URING */

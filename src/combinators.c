@@ -5,6 +5,11 @@
  * future (cio__future_on_done: no allocation beyond a pooled node, no extra
  * trip through the ready list) and sleeps on one waiter that the callbacks
  * wake when the combinator's condition holds.
+ *
+ * A combinator holds a reference on every future it watches for as long as
+ * it watches (as cio_await does): a caller may release its own references
+ * meanwhile, and a released pending future would otherwise be freed under
+ * the combinator's callbacks.
  */
 #include "task.h"
 
@@ -50,6 +55,26 @@ static int check_array(cio_future_t *const *fs, size_t n)
     return 0;
 }
 
+static void ref_all(cio_future_t *const *fs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cio_future_ref(fs[i]);
+}
+
+static void release_all(cio_future_t *const *fs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cio_future_release(fs[i]);
+}
+
+/* Removes gather's callbacks from the children still pending. */
+static void unhook_pending(cio_future_t *const *fs, size_t n, void *st)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fs[i]->state == CIO__PENDING)
+            cio__future_off_done_arg(fs[i], st);
+}
+
 /* Cancels every pending child and waits until none is pending. */
 static void cancel_and_drain(cio_future_t *const *fs, size_t n, gather_st *st)
 {
@@ -59,38 +84,28 @@ static void cancel_and_drain(cio_future_t *const *fs, size_t n, gather_st *st)
         park(st, true, CIO__NO_DEADLINE);
 }
 
-int cio_gather(cio_future_t *const *fs, size_t n, void **results, int *statuses,
-               unsigned flags)
+/* Registers gather's callback on every pending child; -ENOMEM (nothing
+ * left registered) when a node cannot be had. */
+static int gather_hook(cio_future_t *const *fs, size_t n, gather_st *st)
 {
-    int rc = check_array(fs, n);
-    if (rc)
-        return rc;
-    gather_st st = {.w = NULL, .remaining = 0, .first_err = 0, .all = flags & CIO_GATHER_ALL};
     for (size_t i = 0; i < n; i++) {
         if (fs[i]->state != CIO__PENDING) {
-            if (!st.all && fs[i]->status < 0 && !st.first_err)
-                st.first_err = fs[i]->status;
+            if (!st->all && fs[i]->status < 0 && !st->first_err)
+                st->first_err = fs[i]->status;
             continue;
         }
-        if (!cio__future_on_done(fs[i], gather_child_done, &st)) {
+        if (!cio__future_on_done(fs[i], gather_child_done, st)) {
             for (size_t j = 0; j < i; j++)
-                cio__future_off_done_arg(fs[j], &st);
+                cio__future_off_done_arg(fs[j], st);
             return -ENOMEM;
         }
-        st.remaining++;
+        st->remaining++;
     }
-    rc = cio__cancel_state(cio__current, NULL);
-    while (!rc && st.remaining && !st.first_err)
-        rc = park(&st, false, CIO__NO_DEADLINE);
-    if (rc < 0) {
-        /* Cancelling the gather cancels the children (asyncio). */
-        cancel_and_drain(fs, n, &st);
-        return rc;
-    }
-    if (st.remaining) /* returning early with an error: unhook */
-        for (size_t i = 0; i < n; i++)
-            if (fs[i]->state == CIO__PENDING)
-                cio__future_off_done_arg(fs[i], &st);
+    return 0;
+}
+
+static void gather_collect(cio_future_t *const *fs, size_t n, void **results, int *statuses)
+{
     for (size_t i = 0; i < n; i++) {
         bool done = fs[i]->state != CIO__PENDING;
         if (done)
@@ -100,6 +115,34 @@ int cio_gather(cio_future_t *const *fs, size_t n, void **results, int *statuses,
         if (statuses)
             statuses[i] = done ? fs[i]->status : -EAGAIN;
     }
+}
+
+int cio_gather(cio_future_t *const *fs, size_t n, void **results, int *statuses,
+               unsigned flags)
+{
+    int rc = check_array(fs, n);
+    if (rc)
+        return rc;
+    gather_st st = {.w = NULL, .remaining = 0, .first_err = 0, .all = flags & CIO_GATHER_ALL};
+    if ((rc = gather_hook(fs, n, &st)))
+        return rc;
+    ref_all(fs, n);
+    rc = cio__cancel_state(cio__current, NULL);
+    while (!rc && st.remaining && !st.first_err)
+        rc = park(&st, false, CIO__NO_DEADLINE);
+    if (rc == -ECANCELED || rc == -ETIMEDOUT) {
+        /* Cancelling the gather cancels the children (asyncio). */
+        cancel_and_drain(fs, n, &st);
+    } else if (st.remaining) {
+        /* Returning early (an error of a child, or -ENOMEM arming a
+         * deadline): the children run on, unhooked. */
+        unhook_pending(fs, n, &st);
+    }
+    if (rc >= 0)
+        gather_collect(fs, n, results, statuses);
+    release_all(fs, n);
+    if (rc < 0)
+        return rc;
     return st.all ? 0 : st.first_err;
 }
 
@@ -150,6 +193,7 @@ int cio_wait(cio_future_t *const *fs, size_t n, int return_when, double timeout)
         }
     }
     if (!wait_satisfied(&st)) {
+        ref_all(fs, n);
         for (size_t i = 0; i < n; i++) {
             if (fs[i]->state == CIO__PENDING && !cio__future_on_done(fs[i], wait_child_done, &st)) {
                 rc = -ENOMEM;
@@ -163,9 +207,8 @@ int cio_wait(cio_future_t *const *fs, size_t n, int return_when, double timeout)
             rc = cio__wait(&w, deadline);
             st.w = NULL;
         }
-        for (size_t i = 0; i < n; i++)
-            if (fs[i]->state == CIO__PENDING)
-                cio__future_off_done_arg(fs[i], &st);
+        unhook_pending(fs, n, &st);
+        release_all(fs, n);
         if (rc < 0)
             return rc;
     }
@@ -187,6 +230,7 @@ typedef struct ac_state {
     cio__waiter *w;
     size_t *order;
     ac_entry *e;
+    size_t refs;  /* fs[0..refs) hold a reference of the iterator */
 } ac_state;
 
 static void ac_child_done(cio_future_t *f, void *arg)
@@ -210,6 +254,7 @@ void cio_as_completed_cleanup(cio_as_completed_t *it)
     for (size_t i = 0; st->e && i < st->n; i++)
         if (st->e[i].hooked)
             cio__future_off_done_arg(st->fs[i], &st->e[i]);
+    release_all(st->fs, st->refs);
     cio__free(st->order);
     cio__free(st->e);
     cio__free(st);
@@ -238,6 +283,8 @@ int cio_as_completed_init(cio_as_completed_t *it, cio_future_t *const *fs, size_
         cio_as_completed_cleanup(it);
         return rc ? rc : -ENOMEM;
     }
+    ref_all(fs, n);
+    st->refs = n;
     for (size_t i = 0; i < n; i++) {
         st->e[i].st = st;
         st->e[i].idx = i;

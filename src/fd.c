@@ -144,6 +144,31 @@ void cio__fd_forget(cio_loop_t *loop, int fd)
     cio__fd_clear(loop, fd, CIO_READABLE | CIO_WRITABLE);
 }
 
+int cio__fd_track(cio_loop_t *loop, cio__op *op)
+{
+    int rc = fd_slot(loop, op->fd);
+    if (rc)
+        return rc;
+    cio__fdw *w = &loop->fds[op->fd];
+    op->fd_prev = NULL;
+    op->fd_next = w->ops;
+    if (w->ops)
+        w->ops->fd_prev = op;
+    w->ops = op;
+    return 0;
+}
+
+void cio__fd_untrack(cio_loop_t *loop, cio__op *op)
+{
+    if (op->fd_prev)
+        op->fd_prev->fd_next = op->fd_next;
+    else
+        loop->fds[op->fd].ops = op->fd_next;
+    if (op->fd_next)
+        op->fd_next->fd_prev = op->fd_prev;
+    op->fd_next = op->fd_prev = NULL;
+}
+
 void cio__fd_close(cio_loop_t *loop)
 {
     cio__free(loop->fds);

@@ -180,14 +180,27 @@ static ssize_t connect_ready(cio__coro *c, cio__op *op)
      * would then read 0 for a socket that is not connected. */
     if (rc != -EINPROGRESS && rc != -EALREADY)
         return rc;
-    rc = cio__fd_wait(c, op->fd, CIO_WRITABLE);
-    if (rc < 0)
-        return rc;
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &len))
-        return -errno;
-    return -err;
+    for (;;) {
+        rc = cio__fd_wait(c, op->fd, CIO_WRITABLE);
+        if (rc < 0)
+            return rc;
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &len))
+            return -errno;
+        if (err)
+            return -err;
+        /* Writable with no error normally means connected; a readiness
+         * event can also be stale (left over in a poll batch for an fd that
+         * was closed and reused meanwhile), so confirm with the peer's
+         * address and wait again while the connect is still in progress. */
+        struct sockaddr_storage peer;
+        len = sizeof peer;
+        if (getpeername(op->fd, (struct sockaddr *)&peer, &len) == 0)
+            return 0;
+        if (errno != ENOTCONN)
+            return -errno;
+    }
 }
 
 static ssize_t run_ready(cio__coro *c, cio__op *op)

@@ -26,7 +26,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-_Thread_local cio_loop_t *cio__running;
+_Thread_local cio_loop_t *cio__running CIO__TLS_IE;
 
 enum { H_POOLED = 1 };
 
@@ -323,8 +323,13 @@ int cio__loop_submit(cio_loop_t *loop, cio__op *op)
     if (!loop->be->submit)
         return -ENOTSUP;
     op->done = 0;
-    int rc = loop->be->submit(loop->be_state, op);
-    if (!rc)
+    int rc = cio__fd_track(loop, op);
+    if (rc)
+        return rc;
+    rc = loop->be->submit(loop->be_state, op);
+    if (rc)
+        cio__fd_untrack(loop, op);
+    else
         loop->inflight++;
     return rc;
 }
@@ -337,8 +342,14 @@ void cio__loop_cancel(cio_loop_t *loop, cio__op *op)
 
 void cio__loop_cancel_fd(cio_loop_t *loop, int fd)
 {
-    if (loop->inflight && loop->be->cancel_fd)
-        loop->be->cancel_fd(loop->be_state, fd);
+    if (!loop->inflight || fd < 0 || fd >= loop->nfds)
+        return;
+    /* By address, not IORING_ASYNC_CANCEL_FD: that would also cancel what
+     * runs on other descriptors of the same file (a dup, stdin and stdout
+     * of one socket). The kernel finds them without the fd, so the cancels
+     * may go with the next poll, after the fd is closed. */
+    for (cio__op *op = loop->fds[fd].ops; op; op = op->fd_next)
+        cio__loop_cancel(loop, op);
 }
 
 static void dispatch(cio_loop_t *loop, const cio__event *ev)
@@ -349,6 +360,7 @@ static void dispatch(cio_loop_t *loop, const cio__event *ev)
     }
     cio__op *op = ev->op;
     loop->inflight--;
+    cio__fd_untrack(loop, op);
     op->res = ev->res;
     op->done = 1;
     op->complete(op);

@@ -106,6 +106,7 @@ typedef struct cio__op {
     int64_t offset;
     void (*complete)(struct cio__op *op); /* called by the loop, once */
     void *data;            /* the operation layer's */
+    struct cio__op *fd_next, *fd_prev; /* in flight on fd (fd.c) */
 } cio__op;
 
 /* What a backend hands back to the loop from poll. */
@@ -145,10 +146,6 @@ typedef struct cio__backend {
     int (*cancel)(void *state, cio__op *op);
     /* True while submissions are queued that only a poll sends. */
     int (*pending)(void *state);
-    /* Cancels every operation in flight on fd, at once (before the fd is
-     * closed: the kernel finds them by fd). Their completions still come,
-     * with -ECANCELED unless they raced. */
-    int (*cancel_fd)(void *state, int fd);
 } cio__backend;
 
 extern const cio__backend cio__backend_epoll;
@@ -175,6 +172,7 @@ typedef struct cio__fdside {
 typedef struct cio__fdw {
     unsigned events;         /* registered with the backend */
     cio__fdside r, w;
+    cio__op *ops;            /* submitted operations in flight on the fd */
 } cio__fdw;
 
 /*
@@ -192,6 +190,10 @@ void cio__fd_dispatch(cio_loop_t *loop, int fd, unsigned events);
 void cio__fd_forget(cio_loop_t *loop, int fd);
 /* Frees the table at close. */
 void cio__fd_close(cio_loop_t *loop);
+/* Records a submitted op as in flight on its fd (0 or -ENOMEM/-EBADF), and
+ * forgets it at its completion. */
+int cio__fd_track(cio_loop_t *loop, cio__op *op);
+void cio__fd_untrack(cio_loop_t *loop, cio__op *op);
 
 /* ------------------------------------------------------------------------ */
 /* Close hooks: what the layers above must do when the loop closes           */
@@ -337,7 +339,8 @@ void cio__loop_run_posts(cio_loop_t *loop);
 int cio__loop_submit(cio_loop_t *loop, cio__op *op);
 /* Asks the backend to cancel a submitted op (its completion still comes). */
 void cio__loop_cancel(cio_loop_t *loop, cio__op *op);
-/* Cancels the operations in flight on fd (before it is closed). */
+/* Cancels the operations in flight on fd (when it is closed). Exactly
+ * those: not those on other descriptors of the same file (dup). */
 void cio__loop_cancel_fd(cio_loop_t *loop, int fd);
 /* True when the loop's backend completes operations (io_uring). */
 static inline bool cio__loop_completes(const cio_loop_t *loop)

@@ -228,7 +228,7 @@ void *cio__stack_top(cio__stack *s)
 /* Overflow reports                                                          */
 /* ------------------------------------------------------------------------ */
 
-_Thread_local cio__stack *cio__stack_thread;
+_Thread_local cio__stack *cio__stack_thread CIO__TLS_IE;
 static _Atomic(cio__stack_locator) locator;
 
 void cio__stack_set_locator(cio__stack_locator fn)

@@ -314,11 +314,14 @@ int cio_await(cio_future_t *f, void **result)
     cio__waiter_init(&w, c, await_what(f), f, cio__wlist_unlink);
     cio__wlist_push(&f->waiters, &w);
     int rc = cio__wait(&w, CIO__NO_DEADLINE);
-    if (rc < 0) {
+    if (rc == -ECANCELED || rc == -ETIMEDOUT) {
         /* Cancelled or timed out: cancel what we await and wait for it to
          * finish, as asyncio's Task.cancel does with _fut_waiter. */
         cio_future_cancel(f);
         cio__await_done(f);
+    } else if (rc < 0) {
+        /* -ENOMEM (a deadline timer could not be armed; the waiter is
+         * unlinked): only this awaiter fails, what it awaits runs on. */
     } else {
         rc = cio_future_result(f, result);
     }

@@ -15,7 +15,7 @@
  */
 #include "wait.h"
 
-_Thread_local cio__coro *cio__current;
+_Thread_local cio__coro *cio__current CIO__TLS_IE;
 
 /* ------------------------------------------------------------------------ */
 /* Switching                                                                 */
@@ -38,10 +38,17 @@ static cio__stack *locate_stack(void)
     return c ? c->cur_stack : cio__stack_thread;
 }
 
+static pthread_once_t locator_once = PTHREAD_ONCE_INIT;
+
+static void install_locator(void)
+{
+    cio__stack_set_locator(locate_stack);
+}
+
 int cio__coro_start(cio__coro *c, size_t stack_size, const cio__stack_owner *owner,
                     void (*entry)(void *), void *arg)
 {
-    cio__stack_set_locator(locate_stack);
+    pthread_once(&locator_once, install_locator); /* once: no shared write per task */
     c->stack = cio__stack_get(&c->loop->stacks, stack_size);
     if (!c->stack)
         return -ENOMEM;
@@ -164,7 +171,7 @@ static void wait_timer_cb(void *arg)
     int c = w->nointr ? 0 : cio__cancel_state(w->task, &d);
     if (c)
         cio__interrupt(w, c);
-    else if (w->own_deadline <= cio__clock_ns())
+    else if (w->own_deadline <= cio_loop_time_ns(w->task->loop)) /* cached this iteration */
         cio__interrupt(w, CIO__OWN_DEADLINE);
     else if (arm(w, d < w->own_deadline ? d : w->own_deadline)) /* moved later */
         cio__interrupt(w, -ENOMEM); /* never sleep forever on a lost timer */
@@ -201,7 +208,7 @@ bool cio__wake(cio__waiter *w, int result)
     cio__coro *c = w->task;
     w->woken = 1;
     w->result = result;
-    if (cio_handle_active(&w->timer))
+    if (w->timer.state_ != CIO__H_IDLE) /* inline: on every wake */
         cio_handle_cancel(&w->timer);
     c->waiter = NULL;
     cio__coro_schedule(c);

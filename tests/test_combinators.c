@@ -189,6 +189,45 @@ START_TEST(comb_gather_cancel_cancels_children)
 }
 END_TEST
 
+/*
+ * A gather holds a reference on what it waits for: the caller may release
+ * its own, and the future stays valid (no other future reuses its memory)
+ * until the gather is done with it.
+ */
+static int gather_one(void *arg, void **result)
+{
+    (void)result;
+    cio_future_t **fs = arg;
+    return cio_gather(fs, 1, NULL, NULL, 0);
+}
+
+static int main_gather_holds_refs(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    cio_future_t *f, *f2;
+    ck_assert_int_eq(cio_future_new(&f, NULL), 0);
+    cio_future_t *fs[1] = {f};
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn(&t, gather_one, fs), 0);
+    settle();
+    cio_future_release(f); /* the gather's reference keeps it */
+    ck_assert_int_eq(cio_future_new(&f2, NULL), 0);
+    ck_assert_ptr_ne(f2, f);
+    ck_assert_int_eq(cio_task_cancel(t), 1);
+    ck_assert_int_eq(cio_await(t, NULL), -ECANCELED);
+    ck_assert(!cio_future_done(f2)); /* the gather cancelled its own child only */
+    cio_future_release(t);
+    cio_future_release(f2);
+    return 0;
+}
+
+START_TEST(comb_gather_holds_refs)
+{
+    RUN_MAIN(main_gather_holds_refs, NULL);
+}
+END_TEST
+
 static int main_gather_einval(void *arg, void **result)
 {
     (void)arg;
@@ -521,6 +560,7 @@ static Suite *comb_suite(void)
     tcase_add_test(tc, comb_gather_first_error);
     tcase_add_test(tc, comb_gather_all);
     tcase_add_test(tc, comb_gather_cancel_cancels_children);
+    tcase_add_test(tc, comb_gather_holds_refs);
     tcase_add_test(tc, comb_einval);
 
     tc = add_tcase(s, "wait", TEST_TIMEOUT);

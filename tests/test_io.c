@@ -2235,6 +2235,56 @@ static int main_close_reuse_op(void *arg, void **result)
     return 0;
 }
 
+/*
+ * cio_close(fd) wakes and cancels what waits on fd itself, and nothing on
+ * another descriptor of the same file: a recv blocked on a dup of the
+ * socket goes on and receives what the peer sends later (on io_uring the
+ * kernel matches IORING_ASYNC_CANCEL_FD by file, so cio cancels by address).
+ */
+typedef struct dup_recv {
+    int fd;
+    ssize_t rc;
+    char buf[8];
+} dup_recv_t;
+
+static int dup_recv_body(void *arg, void **result)
+{
+    (void)result;
+    dup_recv_t *d = arg;
+    d->rc = cio_sock_recv(d->fd, d->buf, sizeof d->buf, 0);
+    return 0;
+}
+
+static int main_close_spares_dup(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    int sv[2];
+    make_pair(sv);
+    dup_recv_t d = {.fd = fcntl(sv[0], F_DUPFD_CLOEXEC, 0), .rc = 12345};
+    ck_assert_int_ge(d.fd, 0);
+    cio_task_t *t = spawn(dup_recv_body, &d);
+    settle();
+    ck_assert_int_eq(d.rc, 12345); /* blocked */
+    ck_assert_int_eq(cio_close(sv[0]), 0);
+    settle();
+    ck_assert_int_eq(d.rc, 12345); /* still blocked: its fd is open */
+    ck_assert_int_eq(send(sv[1], "hi", 2, 0), 2);
+    ck_assert_int_eq(cio_wait_for(t, 2.0, NULL), 0);
+    cio_future_release(t);
+    ck_assert_int_eq(d.rc, 2);
+    ck_assert_mem_eq(d.buf, "hi", 2);
+    xclose(d.fd);
+    xclose(sv[1]);
+    return 0;
+}
+
+START_TEST(io_close_spares_dup)
+{
+    run_task(main_close_spares_dup, NULL);
+}
+END_TEST
+
 START_TEST(io_close_reuse_blocked_op)
 {
     static const int kinds[] = {K_RECV, K_READ, K_ACCEPT};
@@ -2968,6 +3018,7 @@ static Suite *io_suite(void)
     tcase_add_loop_test(tc, io_close_wakes_blocked_op, 0, 3);
     tcase_add_loop_test(tc, io_close_reuse_blocked_op, 0, 3);
     tcase_add_test(tc, io_close_then_reuse_number);
+    tcase_add_test(tc, io_close_spares_dup);
     tcase_add_test(tc, io_close_contract);
 
     tc = add_tcase(s, "file", TEST_TIMEOUT);
