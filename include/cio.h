@@ -232,8 +232,9 @@ typedef struct cio_loop_opts {
 } cio_loop_opts_t;
 
 /*
- * Creates an event loop (default options: see cio_loop_new_ex) and stores it
- * in *out (NULL on failure). Returns 0, -EINVAL (out is NULL), -ENOMEM, or an
+ * Creates an event loop for the calling thread, which is the thread that
+ * runs it (default options: see cio_loop_new_ex) and stores it in *out (NULL
+ * on failure). Returns 0, -EINVAL (out is NULL), -ENOMEM, or an
  * errno of epoll_create1/eventfd (-EMFILE, -ENFILE, ...). The caller frees it
  * with cio_loop_free().
  */
@@ -320,9 +321,10 @@ CIO_EXTERN int cio_loop_close(cio_loop_t *loop);
 
 /*
  * Closes the loop if needed and frees the object. Returns 0, or -EBUSY as
- * cio_loop_close, or while futures or tasks of the loop are still referenced
- * (release them first; debug mode says how many); nothing is freed then.
- * NULL is a no-op (0).
+ * cio_loop_close (nothing done then), or -EBUSY while futures or tasks of
+ * the loop are still referenced: the loop has been closed then, but the
+ * object is kept (they point at it); release them and call again. Debug mode
+ * says how many. NULL is a no-op (0).
  */
 CIO_EXTERN int cio_loop_free(cio_loop_t *loop);
 
@@ -422,6 +424,13 @@ CIO_EXTERN int cio_wait_fd(int fd, int events);
  * kernel holds on it) so that they return -EBADF; a plain close(2) leaves
  * them waiting. Only the operations on fd itself are cancelled, not those on
  * other descriptors of the same file (dup).
+ *
+ * Two tasks doing the same direction on one fd at once: on epoll the second
+ * gets -EBUSY (one waiter per fd and direction, as with cio_wait_fd, and
+ * none while cio_add_reader/writer holds that direction); on io_uring both
+ * operations are submitted. Every call may also return -ENOMEM (the fd table
+ * or, on io_uring, the submission could not be had) and, on io_uring, -EBUSY
+ * when the kernel takes no more submissions.
  *
  * SIGPIPE never kills the process: socket sends use MSG_NOSIGNAL, and for
  * writes to pipes and ttys the first cio_loop_new sets SIGPIPE to SIG_IGN
@@ -702,8 +711,14 @@ CIO_EXTERN int cio_future_new(cio_future_t **out, cio_loop_t *loop);
 CIO_EXTERN cio_future_t *cio_future_ref(cio_future_t *f);
 
 /*
- * Drops a reference; the future is freed when the last one goes and it is
- * done (a running task keeps itself alive). NULL is a no-op.
+ * Drops a reference. When the last one goes the future is freed: a done one
+ * at once; a running task or pool job holds a reference of its own until it
+ * finishes; a pending plain future is freed too, with its done callbacks,
+ * which then never run (nobody can complete it: completing takes a
+ * reference, and every waiter - cio_await, gather, wait, as_completed, shield
+ * - holds one while it waits). A release more than there were references is
+ * reported on stderr and otherwise ignored while the memory is not reused
+ * (a caller's bug). NULL is a no-op.
  */
 CIO_EXTERN void cio_future_release(cio_future_t *f);
 

@@ -8,7 +8,7 @@
  *   0 base    base.h   alloc.c error.c
  *   1 ctx     ctx.h    ctx/switch_*.S ctx/ctx_ucontext.c
  *   2 stack   stack.h  stack.c
- *   3 loop    loop.h   loop.c timer.c fd.c backend.c backend_epoll.c backend_uring.c
+ *   3 loop    loop.h   loop.c timer.c fd.c backend_epoll.c backend_uring.c
  *   4 wait    wait.h   wait.c
  *   5 io      io.h     io.c
  *   6 future  future.h future.c

@@ -32,7 +32,17 @@ static void drop_scheduled(cio_loop_t *loop)
     }
 }
 
-static const cio__loop_hooks future_hooks = {.layer = 6, .close = drop_scheduled};
+/* A future still referenced points at the loop and lives in its pool. */
+static int futures_busy_free(cio_loop_t *loop)
+{
+    size_t live = loop->pools[CIO__POOL_FUTURE].live;
+    if (live && loop->debug)
+        fprintf(stderr, "cio: loop not freed: %zu future(s) never released\n", live);
+    return live ? -EBUSY : 0;
+}
+
+static const cio__loop_hooks future_hooks = {
+    .layer = 6, .close = drop_scheduled, .busy_free = futures_busy_free};
 
 static void layer_init(cio_loop_t *loop)
 {

@@ -522,29 +522,55 @@ const char *cio_loop_backend(const cio_loop_t *loop)
     return loop && loop->be ? loop->be->name : NULL;
 }
 
+/* A new backend state for the child: the same kind, or epoll if the kernel
+ * now refuses it. Returns 0 or a negative errno (the old state is kept). */
+static int backend_renew(cio_loop_t *loop)
+{
+    void *old = loop->be_state;
+    const cio__backend *be = loop->be;
+    int rc = be->init(&loop->be_state);
+    if (rc > 0 && be != &cio__backend_epoll) {
+        be = &cio__backend_epoll;
+        rc = be->init(&loop->be_state);
+    }
+    if (rc) {
+        loop->be_state = old;
+        return rc > 0 ? -rc : rc;
+    }
+    /* The old state's fds are this process's copies of the parent's: close
+     * them (the parent keeps its own). */
+    loop->be->close(old);
+    loop->be = be;
+    return 0;
+}
+
 int cio__loop_fork(cio_loop_t *loop)
 {
     if (loop->inflight)
         return -EBUSY;
-    void *old = loop->be_state;
-    int rc = loop->be->init(&loop->be_state);
-    if (rc) {
-        loop->be_state = old;
+    /* A thread of the parent (a pool worker posting a result) may have held
+     * the lock at the fork; the child's copy would stay locked forever. */
+    pthread_mutex_init(&loop->ts_lock, NULL);
+    int rc = backend_renew(loop);
+    if (rc)
         return rc;
-    }
-    /* The old state's fds are this process's copies of the parent's: close
-     * them (the parent keeps its own) and register everything again. */
-    loop->be->close(old);
+    /* The wake-up eventfd first, so threadsafe calls work whatever else
+     * fails below. */
     memset(&loop->fds[loop->wakefd], 0, sizeof(loop->fds[0]));
     loop->nwatch--;
     close(loop->wakefd);
     loop->wakefd = -1;
+    if ((rc = wake_start(loop)))
+        return rc;
+    /* Every watcher again. An fd that cannot be registered (the child
+     * closed it) is forgotten: its waiters wake with -EBADF rather than
+     * wait on an fd the new backend never reports. */
     for (int fd = 0; fd < loop->nfds; fd++) {
         unsigned ev = loop->fds[fd].events;
-        if (ev && (rc = loop->be->watch(loop->be_state, fd, 0, ev)))
-            return rc;
+        if (ev && fd != loop->wakefd && loop->be->watch(loop->be_state, fd, 0, ev))
+            cio__fd_forget(loop, fd);
     }
-    return wake_start(loop);
+    return 0;
 }
 
 int cio_loop_fork(cio_loop_t *loop)
@@ -747,14 +773,14 @@ int cio_loop_close(cio_loop_t *loop)
     return 0;
 }
 
-/* Futures and tasks still referenced keep the loop object alive: their
- * memory is in its pools and they point at it. */
+/* Objects of the layers above that still point at the loop (referenced
+ * futures and tasks live in its pools) keep the loop object alive. */
 static int free_refused(cio_loop_t *loop)
 {
-    size_t live = loop->pools[CIO__POOL_FUTURE].live + loop->pools[CIO__POOL_TASK].live;
-    if (live && loop->debug)
-        fprintf(stderr, "cio: loop not freed: %zu future(s) or task(s) never released\n", live);
-    return live ? -EBUSY : 0;
+    for (int i = 0; i < CIO__LOOP_HOOKS && loop->hooks[i]; i++)
+        if (loop->hooks[i]->busy_free && loop->hooks[i]->busy_free(loop))
+            return -EBUSY;
+    return 0;
 }
 
 int cio_loop_free(cio_loop_t *loop)

@@ -1,7 +1,7 @@
 /*
  * Layer 3, the loop core: handles and the ready list, timers (timer.c), fd
  * watchers (fd.c), the backend interface and its two implementations
- * (backend_epoll.c, backend_uring.c, chosen at run time by backend.c), the
+ * (backend_epoll.c, backend_uring.c, chosen at run time in loop.c), the
  * threadsafe queue, object pools, and the loop's life cycle (loop.c).
  *
  * The loop core calls nothing above it. The layers above reach it through
@@ -203,6 +203,9 @@ typedef struct cio__loop_hooks {
     int layer;  /* close hooks run from the highest layer down */
     /* Returns -EBUSY to refuse the close (objects of the layer still live). */
     int (*busy)(cio_loop_t *loop);
+    /* Returns -EBUSY to refuse freeing the loop object (objects of the
+     * layer still point at it, e.g. referenced futures). */
+    int (*busy_free)(cio_loop_t *loop);
     /* Debug mode: lists what the layer still has open. */
     void (*report)(cio_loop_t *loop, FILE *out);
     /* Releases the layer's state of this loop. */

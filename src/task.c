@@ -129,7 +129,17 @@ static int tasks_busy(cio_loop_t *loop)
     return -EBUSY;
 }
 
-static const cio__loop_hooks task_hooks = {.layer = 7, .busy = tasks_busy};
+/* A finished task still referenced points at the loop and lives in its pool. */
+static int tasks_busy_free(cio_loop_t *loop)
+{
+    size_t live = loop->pools[CIO__POOL_TASK].live;
+    if (live && loop->debug)
+        fprintf(stderr, "cio: loop not freed: %zu task(s) never released\n", live);
+    return live ? -EBUSY : 0;
+}
+
+static const cio__loop_hooks task_hooks = {
+    .layer = 7, .busy = tasks_busy, .busy_free = tasks_busy_free};
 
 /* ------------------------------------------------------------------------ */
 /* Spawning                                                                  */
