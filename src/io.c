@@ -79,14 +79,23 @@ static void op_complete(cio__op *op)
 }
 
 /* Parks c until op's completion has arrived, whatever happens. */
-static void wait_done(cio__coro *c, cio__op *op)
+/*
+ * Asks the kernel to cancel op and parks c until op's completion has arrived,
+ * whatever happens. Should the cancel itself not be queued (no submission
+ * entry even after flushing), it is tried again every millisecond rather
+ * than leaving the task parked on an operation that may never complete.
+ */
+static void cancel_and_wait(cio__coro *c, cio__op *op)
 {
+    bool asked = cio__loop_cancel(c->loop, op) == 0;
     while (!op->done) {
         cio__waiter w;
         cio__waiter_init(&w, c, "io", op, NULL);
         w.nointr = 1;
         op->data = &w;
-        cio__wait(&w, CIO__NO_DEADLINE);
+        cio__wait(&w, asked ? CIO__NO_DEADLINE : cio__clock_ns() + 1000000);
+        if (!asked && !op->done)
+            asked = cio__loop_cancel(c->loop, op) == 0;
     }
     op->data = NULL;
 }
@@ -109,8 +118,7 @@ static ssize_t run_submitted(cio__coro *c, cio__op *op)
     if (!op->done) {
         /* Interrupted (rc is -ECANCELED, -ETIMEDOUT or -ENOMEM): the kernel
          * still owns the buffers until the completion comes. */
-        cio__loop_cancel(c->loop, op);
-        wait_done(c, op);
+        cancel_and_wait(c, op);
     }
     if (op->res == -ECANCELED || op->res == -EINTR) {
         /* Cancelled in the kernel: for the task's own interruption (its

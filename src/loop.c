@@ -334,10 +334,11 @@ int cio__loop_submit(cio_loop_t *loop, cio__op *op)
     return rc;
 }
 
-void cio__loop_cancel(cio_loop_t *loop, cio__op *op)
+int cio__loop_cancel(cio_loop_t *loop, cio__op *op)
 {
-    if (!op->done && loop->be->cancel)
-        loop->be->cancel(loop->be_state, op);
+    if (op->done || !loop->be->cancel)
+        return 0;
+    return loop->be->cancel(loop->be_state, op);
 }
 
 void cio__loop_cancel_fd(cio_loop_t *loop, int fd)

@@ -340,8 +340,9 @@ void cio__loop_run_posts(cio_loop_t *loop);
 /* Submits op to the loop's completion backend: 0, or -ENOTSUP when the
  * backend has none, or the backend's error. */
 int cio__loop_submit(cio_loop_t *loop, cio__op *op);
-/* Asks the backend to cancel a submitted op (its completion still comes). */
-void cio__loop_cancel(cio_loop_t *loop, cio__op *op);
+/* Asks the backend to cancel a submitted op (its completion still comes).
+ * Returns 0, or the backend's error when the cancel could not be queued. */
+int cio__loop_cancel(cio_loop_t *loop, cio__op *op);
 /* Cancels the operations in flight on fd (when it is closed). Exactly
  * those: not those on other descriptors of the same file (dup). */
 void cio__loop_cancel_fd(cio_loop_t *loop, int fd);
