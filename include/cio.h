@@ -310,12 +310,17 @@ CIO_EXTERN int cio_loop_shutdown(cio_loop_t *loop);
 /*
  * Closes the loop: frees everything it owns (stacks, pooled futures, tasks
  * and handles; pending callbacks and timers are discarded, as in asyncio, and
- * caller-owned handles become inactive). Idempotent: returns 0, also for an
- * already closed loop or NULL; -EBUSY if it is running, still has
- * unfinished tasks (call cio_loop_shutdown() first), or generators created
- * on it are still alive (cio_gen_free them first); nothing is freed then.
- * In debug mode the objects still open are reported on stderr. The loop
- * object itself stays valid (cio_loop_is_closed) until cio_loop_free().
+ * caller-owned handles become inactive). The default thread pool is shut
+ * down: its queued jobs are cancelled, running ones waited for, and the
+ * results of every pool job that has finished are delivered to their
+ * futures first. Idempotent: returns 0, also for an already closed loop or
+ * NULL; -EBUSY if it is running, still has unfinished tasks (call
+ * cio_loop_shutdown() first), generators created on it are still alive
+ * (cio_gen_free them first), or jobs of it are still queued or running on
+ * an executor made with cio_executor_new (wait for their futures, or shut
+ * the executor down); nothing is freed then. In debug mode the reason and
+ * the objects still open are reported on stderr. The loop object itself
+ * stays valid (cio_loop_is_closed) until cio_loop_free().
  */
 CIO_EXTERN int cio_loop_close(cio_loop_t *loop);
 
@@ -332,9 +337,11 @@ CIO_EXTERN int cio_loop_free(cio_loop_t *loop);
  * Call in the child after fork() before using a loop created before the fork
  * (libuv's uv_loop_fork): the epoll instance or io_uring ring, the wake-up
  * eventfd and the registrations were shared with the parent; this gives the
- * child its own and registers every watcher again. The loop's default
- * thread pool starts afresh (the parent's threads do not exist in the
- * child; jobs queued at the fork are cancelled). Tasks and timers carry on.
+ * child its own and registers every watcher again. The thread pools start
+ * afresh (the parent's threads do not exist in the child): every job
+ * queued or running at the fork ends cancelled in the child (its future
+ * finishes with -ECANCELED and fn does not run there; a job that was
+ * running completes normally in the parent). Tasks and timers carry on.
  * A child that does not call it may only exec or _exit. Returns 0,
  * -EINVAL, -ESHUTDOWN (closed), -EBUSY (running, or io_uring operations in
  * flight: they belong to the parent's ring), or the backend's error.
@@ -1001,9 +1008,12 @@ CIO_EXTERN int cio_executor_new(cio_executor_t **out, unsigned max_workers);
 /*
  * Stops the pool and frees it: jobs not yet started are cancelled (their
  * futures finish with -ECANCELED), running jobs complete. With wait, joins
- * the threads and frees the pool before returning; without, the threads are
- * detached and the last one to exit frees the pool. Either way ex must not
- * be used after the call. NULL is a no-op.
+ * the threads before returning; without, the threads are detached. The
+ * pool's memory is released once its threads have ended and the results
+ * of its jobs have been delivered to their loops. Either way ex must not be
+ * used after the call. In a child after fork(), the parent's threads are
+ * not waited for: the jobs they were running end cancelled in the child
+ * (see cio_loop_fork). NULL is a no-op.
  */
 CIO_EXTERN void cio_executor_shutdown(cio_executor_t *ex, bool wait);
 
@@ -1016,7 +1026,10 @@ CIO_EXTERN void cio_executor_shutdown(cio_executor_t *ex, bool wait);
  * closed, or ex shut down), -ENOMEM (the job, its future, or the default
  * pool), -EAGAIN (the pool has no thread and none can be created). Nothing
  * was queued on failure. The future can be cancelled only before the job
- * starts; arg must stay valid until the future is done.
+ * starts; arg must stay valid until the future is done. While the job is
+ * queued or running on an executor other than the default pool, the loop
+ * refuses to close (cio_loop_close: -EBUSY). After fork(), the job ends
+ * cancelled in the child (see cio_loop_fork).
  */
 CIO_EXTERN int cio_run_in_executor(cio_future_t **out, cio_loop_t *loop, cio_executor_t *ex,
                                    cio_task_fn fn, void *arg);
@@ -1030,7 +1043,9 @@ CIO_EXTERN int cio_run_in_executor(cio_future_t **out, cio_loop_t *loop, cio_exe
  * cannot be armed). Errors before fn runs (fn did not run): -ECANCELED /
  * -ETIMEDOUT (the caller is already cancelled), -EPERM outside a task,
  * -EINVAL (fn NULL), -ENOMEM, -ESHUTDOWN, -EAGAIN (no pool thread exists and
- * none can be created).
+ * none can be created). In a child after fork() (cio_loop_fork), a call
+ * that was waiting at the fork returns -ECANCELED: fn does not run in the
+ * child (in the parent, the call completes normally).
  */
 CIO_EXTERN int cio_to_thread(cio_task_fn fn, void *arg, void **result);
 

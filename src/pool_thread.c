@@ -2,27 +2,44 @@
  * The thread pool executor (concurrent.futures.ThreadPoolExecutor,
  * loop.run_in_executor, asyncio.to_thread).
  *
- * Jobs wait in a FIFO under one mutex; worker threads start on demand up to
- * max_workers. A finished job is handed back to its loop through a wake-up
- * node embedded in the job (cio__loop_post), so the hand-off cannot fail for
- * memory; its future is completed there: futures are only ever touched by
+ * Every unfinished job of an executor is on its list, under its mutex: the
+ * running ones first, then the queued ones (FIFO) from `head` on. Worker
+ * threads start on demand up to max_workers. A finished job leaves the list
+ * and is handed back to its loop through a wake-up node embedded in the job
+ * (cio__loop_post), both under the mutex, so the hand-off cannot fail for
+ * memory and a job is always either on its executor's list or posted to its
+ * loop. Its future is completed there: futures are only ever touched by
  * their loop's thread. A job's future can be cancelled only while the job
  * is queued; once a worker has taken it, it runs to the end.
  *
- * A job holds a reference to its future, and a loop refuses to close while
- * futures are referenced, so a worker never posts to a freed loop.
+ * Lifetimes: a job holds a reference to its future, so the loop object is
+ * not freed under it (cio_loop_free refuses). Closing the loop is another
+ * matter: cio_loop_close refuses (the busy hook) while jobs of the loop are
+ * queued or running on executors made with cio_executor_new, and the loop's
+ * default executor is shut down, waited for, and its results delivered by
+ * the close hook; results already posted are delivered by the close hook
+ * too. So a job is never posted to a closed loop. An executor's memory
+ * lives until it is shut down, its threads have ended and every job of it
+ * has been finished on its loop (`unfinished`): job_finish and the cancel
+ * hook may always use j->ex.
  *
- * fork(): the child has none of the parent's threads. Every executor notices
- * (a process-wide fork generation bumped by a pthread_atfork handler) at its
- * next submission and starts from nothing; cio_loop_fork does the same for
- * the loop's default executor at once.
+ * fork(): the child has none of the parent's threads. The pthread_atfork
+ * handlers take every executor's mutex around the fork, so the child finds
+ * each list whole; in the child, an executor notices the new fork
+ * generation at its next use (submission, cancellation, shutdown, or
+ * cio_loop_fork of any loop that used a pool), forgets the parent's threads
+ * and finishes every job on its list with -ECANCELED: the queued ones and
+ * those that were running in a parent thread (which completes normally in
+ * the parent).
  */
 #include "task.h"
 
 #include <unistd.h>
 
+enum { J_QUEUED, J_RUNNING, J_DONE };
+
 typedef struct job {
-    struct job *next;
+    struct job *next, *prev; /* the executor's list (under ex->mu); then a jlist */
     cio_future_t *fut;  /* holds a reference while the job exists */
     cio_loop_t *loop;
     cio_executor_t *ex;
@@ -30,31 +47,61 @@ typedef struct job {
     void *arg;
     void *result;
     int status;
-    bool started;       /* under ex->mu */
+    uint8_t state;      /* J_*, under ex->mu */
     cio__tsnode post;   /* the hand-off to the loop */
 } job;
 
 struct cio_executor {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    job *head, *tail;
+    job *first, *last;  /* unfinished jobs: running ones, then queued ones */
+    job *head;          /* the first queued job, NULL when none is */
+    size_t unfinished;  /* jobs not yet finished on their loop */
     unsigned max, nthreads, idle, alive;
-    bool shutdown, detached;
+    bool shutdown;      /* no more submissions */
+    bool released;      /* the owner is done with it (cio_executor_shutdown) */
     unsigned fork_gen;  /* the fork generation the threads belong to */
     pthread_t *threads;
+    struct cio_executor *all_next, *all_prev; /* every executor, under all_mu */
 };
+
+/* A list of jobs that left their executor, linked through `next`. */
+typedef struct jlist {
+    job *head, *tail;
+} jlist;
 
 static atomic_uint fork_gen;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-static void in_child(void)
+/* Every executor of the process. Lock order: all_mu, then an executor's mu,
+ * then a loop's post lock. */
+static pthread_mutex_t all_mu = PTHREAD_MUTEX_INITIALIZER;
+static cio_executor_t *all_head;
+
+/* Around fork(): no executor's list is half changed in the child. */
+static void before_fork(void)
+{
+    pthread_mutex_lock(&all_mu);
+    for (cio_executor_t *ex = all_head; ex; ex = ex->all_next)
+        pthread_mutex_lock(&ex->mu);
+}
+
+static void after_fork_parent(void)
+{
+    for (cio_executor_t *ex = all_head; ex; ex = ex->all_next)
+        pthread_mutex_unlock(&ex->mu);
+    pthread_mutex_unlock(&all_mu);
+}
+
+static void after_fork_child(void)
 {
     atomic_fetch_add(&fork_gen, 1);
+    after_fork_parent();
 }
 
 static void atfork_install(void)
 {
-    pthread_atfork(NULL, NULL, in_child);
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
 int cio_executor_new(cio_executor_t **out, unsigned max_workers)
@@ -80,43 +127,141 @@ int cio_executor_new(cio_executor_t **out, unsigned max_workers)
     pthread_mutex_init(&ex->mu, NULL);
     pthread_cond_init(&ex->cv, NULL);
     ex->max = max_workers;
+    pthread_mutex_lock(&all_mu);
     ex->fork_gen = atomic_load(&fork_gen);
+    ex->all_next = all_head;
+    if (all_head)
+        all_head->all_prev = ex;
+    all_head = ex;
+    pthread_mutex_unlock(&all_mu);
     *out = ex;
     return 0;
 }
 
+/* Under ex->mu: nothing needs ex any more. */
+static bool ex_unused(const cio_executor_t *ex)
+{
+    return ex->released && !ex->alive && !ex->unfinished;
+}
+
 static void ex_free(cio_executor_t *ex)
 {
+    pthread_mutex_lock(&all_mu);
+    if (ex->all_prev)
+        ex->all_prev->all_next = ex->all_next;
+    else
+        all_head = ex->all_next;
+    if (ex->all_next)
+        ex->all_next->all_prev = ex->all_prev;
+    pthread_mutex_unlock(&all_mu);
     pthread_mutex_destroy(&ex->mu);
     pthread_cond_destroy(&ex->cv);
     cio__free(ex->threads);
     cio__free(ex);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Handing jobs back                                                         */
+/* ------------------------------------------------------------------------ */
+
+static void jlist_add(jlist *l, job *j)
+{
+    j->next = NULL;
+    if (l->tail)
+        l->tail->next = j;
+    else
+        l->head = j;
+    l->tail = j;
+}
+
+/* Under ex->mu: takes j off the executor's list. */
+static void unlink_job(cio_executor_t *ex, job *j)
+{
+    if (ex->head == j)
+        ex->head = j->next;
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        ex->first = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    else
+        ex->last = j->prev;
+    j->next = j->prev = NULL;
+    j->state = J_DONE;
+}
+
 /* Loop thread: completes the job's future and frees the job. */
 static void job_finish(void *arg)
 {
     job *j = arg;
+    cio_executor_t *ex = j->ex;
     cio_future_t *f = j->fut;
     f->owner = NULL;
     cio__future_complete(f, j->status, j->result,
                          j->status == -ECANCELED ? CIO__CANCELLED : CIO__DONE);
     cio_future_release(f);
     cio__free(j);
+    pthread_mutex_lock(&ex->mu);
+    bool done = --ex->unfinished == 0 && ex_unused(ex);
+    pthread_mutex_unlock(&ex->mu);
+    if (done)
+        ex_free(ex);
 }
 
-/* Any thread: hands a finished (or cancelled) job back to its loop. */
-static void job_post(job *j)
+static void finish_all(jlist *l)
 {
-    if (pthread_equal(j->loop->owner, pthread_self()) && !j->loop->closed) {
+    for (job *j = l->head, *next; j; j = next) {
+        next = j->next;
         job_finish(j);
-        return;
     }
+}
+
+/* Under ex->mu: posts j (off the list) to its loop, from any thread. */
+static void send_locked(job *j)
+{
     j->post = (cio__tsnode){.cb = job_finish, .arg = j, .owned = 1};
-    /* The loop cannot be closed while the job's future is referenced, so
-     * the post succeeds; a closed loop would mean the future is gone. */
-    if (cio__loop_post(j->loop, &j->post))
-        cio__free(j);
+    /* Cannot fail: a loop does not close while jobs of it are on an
+     * executor's list (the busy hook; the default executor is drained by
+     * the close hook). Were it to, the job would be leaked rather than
+     * freed under its future's owner pointer. */
+    (void)cio__loop_post(j->loop, &j->post);
+}
+
+/* Under ex->mu: j, just taken off the list, ends cancelled. A job of a loop
+ * this thread owns goes on *mine, to be finished once the mutex is released
+ * (job_finish takes it); others are posted at once, so that a fork never
+ * finds a job neither on a list nor posted. */
+static void cancel_locked(job *j, jlist *mine)
+{
+    j->status = -ECANCELED;
+    j->result = NULL;
+    if (pthread_equal(j->loop->owner, pthread_self()) && !j->loop->closed)
+        jlist_add(mine, j);
+    else
+        send_locked(j);
+}
+
+/*
+ * Under ex->mu. In a child after fork, the parent's threads are not here:
+ * their count is reset and the condition variable made anew (the mutex is
+ * sane: the atfork handlers held it), and every job on the list ends
+ * cancelled: the queued ones, and the running ones, whose threads exist
+ * only in the parent (where they complete normally).
+ */
+static void refresh_locked(cio_executor_t *ex, jlist *mine)
+{
+    unsigned gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
+    if (cio__likely(ex->fork_gen == gen))
+        return;
+    ex->fork_gen = gen;
+    pthread_cond_init(&ex->cv, NULL);
+    ex->nthreads = ex->idle = ex->alive = 0;
+    while (ex->first) {
+        job *j = ex->first;
+        unlink_job(ex, j);
+        cancel_locked(j, mine);
+    }
 }
 
 static void *worker(void *arg)
@@ -132,30 +277,56 @@ static void *worker(void *arg)
         job *j = ex->head;
         if (!j)
             break; /* shut down and drained */
-        ex->head = j->next;
-        if (!ex->head)
-            ex->tail = NULL;
-        j->started = true;
+        ex->head = j->next; /* j stays on the list, among the running */
+        j->state = J_RUNNING;
         pthread_mutex_unlock(&ex->mu);
         j->result = NULL;
         j->status = j->fn(j->arg, &j->result);
-        job_post(j);
         pthread_mutex_lock(&ex->mu);
+        unlink_job(ex, j);
+        send_locked(j);
     }
-    bool last = --ex->alive == 0 && ex->detached;
+    ex->alive--;
+    bool done = ex_unused(ex);
     pthread_mutex_unlock(&ex->mu);
-    if (last)
+    if (done)
         ex_free(ex);
     return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
-/* The loop's default executor                                               */
+/* Close and fork hooks                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* At close: queued jobs are cancelled, running ones waited for, and the
- * results delivered before the loop discards its callbacks. */
-static void default_close(cio_loop_t *loop)
+/* Jobs of the loop on executors other than its default one keep it open:
+ * their results could not be delivered after the close. */
+static int pool_busy(cio_loop_t *loop)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&all_mu);
+    for (cio_executor_t *ex = all_head; ex; ex = ex->all_next) {
+        if (ex == loop->executor)
+            continue; /* the close hook shuts it down and waits */
+        pthread_mutex_lock(&ex->mu);
+        for (job *j = ex->first; j; j = j->next)
+            n += j->loop == loop;
+        pthread_mutex_unlock(&ex->mu);
+    }
+    pthread_mutex_unlock(&all_mu);
+    if (!n)
+        return 0;
+    if (loop->debug)
+        fprintf(stderr,
+                "cio: loop not closed: %zu job(s) of it still queued or running on "
+                "executors (cio_executor_new)\n",
+                n);
+    return -EBUSY;
+}
+
+/* At close: the default executor's queued jobs are cancelled, running ones
+ * waited for, and every result posted (by any executor) is delivered
+ * before the loop discards its callbacks. */
+static void pool_close(cio_loop_t *loop)
 {
     cio_executor_t *ex = loop->executor;
     loop->executor = NULL;
@@ -163,26 +334,25 @@ static void default_close(cio_loop_t *loop)
     cio__loop_run_posts(loop);
 }
 
-static void forget_threads(cio_executor_t *ex);
-
-static void default_fork(cio_loop_t *loop)
+/* In a child after fork: every executor forgets the parent's threads and
+ * cancels its jobs now (see refresh_locked), so that tasks waiting for
+ * them carry on. */
+static void pool_fork(cio_loop_t *loop)
 {
-    if (loop->executor)
-        forget_threads(loop->executor);
+    (void)loop;
+    jlist mine = {0};
+    pthread_mutex_lock(&all_mu);
+    for (cio_executor_t *ex = all_head; ex; ex = ex->all_next) {
+        pthread_mutex_lock(&ex->mu);
+        refresh_locked(ex, &mine);
+        pthread_mutex_unlock(&ex->mu);
+    }
+    pthread_mutex_unlock(&all_mu);
+    finish_all(&mine);
 }
 
-static const cio__loop_hooks pool_hooks = {.layer = 10, .close = default_close,
-                                           .fork = default_fork};
-
-static int ensure_default(cio_loop_t *loop)
-{
-    if (loop->executor)
-        return 0;
-    int rc = cio__loop_hook(loop, &pool_hooks);
-    if (!rc)
-        rc = cio_executor_new((cio_executor_t **)&loop->executor, 0);
-    return rc;
-}
+static const cio__loop_hooks pool_hooks = {
+    .layer = 10, .busy = pool_busy, .close = pool_close, .fork = pool_fork};
 
 /* ------------------------------------------------------------------------ */
 /* Submitting                                                                */
@@ -192,21 +362,6 @@ static int job_cancel_hook(cio_future_t *f);
 
 static const cio__future_ops job_ops = {
     .cancel = job_cancel_hook, .free = cio__future_pool_free, .name = NULL, .what = "job"};
-
-/*
- * In a child after fork: the parent's threads are not here. Their count is
- * reset, the mutex and condition made anew (a thread may have held the
- * mutex at the fork), and queued jobs are dropped: their futures belong to
- * the parent's copy of the loop.
- */
-static void forget_threads(cio_executor_t *ex)
-{
-    pthread_mutex_init(&ex->mu, NULL);
-    pthread_cond_init(&ex->cv, NULL);
-    ex->head = ex->tail = NULL;
-    ex->nthreads = ex->idle = ex->alive = 0;
-    ex->fork_gen = atomic_load(&fork_gen);
-}
 
 /* Starts a worker if none is idle. Under ex->mu. Returns 0, or -EAGAIN when
  * no thread can be created and the pool has none to run the job. */
@@ -225,19 +380,26 @@ static int ensure_worker(cio_executor_t *ex)
 /* Queues j: 0, -ESHUTDOWN or -EAGAIN (nothing queued then). */
 static int enqueue(cio_executor_t *ex, job *j)
 {
-    if (cio__unlikely(ex->fork_gen != atomic_load_explicit(&fork_gen, memory_order_relaxed)))
-        forget_threads(ex);
+    jlist mine = {0};
     pthread_mutex_lock(&ex->mu);
+    refresh_locked(ex, &mine);
     int rc = ex->shutdown ? -ESHUTDOWN : ensure_worker(ex);
     if (!rc) {
-        if (ex->tail)
-            ex->tail->next = j;
+        j->state = J_QUEUED;
+        j->next = NULL;
+        j->prev = ex->last;
+        if (ex->last)
+            ex->last->next = j;
         else
+            ex->first = j;
+        ex->last = j;
+        if (!ex->head)
             ex->head = j;
-        ex->tail = j;
+        ex->unfinished++;
         pthread_cond_signal(&ex->cv);
     }
     pthread_mutex_unlock(&ex->mu);
+    finish_all(&mine);
     return rc;
 }
 
@@ -250,8 +412,16 @@ int cio_run_in_executor(cio_future_t **out, cio_loop_t *loop, cio_executor_t *ex
     if (!loop)
         loop = cio__running;
     int rc = !loop ? -EPERM : !fn ? -EINVAL : loop->closed ? -ESHUTDOWN : 0;
-    if (!rc && !ex && !(rc = ensure_default(loop)))
+    if (!rc)
+        rc = cio__loop_hook(loop, &pool_hooks);
+    if (!rc && !ex) {
+        if (!loop->executor) {
+            cio_executor_t *def;
+            if (!(rc = cio_executor_new(&def, 0)))
+                loop->executor = def;
+        }
         ex = loop->executor;
+    }
     if (rc)
         return rc;
     job *j = cio__calloc(1, sizeof(*j));
@@ -268,28 +438,11 @@ int cio_run_in_executor(cio_future_t **out, cio_loop_t *loop, cio_executor_t *ex
         cio__free(j);
         return rc;
     }
+    /* No worker can finish j before this: it is finished on this thread. */
     f->refs++; /* the job's reference */
     f->owner = j;
     *out = f;
     return 0;
-}
-
-/* Removes j from the queue if no worker took it yet. Under ex->mu. */
-static bool unqueue(cio_executor_t *ex, job *j)
-{
-    if (j->started)
-        return false;
-    job **pp = &ex->head, *prev = NULL;
-    while (*pp && *pp != j) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (!*pp)
-        return false;
-    *pp = j->next;
-    if (ex->tail == j)
-        ex->tail = prev;
-    return true;
 }
 
 static int job_cancel_hook(cio_future_t *f)
@@ -297,49 +450,51 @@ static int job_cancel_hook(cio_future_t *f)
     job *j = f->owner;
     if (!j)
         return 0;
-    cio_executor_t *ex = j->ex;
+    cio_executor_t *ex = j->ex; /* lives until j is finished */
+    jlist mine = {0};
     pthread_mutex_lock(&ex->mu);
-    bool removed = unqueue(ex, j);
+    refresh_locked(ex, &mine); /* in a child after fork: j may end there */
+    if (j->state == J_QUEUED) {
+        unlink_job(ex, j);
+        j->status = -ECANCELED;
+        j->result = NULL;
+        jlist_add(&mine, j); /* this is j's loop thread */
+    }
     pthread_mutex_unlock(&ex->mu);
-    if (!removed)
-        return 0;
-    j->status = -ECANCELED;
-    j->result = NULL;
-    job_finish(j);
-    return 1;
+    finish_all(&mine);
+    return cio_future_cancelled(f);
 }
 
 void cio_executor_shutdown(cio_executor_t *ex, bool wait)
 {
     if (!ex)
         return;
+    jlist mine = {0};
     pthread_mutex_lock(&ex->mu);
+    /* In a child after fork, the parent's threads must not be joined. */
+    refresh_locked(ex, &mine);
     ex->shutdown = true;
-    job *queued = ex->head;
-    ex->head = ex->tail = NULL;
-    pthread_cond_broadcast(&ex->cv);
-    pthread_mutex_unlock(&ex->mu);
     /* Jobs that never started finish cancelled, on their loop's thread. */
-    while (queued) {
-        job *next = queued->next;
-        queued->status = -ECANCELED;
-        queued->result = NULL;
-        job_post(queued);
-        queued = next;
+    while (ex->head) {
+        job *j = ex->head;
+        unlink_job(ex, j);
+        cancel_locked(j, &mine);
     }
-    if (wait) {
-        for (unsigned i = 0; i < ex->nthreads; i++)
-            pthread_join(ex->threads[i], NULL);
-        ex_free(ex);
-        return;
-    }
-    pthread_mutex_lock(&ex->mu);
-    for (unsigned i = 0; i < ex->nthreads; i++)
-        pthread_detach(ex->threads[i]);
-    ex->detached = true;
-    bool none = ex->alive == 0;
+    pthread_cond_broadcast(&ex->cv);
+    unsigned nthreads = ex->nthreads;
     pthread_mutex_unlock(&ex->mu);
-    if (none)
+    finish_all(&mine); /* ex is not released yet: they cannot free it */
+    if (wait)
+        for (unsigned i = 0; i < nthreads; i++)
+            pthread_join(ex->threads[i], NULL);
+    pthread_mutex_lock(&ex->mu);
+    if (!wait)
+        for (unsigned i = 0; i < nthreads; i++)
+            pthread_detach(ex->threads[i]);
+    ex->released = true;
+    bool done = ex_unused(ex);
+    pthread_mutex_unlock(&ex->mu);
+    if (done)
         ex_free(ex);
 }
 

@@ -423,6 +423,332 @@ START_TEST(fault_loop_fork_errors)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------ */
+/* Thread pool jobs outliving a close, and fork()                            */
+/* ------------------------------------------------------------------------ */
+
+/* Jobs that block until the gate opens. */
+typedef struct gate {
+    atomic_int open, started, finished;
+} gate_t;
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int gated_job(void *arg, void **result)
+{
+    gate_t *g = arg;
+    atomic_fetch_add(&g->started, 1);
+    while (!atomic_load(&g->open))
+        nap_ms(1);
+    atomic_fetch_add(&g->finished, 1);
+    *result = (void *)0x2a;
+    return 0;
+}
+
+/* Waits (outside any loop) until n gated jobs have started. */
+static void wait_started(gate_t *g, int n)
+{
+    double end = mono_now() + HANG_BOUND_S;
+    while (atomic_load(&g->started) < n && mono_now() < end)
+        nap_ms(1);
+    ck_assert_int_ge(atomic_load(&g->started), n);
+}
+
+static void assert_job_result(cio_future_t *f, int status, void *value)
+{
+    ck_assert(cio_future_done(f));
+    void *r = NOT_SET;
+    ck_assert_int_eq(cio_future_result(f, &r), status);
+    if (status == 0)
+        ck_assert_ptr_eq(r, value);
+    ck_assert(cio_future_cancelled(f) == (status == -ECANCELED));
+}
+
+/* A job on a user executor that outlived cio_loop_close lost its future
+ * for good (the loop took the close, then refused its result), and the
+ * loop could never be freed. The close now refuses while such jobs are
+ * queued or running, and succeeds once they are done, delivering them. */
+START_TEST(fault_executor_job_blocks_close)
+{
+    cio_loop_t *l = new_loop();
+    cio_executor_t *ex = NULL;
+    ck_assert_int_eq(cio_executor_new(&ex, 1), 0);
+    gate_t g = {0};
+    cio_future_t *run, *queued;
+    ck_assert_int_eq(cio_run_in_executor(&run, l, ex, gated_job, &g), 0);
+    wait_started(&g, 1);
+    ck_assert_int_eq(cio_run_in_executor(&queued, l, ex, job_fn, NULL), 0);
+    ck_assert_int_eq(cio_loop_close(l), -EBUSY);
+    ck_assert(!cio_loop_is_closed(l));
+    /* Debug mode says why. */
+    cio_loop_set_debug(l, true);
+    capture_t cap;
+    capture_begin(&cap);
+    int rc = cio_loop_close(l);
+    char *out = capture_end(&cap);
+    ck_assert_int_eq(rc, -EBUSY);
+    ck_assert_msg(strstr(out, "2 job(s)") != NULL, "debug report: %s", out);
+    free(out);
+    cio_loop_set_debug(l, false);
+    ck_assert_int_eq(cio_loop_free(l), -EBUSY);
+    ck_assert(!cio_loop_is_closed(l));
+    /* The jobs finish while the loop is not running: the close, once it is
+     * allowed, delivers their results. */
+    atomic_store(&g.open, 1);
+    double end = mono_now() + HANG_BOUND_S;
+    while ((rc = cio_loop_close(l)) == -EBUSY && mono_now() < end)
+        nap_ms(1);
+    ck_assert_int_eq(rc, 0);
+    assert_job_result(run, 0, (void *)0x2a);
+    assert_job_result(queued, 0, (void *)0x1);
+    ck_assert_int_eq(cio_loop_free(l), -EBUSY); /* the caller's references */
+    cio_future_release(run);
+    cio_future_release(queued);
+    ck_assert_int_eq(cio_loop_free(l), 0);
+    cio_executor_shutdown(ex, true);
+}
+END_TEST
+
+static void *open_gate_later(void *arg)
+{
+    nap_ms(50);
+    atomic_store(&((gate_t *)arg)->open, 1);
+    return NULL;
+}
+
+/* A result posted to the loop just before the close used to be discarded
+ * by it: the close delivers it now. */
+START_TEST(fault_executor_result_posted_before_close)
+{
+    cio_loop_t *l = new_loop();
+    cio_executor_t *ex = NULL;
+    ck_assert_int_eq(cio_executor_new(&ex, 1), 0);
+    gate_t g = {0};
+    cio_future_t *run, *queued;
+    ck_assert_int_eq(cio_run_in_executor(&run, l, ex, gated_job, &g), 0);
+    wait_started(&g, 1);
+    ck_assert_int_eq(cio_run_in_executor(&queued, l, ex, job_fn, NULL), 0);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, open_gate_later, &g), 0);
+    /* Cancels the queued job (on this thread, at once), then joins the
+     * worker: the running job's result is posted to the loop, which does
+     * not run. */
+    cio_executor_shutdown(ex, true);
+    pthread_join(th, NULL);
+    assert_job_result(queued, -ECANCELED, NULL);
+    ck_assert(!cio_future_done(run));
+    ck_assert_int_eq(cio_loop_close(l), 0);
+    assert_job_result(run, 0, (void *)0x2a);
+    cio_future_release(run);
+    cio_future_release(queued);
+    ck_assert_int_eq(cio_loop_free(l), 0);
+}
+END_TEST
+
+enum { FORK_TASKS = 40 }; /* more than the default pool's threads (<= 32) */
+
+typedef struct to_thread_arg {
+    gate_t *g;
+    int rc;
+    void *r;
+} to_thread_arg_t;
+
+static int to_thread_task(void *arg, void **result)
+{
+    (void)result;
+    to_thread_arg_t *a = arg;
+    a->rc = cio_to_thread(gated_job, a->g, &a->r);
+    return 0;
+}
+
+/* Runs every task to its end; 0, or the first failure. */
+static int run_all(cio_loop_t *l, cio_task_t **ts, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int rc = cio_loop_run_until_complete(l, ts[i], NULL);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Tasks blocked in cio_to_thread at a fork, some of them with their job
+ * running on a default pool thread, the others queued: in the child they
+ * used to hang forever (the jobs were dropped, their futures never
+ * completed, and cio_loop_shutdown spun). After cio_loop_fork, every one
+ * returns -ECANCELED in the child, while the parent's complete normally. */
+START_TEST(fault_fork_cancels_default_pool_jobs)
+{
+#ifdef UNDER_TSAN
+    return;
+#endif
+    cio_loop_t *l = new_loop();
+    gate_t g = {0};
+    to_thread_arg_t args[FORK_TASKS];
+    cio_task_t *ts[FORK_TASKS];
+    for (int i = 0; i < FORK_TASKS; i++) {
+        args[i] = (to_thread_arg_t){.g = &g, .rc = 12345};
+        ck_assert_int_eq(cio_spawn_ex(&ts[i], l, to_thread_task, &args[i], NULL), 0);
+    }
+    /* Each task submits its job and waits. */
+    ck_assert_int_eq(cio_call_later(l, NULL, D_SHORT, cb_stop, l), 0);
+    ck_assert_int_eq(cio_loop_run_forever(l), 0);
+    wait_started(&g, 1);
+    nap_ms(20); /* let the pool take what its threads can */
+    int running = atomic_load(&g.started);
+    ck_assert_int_lt(running, FORK_TASKS); /* some jobs are still queued */
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        alarm(20);
+        int started = atomic_load(&g.started);
+        if (cio_loop_fork(l))
+            _exit(10);
+        if (run_all(l, ts, FORK_TASKS))
+            _exit(11);
+        for (int i = 0; i < FORK_TASKS; i++)
+            if (args[i].rc != -ECANCELED)
+                _exit(12);
+        if (atomic_load(&g.started) != started || atomic_load(&g.finished))
+            _exit(13); /* no job ran in the child */
+        for (int i = 0; i < FORK_TASKS; i++)
+            cio_future_release(ts[i]);
+        if (cio_loop_shutdown(l) || cio_loop_free(l))
+            _exit(14);
+        _exit(0);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
+    /* In the parent the jobs carry on: the running ones complete normally. */
+    atomic_store(&g.open, 1);
+    ck_assert_int_eq(run_all(l, ts, FORK_TASKS), 0);
+    for (int i = 0; i < FORK_TASKS; i++) {
+        ck_assert_int_eq(args[i].rc, 0);
+        ck_assert_ptr_eq(args[i].r, (void *)0x2a);
+        cio_future_release(ts[i]);
+    }
+    ck_assert_int_eq(atomic_load(&g.finished), FORK_TASKS);
+    ck_assert_int_eq(cio_loop_shutdown(l), 0);
+    close_free(l);
+}
+END_TEST
+
+/* What the child does first with a user executor that has a running and a
+ * queued job at the fork. */
+enum { CHILD_SHUTDOWN, CHILD_CANCEL, CHILD_LOOP_FORK };
+
+static int user_pool_child(int how, cio_loop_t *l, cio_executor_t *ex, cio_future_t *run,
+                           cio_future_t *queued)
+{
+    switch (how) {
+    case CHILD_SHUTDOWN:
+        /* Used to join the parent's thread, which is not in the child. */
+        cio_executor_shutdown(ex, true);
+        ex = NULL;
+        break;
+    case CHILD_CANCEL:
+        /* A job running at the fork never runs in the child: it can be
+         * cancelled there. */
+        if (cio_future_cancel(run) != 1)
+            return 20;
+        break;
+    default:
+        if (cio_loop_fork(l))
+            return 21;
+        break;
+    }
+    if (!cio_future_cancelled(run) || !cio_future_cancelled(queued))
+        return 22;
+    if (how != CHILD_LOOP_FORK && cio_loop_fork(l))
+        return 23;
+    /* The executor works in the child. */
+    gate_t g = {.open = 1};
+    cio_future_t *f;
+    if (ex) {
+        if (cio_run_in_executor(&f, l, ex, gated_job, &g))
+            return 24;
+        void *r = NULL;
+        if (cio_loop_run_until_complete(l, f, &r) || r != (void *)0x2a)
+            return 25;
+        cio_future_release(f);
+        cio_executor_shutdown(ex, true);
+    }
+    cio_future_release(run);
+    cio_future_release(queued);
+    return cio_loop_free(l) ? 26 : 0;
+}
+
+static void fork_user_pool(int how)
+{
+    cio_loop_t *l = new_loop();
+    cio_executor_t *ex = NULL;
+    ck_assert_int_eq(cio_executor_new(&ex, 1), 0);
+    gate_t g = {0};
+    cio_future_t *run, *queued;
+    ck_assert_int_eq(cio_run_in_executor(&run, l, ex, gated_job, &g), 0);
+    wait_started(&g, 1);
+    ck_assert_int_eq(cio_run_in_executor(&queued, l, ex, gated_job, &g), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        alarm(20);
+        _exit(user_pool_child(how, l, ex, run, queued));
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
+    /* The parent's jobs are untouched: both complete normally. */
+    atomic_store(&g.open, 1);
+    void *r = NULL;
+    ck_assert_int_eq(cio_loop_run_until_complete(l, run, &r), 0);
+    ck_assert_ptr_eq(r, (void *)0x2a);
+    ck_assert_int_eq(cio_loop_run_until_complete(l, queued, &r), 0);
+    ck_assert_ptr_eq(r, (void *)0x2a);
+    ck_assert_int_eq(atomic_load(&g.finished), 2);
+    cio_future_release(run);
+    cio_future_release(queued);
+    cio_executor_shutdown(ex, true);
+    close_free(l);
+}
+
+/* cio_executor_shutdown(ex, true) in a forked child used to hang joining
+ * thread ids that do not exist there. */
+START_TEST(fault_fork_executor_shutdown)
+{
+#ifdef UNDER_TSAN
+    return;
+#endif
+    fork_user_pool(CHILD_SHUTDOWN);
+}
+END_TEST
+
+/* Cancelling, in the child, a job that was running at the fork. */
+START_TEST(fault_fork_cancel_running_job)
+{
+#ifdef UNDER_TSAN
+    return;
+#endif
+    fork_user_pool(CHILD_CANCEL);
+}
+END_TEST
+
+/* cio_loop_fork finishes the jobs of user executors too. */
+START_TEST(fault_fork_user_pool_jobs)
+{
+#ifdef UNDER_TSAN
+    return;
+#endif
+    fork_user_pool(CHILD_LOOP_FORK);
+}
+END_TEST
+
 static Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
@@ -437,9 +763,15 @@ static Suite *faults_suite(void)
     tc = add_tcase(s, "threads", 60);
     tcase_add_test(tc, fault_thread_altstack_released);
     tcase_add_test(tc, fault_threadsafe_vs_close);
+    tcase_add_test(tc, fault_executor_job_blocks_close);
+    tcase_add_test(tc, fault_executor_result_posted_before_close);
     tc = add_tcase(s, "fork", 60);
     tcase_add_test(tc, fault_fork_child_uses_loop);
     tcase_add_test(tc, fault_loop_fork_errors);
+    tcase_add_test(tc, fault_fork_cancels_default_pool_jobs);
+    tcase_add_test(tc, fault_fork_executor_shutdown);
+    tcase_add_test(tc, fault_fork_cancel_running_job);
+    tcase_add_test(tc, fault_fork_user_pool_jobs);
     return s;
 }
 
