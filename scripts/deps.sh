@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing cio needs on Debian 12 (idempotent).
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config check clang libclang-rt-14-dev time util-linux liburing-dev valgrind)
+pkgs=(build-essential cmake pkg-config check clang libclang-rt-14-dev time util-linux liburing-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
