@@ -58,13 +58,13 @@ static int check_array(cio_future_t *const *fs, size_t n)
 static void ref_all(cio_future_t *const *fs, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        cio_future_ref(fs[i]);
+        cio__future_hold(fs[i]);
 }
 
 static void release_all(cio_future_t *const *fs, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        cio_future_release(fs[i]);
+        cio__future_unhold(fs[i]);
 }
 
 /* Removes gather's callbacks from the children still pending. */

@@ -270,7 +270,7 @@ int cio_future_result(cio_future_t *f, void **result)
 }
 
 /* Links node n, holding cb(arg), into f's callbacks. */
-static void link_node(cio_future_t *f, cio__cbnode *n, cio_done_fn cb, void *arg)
+static inline void link_node(cio_future_t *f, cio__cbnode *n, cio_done_fn cb, void *arg)
 {
     memset(&n->h, 0, sizeof(n->h));
     n->fut = f;

@@ -78,6 +78,22 @@ void cio__future_on_done_node(cio_future_t *f, void *node,
 /* Removes the internal callbacks registered with `arg`; returns how many. */
 int cio__future_off_done_arg(cio_future_t *f, void *arg);
 
+/* Reference counting for the library's own short-lived references (a
+ * waiter's, a combinator's): inline, the common case is one increment and
+ * one decrement. */
+static inline void cio__future_hold(cio_future_t *f)
+{
+    f->refs++;
+}
+
+static inline void cio__future_unhold(cio_future_t *f)
+{
+    if (cio__likely(f->refs > 1))
+        f->refs--;
+    else
+        cio_future_release(f);
+}
+
 /* Reports an error of a future nobody retrieved (debug mode). */
 void cio__report_unretrieved(cio_future_t *f);
 

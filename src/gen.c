@@ -76,7 +76,6 @@ struct cio_gen {
     cio_scope_t *caller_scope; /* the task's innermost scope at the resume */
     cio__stack *stack;
     const char *name;      /* stored after the struct */
-    cio__stack_owner owner; /* "generator", &name: for overflow reports */
 
     /* Cold fields. */
     cio__stack_pool *pool; /* where the stack goes back */
@@ -222,8 +221,7 @@ static int take_stack(cio_gen_t *g)
         return -ENOMEM;
     /* Outside loops nothing has installed the overflow reporter yet. */
     cio__stack_install_handler();
-    g->owner = (cio__stack_owner){.kind = "generator", .name = &g->name, .id = NULL};
-    s->owner = &g->owner;
+    s->owner = (cio__stack_owner){.kind = "generator", .name = &g->name, .id = NULL};
     g->stack = s;
     g->pool = p;
     g->stack_lo = s->lo;

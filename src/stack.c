@@ -107,6 +107,9 @@ static uint8_t guard_install(char *lo, size_t len)
     return CIO__GUARD_CANARY;
 }
 
+/* The descriptor takes the top 64 bytes of its stack. */
+_Static_assert(sizeof(cio__stack) <= 64, "the stack descriptor must fit its 64 bytes");
+
 /* Places the descriptor at the top of [lo, lo + size) and guards it. */
 static cio__stack *stack_init(char *lo, size_t size, uint8_t pooled)
 {
@@ -116,7 +119,7 @@ static cio__stack *stack_init(char *lo, size_t size, uint8_t pooled)
     s->size = size;
     s->guard = GUARD_BYTES;
     s->pooled = pooled;
-    s->owner = NULL;
+    s->owner = (cio__stack_owner){NULL, NULL, NULL};
     s->kind = guard_install(lo, GUARD_BYTES);
     VG_REGISTER(s);
     return s;
@@ -300,7 +303,7 @@ static void segv_handler(int sig, siginfo_t *si, void *uctx)
     if (s) {
         char *a = si->si_addr;
         if (a >= s->lo && a < s->lo + s->guard) {
-            const cio__stack_owner *o = s->owner;
+            const cio__stack_owner *o = s->owner.kind ? &s->owner : NULL;
             report_overflow(o ? o->kind : "coroutine", owner_name(o),
                             o && o->id ? *o->id : 0, s->size);
             /* Die of the signal: the faulting access runs again with the
@@ -374,7 +377,7 @@ void cio__stack_check(const cio__stack *s, const void *sp)
     for (int i = 0; i < 8 && !broken; i++)
         broken = c[i] != CIO__STACK_CANARY;
     if (broken) {
-        const cio__stack_owner *o = s->owner;
+        const cio__stack_owner *o = s->owner.kind ? &s->owner : NULL;
         report_overflow(o ? o->kind : "coroutine", owner_name(o), o && o->id ? *o->id : 0,
                         s->size);
         abort();

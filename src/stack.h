@@ -33,7 +33,7 @@ typedef struct cio__stack {
     char *lo;                /* lowest address of the region (guard first) */
     size_t size;             /* whole region, guard included */
     size_t guard;            /* bytes of guard at lo */
-    const cio__stack_owner *owner; /* set by whoever took the stack */
+    cio__stack_owner owner;  /* set by whoever took the stack */
     uint8_t kind;            /* enum cio__guard_kind */
     uint8_t pooled;          /* carved from a slab of default-size stacks */
     unsigned valgrind_id;    /* with CIO_VALGRIND: the stack's registration */

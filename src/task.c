@@ -55,7 +55,9 @@ static void task_step(void *arg)
     cio__task *t = arg;
     cio_loop_t *loop = t->fut.loop;
     if (cio__unlikely(!t->co.stack)) {
-        int rc = cio__coro_start(&t->co, t->stack_size, &t->owner, task_entry, t);
+        cio__stack_owner owner = {.kind = "task", .name = (const char *const *)&t->name,
+                                  .id = &t->id};
+        int rc = cio__coro_start(&t->co, t->stack_size, &owner, task_entry, t);
         if (rc) { /* no stack: the task fails with -ENOMEM without running */
             t->fut.status = rc;
             t->fut.result = NULL;
@@ -98,7 +100,8 @@ static int task_cancel_hook(cio_future_t *f)
 static void task_free(cio_future_t *f)
 {
     cio__task *t = (cio__task *)f;
-    cio__free(t->name);
+    if (t->name) /* most tasks never ask for one */
+        cio__free(t->name);
     cio__pool_free(&f->loop->pools[CIO__POOL_TASK], t);
 }
 
@@ -186,8 +189,6 @@ int cio_spawn_ex(cio_task_t **out, cio_loop_t *loop, cio_task_fn fn, void *arg,
     t->arg = arg;
     t->id = ++loop->next_task_id;
     t->stack_size = opts ? opts->stack_size : 0;
-    t->owner = (cio__stack_owner){.kind = "task", .name = (const char *const *)&t->name,
-                                  .id = &t->id};
     cio__coro *parent = cio__current;
     if (parent && parent->loop == loop)
         t->locals = cio__locals_ref(cio__task_of(parent)->locals);
@@ -293,7 +294,7 @@ static const char *await_what(const cio_future_t *f)
 
 void cio__await_done(cio_future_t *f)
 {
-    cio_future_ref(f); /* a waiter keeps what it waits on alive */
+    cio__future_hold(f); /* a waiter keeps what it waits on alive */
     while (f->state == CIO__PENDING) {
         cio__waiter w;
         cio__waiter_init(&w, cio__current, await_what(f), f, cio__wlist_unlink);
@@ -301,7 +302,7 @@ void cio__await_done(cio_future_t *f)
         cio__wlist_push(&f->waiters, &w);
         cio__wait(&w, CIO__NO_DEADLINE);
     }
-    cio_future_release(f);
+    cio__future_unhold(f);
 }
 
 int cio_await(cio_future_t *f, void **result)
@@ -319,7 +320,7 @@ int cio_await(cio_future_t *f, void **result)
     }
     /* The awaiter holds a reference while it waits: whoever else holds one
      * may release it meanwhile. */
-    cio_future_ref(f);
+    cio__future_hold(f);
     cio__waiter w;
     cio__waiter_init(&w, c, await_what(f), f, cio__wlist_unlink);
     cio__wlist_push(&f->waiters, &w);
@@ -335,7 +336,7 @@ int cio_await(cio_future_t *f, void **result)
     } else {
         rc = cio_future_result(f, result);
     }
-    cio_future_release(f);
+    cio__future_unhold(f);
     return rc;
 }
 

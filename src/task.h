@@ -17,7 +17,6 @@ typedef struct cio__task {
     char *name;            /* NULL until asked for or set */
     uint64_t id;
     size_t stack_size;
-    cio__stack_owner owner; /* for overflow reports: "task", &name, &id */
     struct cio__task *all_next, *all_prev; /* loop's list of live tasks */
     cio__locals *locals;
 } cio__task;

@@ -23,12 +23,26 @@ _Thread_local cio__coro *cio__current CIO__TLS_IE;
 
 void cio__coro_init(cio__coro *c, cio_loop_t *loop, cio_callback_fn step, void *arg)
 {
-    memset(c, 0, sizeof(*c));
+    /* Field by field rather than a memset: this is on the spawn path, and
+     * the run handle's links and timer fields are set when it is queued. */
+    c->sp = NULL;
+    c->stack = c->cur_stack = NULL;
     c->loop = loop;
+    c->scope = NULL;
+    c->waiter = NULL;
     c->run.cb_ = step;
     c->run.arg_ = arg;
     c->run.loop_ = loop;
+    c->run.state_ = CIO__H_IDLE;
+    c->run.flags_ = 0;
     c->state = CIO__T_CREATED;
+    c->cancel_requested = 0;
+#ifdef CIO__ASAN
+    c->asan_fake = NULL;
+#endif
+#ifdef CIO__TSAN
+    c->tsan_fiber = NULL;
+#endif
 }
 
 /* The overflow reporter's locator: the running coroutine's stack. */
@@ -38,21 +52,26 @@ static cio__stack *locate_stack(void)
     return c ? c->cur_stack : cio__stack_thread;
 }
 
-static pthread_once_t locator_once = PTHREAD_ONCE_INIT;
+/* Set once the locator is installed: a relaxed load on the first run of
+ * every task, instead of a pthread_once call or a shared store. */
+static atomic_int locator_installed;
 
 static void install_locator(void)
 {
-    cio__stack_set_locator(locate_stack);
+    if (cio__unlikely(!atomic_load_explicit(&locator_installed, memory_order_relaxed))) {
+        cio__stack_set_locator(locate_stack);
+        atomic_store_explicit(&locator_installed, 1, memory_order_relaxed);
+    }
 }
 
 int cio__coro_start(cio__coro *c, size_t stack_size, const cio__stack_owner *owner,
                     void (*entry)(void *), void *arg)
 {
-    pthread_once(&locator_once, install_locator); /* once: no shared write per task */
+    install_locator();
     c->stack = cio__stack_get(&c->loop->stacks, stack_size);
     if (!c->stack)
         return -ENOMEM;
-    c->stack->owner = owner;
+    c->stack->owner = *owner;
     c->cur_stack = c->stack;
     c->sp = cio__ctx_make(cio__stack_top(c->stack), entry, arg);
 #ifdef CIO__TSAN
