@@ -175,7 +175,7 @@ static void wait_timer_cb(void *arg);
  * cannot grow. */
 static int arm(cio__waiter *w, int64_t when)
 {
-    if (cio_handle_active(&w->timer))
+    if (w->timer.state_ != CIO__H_IDLE) /* inline: on every wait */
         cio_handle_cancel(&w->timer);
     if (when == CIO__NO_DEADLINE)
         return 0;
