@@ -28,30 +28,27 @@
 #define FPU_BYTES 0
 #endif
 
-    .text
-    .globl  cio__ctx_switch
-    .hidden cio__ctx_switch
-    .type   cio__ctx_switch, @function
-    .p2align 4
-cio__ctx_switch:
+#ifdef CIO_CTX_SAVE_FPU
+#define FPU_SAVE subq $8, %rsp; stmxcsr (%rsp); fnstcw 4(%rsp)
+#define FPU_LOAD ldmxcsr (%rsp); fldcw 4(%rsp); addq $8, %rsp
+#else
+#define FPU_SAVE
+#define FPU_LOAD
+#endif
+
+/* The frame of every switch (see the layout above): saved on the stack being
+ * left, restored from the one resumed, which continues at its resume
+ * address with an indirect jump. */
+.macro SAVE_FRAME
     pushq   %rbp
     pushq   %rbx
     pushq   %r12
     pushq   %r13
     pushq   %r14
     pushq   %r15
-#ifdef CIO_CTX_SAVE_FPU
-    subq    $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw  4(%rsp)
-#endif
-    movq    %rsp, (%rdi)
-    movq    %rsi, %rsp
-#ifdef CIO_CTX_SAVE_FPU
-    ldmxcsr (%rsp)
-    fldcw   4(%rsp)
-    addq    $8, %rsp
-#endif
+.endm
+
+.macro RESUME_FRAME
     popq    %r15
     popq    %r14
     popq    %r13
@@ -60,6 +57,20 @@ cio__ctx_switch:
     popq    %rbp
     popq    %rcx
     jmpq    *%rcx
+.endm
+
+    .text
+    .globl  cio__ctx_switch
+    .hidden cio__ctx_switch
+    .type   cio__ctx_switch, @function
+    .p2align 4
+cio__ctx_switch:
+    SAVE_FRAME
+    FPU_SAVE
+    movq    %rsp, (%rdi)
+    movq    %rsi, %rsp
+    FPU_LOAD
+    RESUME_FRAME
     .size   cio__ctx_switch, .-cio__ctx_switch
 
 /*
@@ -120,38 +131,19 @@ cio__ctx_make:
  * is free), then resumes the frame with fn's return value. A finished body
  * uses it so that its stack is released from the caller's stack.
  */
-#ifdef CIO_CTX_SAVE_FPU
-#define GEN_FPU_SAVE subq $8, %rsp; stmxcsr (%rsp); fnstcw 4(%rsp)
-#define GEN_FPU_LOAD ldmxcsr (%rsp); fldcw 4(%rsp); addq $8, %rsp
-#else
-#define GEN_FPU_SAVE
-#define GEN_FPU_LOAD
-#endif
 
     .globl  cio__gen_jump
     .hidden cio__gen_jump
     .type   cio__gen_jump, @function
     .p2align 4
 cio__gen_jump:
-    pushq   %rbp
-    pushq   %rbx
-    pushq   %r12
-    pushq   %r13
-    pushq   %r14
-    pushq   %r15
-    GEN_FPU_SAVE
+    SAVE_FRAME
+    FPU_SAVE
     movq    %rsp, (%rdi)
     movq    %rsi, %rsp
-    GEN_FPU_LOAD
+    FPU_LOAD
     movl    %edx, %eax
-    popq    %r15
-    popq    %r14
-    popq    %r13
-    popq    %r12
-    popq    %rbx
-    popq    %rbp
-    popq    %rcx
-    jmpq    *%rcx
+    RESUME_FRAME
     .size   cio__gen_jump, .-cio__gen_jump
 
     .globl  cio__gen_finish
@@ -165,15 +157,8 @@ cio__gen_finish:
     movq    %rdx, %rdi
     callq   *%rsi
     movq    %rbx, %rsp
-    GEN_FPU_LOAD
-    popq    %r15
-    popq    %r14
-    popq    %r13
-    popq    %r12
-    popq    %rbx
-    popq    %rbp
-    popq    %rcx
-    jmpq    *%rcx
+    FPU_LOAD
+    RESUME_FRAME
     .size   cio__gen_finish, .-cio__gen_finish
 
     .section .note.GNU-stack,"",@progbits
