@@ -44,12 +44,12 @@ static void ep_close(void *state)
     cio__free(st);
 }
 
-static int ep_watch(void *state, int fd, unsigned old_ev, unsigned new_ev)
+static int ep_watch(void *state, int fd, uint32_t gen, unsigned old_ev, unsigned new_ev)
 {
     epoll_state *st = state;
     struct epoll_event ev = {0};
     ev.events = ((new_ev & CIO_READABLE) ? EPOLLIN : 0) | ((new_ev & CIO_WRITABLE) ? EPOLLOUT : 0);
-    ev.data.fd = fd;
+    ev.data.u64 = (uint64_t)gen << 32 | (uint32_t)fd;
     int op = !old_ev ? EPOLL_CTL_ADD : !new_ev ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
     if (epoll_ctl(st->fd, op, fd, &ev) == 0)
         return 0;
@@ -90,9 +90,12 @@ static int ep_poll(void *state, int64_t timeout_ns, cio__event *out, int cap)
     int n = epoll_wait(st->fd, st->evs, max, to_ms(timeout_ns));
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        uint64_t key = st->evs[i].data.u64;
         out[i] = (cio__event){.kind = CIO__EV_READY, .res = (int32_t)to_events(st->evs[i].events),
-                              .fd = st->evs[i].data.fd, .op = NULL};
+                              .fd = (int)(uint32_t)key, .gen = (uint32_t)(key >> 32),
+                              .op = NULL};
+    }
     /* A full buffer means more may be ready: grow for the next round. */
     if (n == st->cap && st->cap < cap) {
         void *bigger = cio__realloc(st->evs, sizeof(struct epoll_event) * (size_t)st->cap * 2);

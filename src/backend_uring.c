@@ -34,6 +34,7 @@ typedef struct pollrec {
     unsigned want;   /* the loop's interest */
     unsigned armed;  /* the mask of the poll in the kernel, 0 for none */
     uint32_t gen;
+    uint32_t tag;    /* the fd table's generation, echoed in events */
     uint8_t dirty;   /* on the dirty list */
 } pollrec;
 
@@ -124,7 +125,7 @@ static void mark_dirty(uring_state *st, int fd)
     st->fds[fd].dirty = 1;
 }
 
-static int ur_watch(void *state, int fd, unsigned old_ev, unsigned new_ev)
+static int ur_watch(void *state, int fd, uint32_t tag, unsigned old_ev, unsigned new_ev)
 {
     uring_state *st = state;
     /* The poll is armed later, so a bad fd would only show as an error
@@ -153,6 +154,7 @@ static int ur_watch(void *state, int fd, unsigned old_ev, unsigned new_ev)
         }
     }
     r->want = new_ev;
+    r->tag = tag;
     mark_dirty(st, fd);
     return 0;
 }
@@ -231,7 +233,8 @@ static bool harvest(uring_state *st, const struct io_uring_cqe *cqe, cio__event 
     unsigned e = to_events(cqe->res) & r->want;
     if (!e)
         return false;
-    *ev = (cio__event){.kind = CIO__EV_READY, .res = (int32_t)e, .fd = fd, .op = NULL};
+    *ev = (cio__event){.kind = CIO__EV_READY, .res = (int32_t)e, .fd = fd, .gen = r->tag,
+                       .op = NULL};
     return true;
 }
 

@@ -50,7 +50,7 @@ static int fd_update(cio_loop_t *loop, int fd)
     unsigned want = (side_used(&w->r) ? CIO_READABLE : 0) | (side_used(&w->w) ? CIO_WRITABLE : 0);
     if (want == w->events)
         return 0;
-    int rc = loop->be->watch(loop->be_state, fd, w->events, want);
+    int rc = loop->be->watch(loop->be_state, fd, w->gen, w->events, want);
     if (rc)
         return rc;
     loop->nwatch += (want != 0) - (w->events != 0);
@@ -142,6 +142,13 @@ void cio__fd_forget(cio_loop_t *loop, int fd)
     if (w.fn)
         w.fn(w.arg, fd, all);
     cio__fd_clear(loop, fd, CIO_READABLE | CIO_WRITABLE);
+    loop->fds[fd].gen++; /* events already polled for it are stale now */
+}
+
+void cio__fd_ready(cio_loop_t *loop, int fd, uint32_t gen, unsigned events)
+{
+    if (fd >= 0 && fd < loop->nfds && loop->fds[fd].gen == gen)
+        cio__fd_dispatch(loop, fd, events);
 }
 
 int cio__fd_track(cio_loop_t *loop, cio__op *op)

@@ -356,7 +356,7 @@ void cio__loop_cancel_fd(cio_loop_t *loop, int fd)
 static void dispatch(cio_loop_t *loop, const cio__event *ev)
 {
     if (ev->kind == CIO__EV_READY) {
-        cio__fd_dispatch(loop, ev->fd, (unsigned)ev->res);
+        cio__fd_ready(loop, ev->fd, ev->gen, (unsigned)ev->res);
         return;
     }
     cio__op *op = ev->op;
@@ -568,7 +568,8 @@ int cio__loop_fork(cio_loop_t *loop)
      * wait on an fd the new backend never reports. */
     for (int fd = 0; fd < loop->nfds; fd++) {
         unsigned ev = loop->fds[fd].events;
-        if (ev && fd != loop->wakefd && loop->be->watch(loop->be_state, fd, 0, ev))
+        if (ev && fd != loop->wakefd &&
+            loop->be->watch(loop->be_state, fd, loop->fds[fd].gen, 0, ev))
             cio__fd_forget(loop, fd);
     }
     return 0;

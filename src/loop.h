@@ -116,6 +116,7 @@ typedef struct cio__event {
                        CIO__EV_DONE: op finished with result `res` */
     int32_t res;
     int fd;
+    uint32_t gen;   /* READY: the generation fd was registered with */
     cio__op *op;
 } cio__event;
 
@@ -134,8 +135,11 @@ typedef struct cio__backend {
      * loop then falls back to epoll. */
     int (*init)(void **state);
     void (*close)(void *state);
-    /* Changes fd's interest from old_ev to new_ev (event bits, 0 = none). */
-    int (*watch)(void *state, int fd, unsigned old_ev, unsigned new_ev);
+    /* Changes fd's interest from old_ev to new_ev (event bits, 0 = none).
+     * gen is the fd table's generation of fd, echoed in its READY events, so
+     * that an event polled before the fd was closed and its number reused
+     * is recognised in the same batch. */
+    int (*watch)(void *state, int fd, uint32_t gen, unsigned old_ev, unsigned new_ev);
     /* Waits up to timeout_ns (-1 forever, 0 not at all), submitting what is
      * queued first, and stores up to cap events in out. Returns the count,
      * or a negative errno (EINTR is 0 events). */
@@ -171,6 +175,7 @@ typedef struct cio__fdside {
 
 typedef struct cio__fdw {
     unsigned events;         /* registered with the backend */
+    uint32_t gen;            /* bumped when the fd is forgotten (closed) */
     cio__fdside r, w;
     cio__op *ops;            /* submitted operations in flight on the fd */
 } cio__fdw;
@@ -186,6 +191,9 @@ int cio__fd_set(cio_loop_t *loop, int fd, unsigned events, cio__fd_fn fn, void *
 void cio__fd_clear(cio_loop_t *loop, int fd, unsigned events);
 /* Dispatches a readiness event to fd's watchers. */
 void cio__fd_dispatch(cio_loop_t *loop, int fd, unsigned events);
+/* The same for an event of the backend: dropped when it was polled for an
+ * earlier life of the fd number (closed and reused since). */
+void cio__fd_ready(cio_loop_t *loop, int fd, uint32_t gen, unsigned events);
 /* Forgets every watcher of fd (before it is closed). */
 void cio__fd_forget(cio_loop_t *loop, int fd);
 /* Frees the table at close. */

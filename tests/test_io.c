@@ -2285,6 +2285,84 @@ START_TEST(io_close_spares_dup)
 }
 END_TEST
 
+/*
+ * Two readers ready in the same poll batch; whichever runs first closes the
+ * other's fd with cio_close and gives its number to a new, empty pipe with
+ * a reader of its own. The other fd's event, already polled, belongs to the
+ * closed file: it must not reach the new reader (the fd table's generation
+ * tells them apart).
+ */
+typedef struct stale_ctx {
+    cio_loop_t *loop;
+    int fds[2][2];      /* the two pipes */
+    int first;          /* which reader ran first, -1 before */
+    int newfd[2];       /* the new pipe that took the other's number */
+    int new_fired;
+} stale_ctx_t;
+
+static stale_ctx_t stale;
+
+static void stale_stop(void *arg)
+{
+    cio_loop_stop(arg);
+}
+
+static void stale_new_reader(void *arg)
+{
+    (void)arg;
+    stale.new_fired++;
+}
+
+static void stale_reader(void *arg)
+{
+    int me = (int)(intptr_t)arg, other = !me;
+    if (stale.first >= 0)
+        return;
+    stale.first = me;
+    cio_remove_reader(stale.loop, stale.fds[me][0]);
+    int num = stale.fds[other][0];
+    ck_assert_int_eq(cio_close(num), 0);
+    int p[2];
+    make_pipe(p);
+    if (p[0] != num) {
+        ck_assert_int_eq(dup3(p[0], num, O_CLOEXEC), num);
+        close(p[0]);
+    }
+    stale.newfd[0] = num;
+    stale.newfd[1] = p[1];
+    ck_assert_int_eq(cio_add_reader(stale.loop, num, stale_new_reader, NULL), 0);
+}
+
+START_TEST(io_stale_event_in_batch)
+{
+    memset(&stale, 0, sizeof stale);
+    stale.first = -1;
+    stale.loop = new_loop();
+    for (int i = 0; i < 2; i++) {
+        make_pipe(stale.fds[i]);
+        ck_assert_int_eq(write(stale.fds[i][1], "x", 1), 1); /* both ready */
+        ck_assert_int_eq(cio_add_reader(stale.loop, stale.fds[i][0], stale_reader,
+                                        (void *)(intptr_t)i), 0);
+    }
+    /* A few iterations: the first poll returns both events at once. */
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(cio_call_soon(stale.loop, NULL, stale_stop, stale.loop), 0);
+        ck_assert_int_eq(cio_loop_run_forever(stale.loop), 0);
+    }
+    ck_assert_int_ge(stale.first, 0);
+    ck_assert_msg(stale.new_fired == 0, "the new, empty pipe's reader fired %d time(s)",
+                  stale.new_fired);
+    cio_remove_reader(stale.loop, stale.newfd[0]);
+    int me = stale.first;
+    xclose(stale.fds[me][0]);
+    xclose(stale.fds[me][1]);
+    xclose(stale.fds[!me][1]);
+    xclose(stale.newfd[0]);
+    xclose(stale.newfd[1]);
+    close_loop(stale.loop);
+}
+END_TEST
+
 START_TEST(io_close_reuse_blocked_op)
 {
     static const int kinds[] = {K_RECV, K_READ, K_ACCEPT};
@@ -3019,6 +3097,7 @@ static Suite *io_suite(void)
     tcase_add_loop_test(tc, io_close_reuse_blocked_op, 0, 3);
     tcase_add_test(tc, io_close_then_reuse_number);
     tcase_add_test(tc, io_close_spares_dup);
+    tcase_add_test(tc, io_stale_event_in_batch);
     tcase_add_test(tc, io_close_contract);
 
     tc = add_tcase(s, "file", TEST_TIMEOUT);
