@@ -45,7 +45,7 @@ void cio__pool_init(cio__freelist *fl, size_t size)
     fl->size = (size + 15) & ~(size_t)15;
 }
 
-static int pool_refill(cio__freelist *fl)
+int cio__pool_refill(cio__freelist *fl)
 {
     char *chunk = cio__malloc(POOL_CHUNK);
     if (!chunk)
@@ -59,23 +59,6 @@ static int pool_refill(cio__freelist *fl)
         fl->head = obj;
     }
     return 0;
-}
-
-void *cio__pool_alloc(cio__freelist *fl)
-{
-    if (!fl->head && pool_refill(fl))
-        return NULL;
-    void *p = fl->head;
-    fl->head = *(void **)p;
-    fl->live++;
-    return p;
-}
-
-void cio__pool_free(cio__freelist *fl, void *p)
-{
-    *(void **)p = fl->head;
-    fl->head = p;
-    fl->live--;
 }
 
 void cio__pool_destroy(cio__freelist *fl)

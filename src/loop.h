@@ -30,10 +30,28 @@ typedef struct cio__freelist {
 } cio__freelist;
 
 void cio__pool_init(cio__freelist *fl, size_t size);
-/* An object of fl->size bytes, or NULL when out of memory. */
-void *cio__pool_alloc(cio__freelist *fl);
-void cio__pool_free(cio__freelist *fl, void *p);
+/* Adds a chunk of objects to the free list: 0 or -ENOMEM. */
+int cio__pool_refill(cio__freelist *fl);
 void cio__pool_destroy(cio__freelist *fl);
+
+/* An object of fl->size bytes, or NULL when out of memory. Inline: spawn,
+ * futures and callbacks take one each. */
+static inline void *cio__pool_alloc(cio__freelist *fl)
+{
+    if (cio__unlikely(!fl->head) && cio__pool_refill(fl))
+        return NULL;
+    void *p = fl->head;
+    fl->head = *(void **)p;
+    fl->live++;
+    return p;
+}
+
+static inline void cio__pool_free(cio__freelist *fl, void *p)
+{
+    *(void **)p = fl->head;
+    fl->head = p;
+    fl->live--;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Timers (timer.c): a 4-ary min-heap keyed by (deadline, sequence)          */
