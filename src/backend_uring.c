@@ -291,11 +291,9 @@ static int prep(struct io_uring_sqe *sqe, cio__op *op)
         break;
     case CIO__OP_ACCEPT: io_uring_prep_accept(sqe, op->fd, op->addr, op->addrlen, op->flags); break;
     case CIO__OP_CONNECT: io_uring_prep_connect(sqe, op->fd, op->addr, op->socklen); break;
-    case CIO__OP_CLOSE: io_uring_prep_close(sqe, op->fd); break;
     case CIO__OP_FSYNC:
         io_uring_prep_fsync(sqe, op->fd, op->flags ? IORING_FSYNC_DATASYNC : 0);
         break;
-    case CIO__OP_POLL: io_uring_prep_poll_add(sqe, op->fd, poll_mask((unsigned)op->flags)); break;
     default: return -EINVAL;
     }
     return 0;

@@ -43,7 +43,9 @@ static bool side_used(const cio__fdside *s)
     return s->fn || s->ucb;
 }
 
-/* Brings fd's registration with the backend in line with its sides. */
+/* Brings fd's registration with the backend in line with its sides. A
+ * failure to drop interest (an fd the kernel already forgot) still counts
+ * as dropped; a failure to add interest changes nothing and is returned. */
 static int fd_update(cio_loop_t *loop, int fd)
 {
     cio__fdw *w = &loop->fds[fd];
@@ -51,7 +53,7 @@ static int fd_update(cio_loop_t *loop, int fd)
     if (want == w->events)
         return 0;
     int rc = loop->be->watch(loop->be_state, fd, w->gen, w->events, want);
-    if (rc)
+    if (rc && (want & ~w->events))
         return rc;
     loop->nwatch += (want != 0) - (w->events != 0);
     w->events = want;
@@ -89,11 +91,7 @@ void cio__fd_clear(cio_loop_t *loop, int fd, unsigned events)
         w->r = (cio__fdside){0};
     if (events & CIO_WRITABLE)
         w->w = (cio__fdside){0};
-    /* Dropping interest fails only for an fd the kernel already forgot. */
-    if (fd_update(loop, fd)) {
-        loop->nwatch -= w->events != 0 && !side_used(&w->r) && !side_used(&w->w);
-        w->events = (side_used(&w->r) ? CIO_READABLE : 0) | (side_used(&w->w) ? CIO_WRITABLE : 0);
-    }
+    fd_update(loop, fd); /* only drops interest: cannot fail */
 }
 
 static void side_fire(cio__fdside *s, int fd, unsigned events)
@@ -127,7 +125,12 @@ void cio__fd_dispatch(cio_loop_t *loop, int fd, unsigned events)
 
 void cio__fd_forget(cio_loop_t *loop, int fd)
 {
-    if (fd < 0 || fd >= loop->nfds || !loop->fds[fd].events)
+    if (fd < 0 || fd >= loop->nfds)
+        return;
+    /* Events already polled for this life of the number are stale now, also
+     * when its watchers were dropped before the close. */
+    loop->fds[fd].gen++;
+    if (!loop->fds[fd].events)
         return;
     /* Internal watchers (waiting tasks) are told the fd is closing, so that
      * they wake with -EBADF rather than wait forever or try a number that
@@ -142,7 +145,6 @@ void cio__fd_forget(cio_loop_t *loop, int fd)
     if (w.fn)
         w.fn(w.arg, fd, all);
     cio__fd_clear(loop, fd, CIO_READABLE | CIO_WRITABLE);
-    loop->fds[fd].gen++; /* events already polled for it are stale now */
 }
 
 void cio__fd_ready(cio_loop_t *loop, int fd, uint32_t gen, unsigned events)

@@ -1,7 +1,9 @@
 /*
  * The operation layer: read, write, readv/writev, recv/send, recvmsg/sendmsg
- * (and so recvfrom/sendto), accept, connect, close, pread/pwrite/fsync, each
- * an await point that takes part in cancellation and deadlines.
+ * (and so recvfrom/sendto), accept, connect, pread/pwrite/fsync, each an
+ * await point that takes part in cancellation and deadlines; and cio_close,
+ * which closes at once (a descriptor must never leak to a cancellation)
+ * after waking and cancelling what waits on the fd.
  *
  * On epoll (readiness): try the call; on EAGAIN wait for readiness and try
  * again. A cancelled wait means the call did not happen.
@@ -78,7 +80,6 @@ static void op_complete(cio__op *op)
         cio__wake(w, 0);
 }
 
-/* Parks c until op's completion has arrived, whatever happens. */
 /*
  * Asks the kernel to cancel op and parks c until op's completion has arrived,
  * whatever happens. Should the cancel itself not be queued (no submission
@@ -93,21 +94,21 @@ static void cancel_and_wait(cio__coro *c, cio__op *op)
         cio__waiter_init(&w, c, "io", op, NULL);
         w.nointr = 1;
         op->data = &w;
-        cio__wait(&w, asked ? CIO__NO_DEADLINE : cio__clock_ns() + 1000000);
+        if (cio__wait(&w, asked ? CIO__NO_DEADLINE : cio__clock_ns() + 1000000) == -ENOMEM)
+            cio__wait(&w, CIO__NO_DEADLINE); /* no timer either: wait for the op */
         if (!asked && !op->done)
             asked = cio__loop_cancel(c->loop, op) == 0;
     }
     op->data = NULL;
 }
 
-static ssize_t run_submitted(cio__coro *c, cio__op *op)
+/* Submits op once and parks c until its completion: the result, or rc of
+ * the interruption in *why (0 when the task was not interrupted). */
+static ssize_t submit_once(cio__coro *c, cio__op *op, int *why)
 {
-    int rc = cio__check_cancel(c);
-    if (rc)
-        return rc;
     op->complete = op_complete;
     op->data = NULL;
-    rc = cio__loop_submit(c->loop, op);
+    int rc = cio__loop_submit(c->loop, op);
     if (rc)
         return rc;
     cio__waiter w;
@@ -120,13 +121,27 @@ static ssize_t run_submitted(cio__coro *c, cio__op *op)
          * still owns the buffers until the completion comes. */
         cancel_and_wait(c, op);
     }
-    if (op->res == -ECANCELED || op->res == -EINTR) {
-        /* Cancelled in the kernel: for the task's own interruption (its
-         * reason is rc), or else by cio_close of the fd, which reports
-         * -EBADF as the epoll backend does. */
-        return rc ? rc : -EBADF;
-    }
+    *why = rc;
     return op->res;
+}
+
+static ssize_t run_submitted(cio__coro *c, cio__op *op)
+{
+    for (;;) {
+        int rc = cio__check_cancel(c), why = 0;
+        if (rc)
+            return rc;
+        ssize_t r = submit_once(c, op, &why);
+        if (r == -EINTR && !why)
+            continue; /* retried, as on epoll: EINTR is never returned */
+        if (r == -ECANCELED || r == -EINTR) {
+            /* Cancelled in the kernel: for the task's own interruption, or
+             * else by cio_close of the fd, which reports -EBADF as the epoll
+             * backend does. */
+            return why ? why : -EBADF;
+        }
+        return r;
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -153,7 +168,6 @@ static ssize_t attempt(cio__op *op)
     case CIO__OP_RECVMSG: r = recvmsg(op->fd, op->msg, op->flags); break;
     case CIO__OP_SENDMSG: r = sendmsg(op->fd, op->msg, op->flags | MSG_NOSIGNAL); break;
     case CIO__OP_ACCEPT: r = accept4(op->fd, op->addr, op->addrlen, op->flags); break;
-    case CIO__OP_CLOSE: r = close(op->fd); break;
     case CIO__OP_FSYNC: r = op->flags ? fdatasync(op->fd) : fsync(op->fd); break;
     default: return -EINVAL;
     }
@@ -222,8 +236,6 @@ static ssize_t run_ready(cio__coro *c, cio__op *op)
         ssize_t r = attempt(op);
         if (r >= 0 || (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR))
             return r;
-        if (op->code == CIO__OP_CLOSE)
-            return r == -EINTR ? 0 : r; /* close is never retried: the fd is gone */
         if (r == -EINTR)
             continue;
         rc = cio__fd_wait(c, op->fd, op_direction(op));

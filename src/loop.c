@@ -212,14 +212,7 @@ int cio_call_soon_threadsafe(cio_loop_t *loop, cio_callback_fn cb, void *arg)
     return rc;
 }
 
-static void ts_drain(cio_loop_t *loop);
-
 void cio__loop_run_posts(cio_loop_t *loop)
-{
-    ts_drain(loop);
-}
-
-static void ts_drain(cio_loop_t *loop)
 {
     pthread_mutex_lock(&loop->ts_lock);
     cio__tsnode *n = loop->ts_head;
@@ -282,22 +275,27 @@ static const cio__backend *backend_for(cio_backend_t which)
     return which == CIO_BACKEND_URING ? &cio__backend_uring : &cio__backend_epoll;
 }
 
-/* Starts the chosen backend, falling back to epoll when the kernel refuses
- * io_uring (old kernel, seccomp, sysctl, locked-memory limits). */
-static int backend_start(cio_loop_t *loop, const cio__backend *be)
+/*
+ * Creates the state of backend be in *state, falling back to epoll when the
+ * kernel refuses be (old kernel, seccomp, sysctl, locked-memory limits), and
+ * stores the backend used in *used. Returns 0 or a negative errno (nothing
+ * stored then).
+ */
+static int backend_init(cio_loop_t *loop, const cio__backend *be, const cio__backend **used,
+                        void **state)
 {
-    int rc = be->init(&loop->be_state);
+    int rc = be->init(state);
     if (rc > 0 && be != &cio__backend_epoll) {
         if (loop->debug)
             fprintf(stderr, "cio: %s unavailable (%s), using epoll\n", be->name,
                     cio_strerror(-rc));
         be = &cio__backend_epoll;
-        rc = be->init(&loop->be_state);
+        rc = be->init(state);
     }
     if (rc > 0)
         rc = -rc;
     if (!rc)
-        loop->be = be;
+        *used = be;
     return rc;
 }
 
@@ -404,7 +402,7 @@ void cio__loop_run_once(cio_loop_t *loop)
     if (timeout != 0 || must_poll(loop))
         poll_phase(loop, timeout);
     if (atomic_load_explicit(&loop->ts_pending, memory_order_acquire))
-        ts_drain(loop);
+        cio__loop_run_posts(loop);
     loop->now_valid = 0;
     if (loop->timers.n) {
         loop->now = cio__clock_ns();
@@ -482,7 +480,9 @@ int cio_loop_new_ex(cio_loop_t **out, const cio_loop_opts_t *opts)
     loop->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
     loop->nevents = MAX_EVENTS;
     loop->events = cio__malloc(sizeof(cio__event) * MAX_EVENTS);
-    int rc = loop->events ? backend_start(loop, backend_for(opts ? opts->backend : 0)) : -ENOMEM;
+    int rc = loop->events ? backend_init(loop, backend_for(opts ? opts->backend : 0), &loop->be,
+                                         &loop->be_state)
+                          : -ENOMEM;
     if (!rc)
         rc = wake_start(loop);
     if (rc) {
@@ -510,21 +510,16 @@ const char *cio_loop_backend(const cio_loop_t *loop)
  * now refuses it. Returns 0 or a negative errno (the old state is kept). */
 static int backend_renew(cio_loop_t *loop)
 {
-    void *old = loop->be_state;
-    const cio__backend *be = loop->be;
-    int rc = be->init(&loop->be_state);
-    if (rc > 0 && be != &cio__backend_epoll) {
-        be = &cio__backend_epoll;
-        rc = be->init(&loop->be_state);
-    }
-    if (rc) {
-        loop->be_state = old;
-        return rc > 0 ? -rc : rc;
-    }
+    const cio__backend *be;
+    void *state;
+    int rc = backend_init(loop, loop->be, &be, &state);
+    if (rc)
+        return rc;
     /* The old state's fds are this process's copies of the parent's: close
      * them (the parent keeps its own). */
-    loop->be->close(old);
+    loop->be->close(loop->be_state);
     loop->be = be;
+    loop->be_state = state;
     return 0;
 }
 

@@ -102,9 +102,7 @@ enum cio__opcode {
     CIO__OP_SENDMSG,  /* msg, flags */
     CIO__OP_ACCEPT,   /* addr, addrlen (in/out), flags (accept4's) */
     CIO__OP_CONNECT,  /* addr, socklen */
-    CIO__OP_CLOSE,
-    CIO__OP_FSYNC,    /* flags: 1 for fdatasync */
-    CIO__OP_POLL      /* flags: CIO_READABLE | CIO_WRITABLE; res: the events */
+    CIO__OP_FSYNC     /* flags: 1 for fdatasync */
 };
 
 typedef struct cio__op {

@@ -291,10 +291,12 @@ static void report_overflow(const char *kind, const char *name, uint64_t id, siz
     (void)r;
 }
 
-/* The owner's name, or NULL to print Task-ID. */
-static const char *owner_name(const cio__stack_owner *o)
+/* Reports an overflow of s, naming its owner (Task-ID for an unnamed task). */
+static void report_stack(const cio__stack *s)
 {
-    return o && o->name ? *o->name : NULL;
+    const cio__stack_owner *o = &s->owner;
+    report_overflow(o->kind ? o->kind : "coroutine", o->name ? *o->name : NULL,
+                    o->id ? *o->id : 0, s->size);
 }
 
 static void segv_handler(int sig, siginfo_t *si, void *uctx)
@@ -303,9 +305,7 @@ static void segv_handler(int sig, siginfo_t *si, void *uctx)
     if (s) {
         char *a = si->si_addr;
         if (a >= s->lo && a < s->lo + s->guard) {
-            const cio__stack_owner *o = s->owner.kind ? &s->owner : NULL;
-            report_overflow(o ? o->kind : "coroutine", owner_name(o),
-                            o && o->id ? *o->id : 0, s->size);
+            report_stack(s);
             /* Die of the signal: the faulting access runs again with the
              * default action restored. */
             signal(SIGSEGV, SIG_DFL);
@@ -321,7 +321,6 @@ static void segv_handler(int sig, siginfo_t *si, void *uctx)
         signal(SIGSEGV, SIG_DFL);
     }
 }
-
 
 /*
  * The alternate signal stack of a thread is unmapped when the thread exits
@@ -377,9 +376,7 @@ void cio__stack_check(const cio__stack *s, const void *sp)
     for (int i = 0; i < 8 && !broken; i++)
         broken = c[i] != CIO__STACK_CANARY;
     if (broken) {
-        const cio__stack_owner *o = s->owner.kind ? &s->owner : NULL;
-        report_overflow(o ? o->kind : "coroutine", owner_name(o), o && o->id ? *o->id : 0,
-                        s->size);
+        report_stack(s);
         abort();
     }
 }
