@@ -125,6 +125,21 @@ static void mark_dirty(uring_state *st, int fd)
     st->fds[fd].dirty = 1;
 }
 
+/* Queues the removal of fd's armed poll and forgets it (a late completion
+ * then carries an old generation). False when no entry could be had. */
+static bool poll_remove(uring_state *st, int fd)
+{
+    pollrec *r = &st->fds[fd];
+    struct io_uring_sqe *sqe = get_sqe(st);
+    if (!sqe)
+        return false;
+    io_uring_prep_poll_remove(sqe, poll_key(fd, r->gen));
+    io_uring_sqe_set_data64(sqe, 0);
+    r->gen++;
+    r->armed = 0;
+    return true;
+}
+
 static int ur_watch(void *state, int fd, uint32_t tag, unsigned old_ev, unsigned new_ev)
 {
     uring_state *st = state;
@@ -144,14 +159,8 @@ static int ur_watch(void *state, int fd, uint32_t tag, unsigned old_ev, unsigned
          * iteration, the deferred sync would see the same mask and keep the
          * old poll, which watches (and keeps open) the old file while the
          * new one is never polled. Without a free entry, the removal stays
-         * deferred as before. */
-        struct io_uring_sqe *sqe = get_sqe(st);
-        if (sqe) {
-            io_uring_prep_poll_remove(sqe, poll_key(fd, r->gen));
-            io_uring_sqe_set_data64(sqe, 0);
-            r->gen++;
-            r->armed = 0;
-        }
+         * deferred (sync_poll). */
+        poll_remove(st, fd);
     }
     r->want = new_ev;
     r->tag = tag;
@@ -169,16 +178,9 @@ static void sync_poll(uring_state *st, int fd)
 {
     pollrec *r = &st->fds[fd];
     r->dirty = 0;
-    if (r->armed && r->armed != r->want) {
-        struct io_uring_sqe *sqe = get_sqe(st);
-        if (!sqe) { /* retried at the next poll */
-            mark_dirty(st, fd);
-            return;
-        }
-        io_uring_prep_poll_remove(sqe, poll_key(fd, r->gen));
-        io_uring_sqe_set_data64(sqe, 0);
-        r->gen++;
-        r->armed = 0;
+    if (r->armed && r->armed != r->want && !poll_remove(st, fd)) {
+        mark_dirty(st, fd); /* retried at the next poll */
+        return;
     }
     if (!r->armed && r->want) {
         struct io_uring_sqe *sqe = get_sqe(st);
