@@ -18,6 +18,7 @@
  * io_uring figure.
  */
 #include "bench_common.h"
+#include "sockpp_msg.h"
 
 #include <cio.h>
 
@@ -27,7 +28,6 @@
 #include <unistd.h>
 
 #define DEFAULT_N 1000000L
-#define MSG 64
 
 static long n_rounds = DEFAULT_N;
 
@@ -38,24 +38,6 @@ typedef struct pp_side {
     const char *err; /* what went wrong, NULL if nothing */
 } pp_side;
 
-static void fill(unsigned char *m, uint64_t i)
-{
-    memcpy(m, &i, sizeof i);
-    for (int k = 8; k < MSG; k++)
-        m[k] = (unsigned char)(i + (uint64_t)k);
-}
-
-/* True when m is round i's message, complemented if `inv`. */
-static int check(const unsigned char *m, uint64_t i, int inv)
-{
-    unsigned char want[MSG];
-    fill(want, i);
-    unsigned char x = inv ? 0xff : 0;
-    unsigned char diff = 0;
-    for (int k = 0; k < MSG; k++)
-        diff |= (unsigned char)(m[k] ^ want[k] ^ x);
-    return diff == 0;
-}
 
 /* Sends all MSG bytes with cio_sock_send; 0 or a negative errno. */
 static int send_msg(int fd, const unsigned char *m)

@@ -15,6 +15,7 @@
  * how many CPUs the process may use (cpus=) and a note on stderr says so.
  */
 #include "bench_common.h"
+#include "sockpp_msg.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -24,7 +25,6 @@
 #include <unistd.h>
 
 #define DEFAULT_N 1000000L
-#define MSG 64
 
 static long n_rounds = DEFAULT_N;
 
@@ -35,23 +35,6 @@ typedef struct pp_side {
     const char *err;
 } pp_side;
 
-static void fill(unsigned char *m, uint64_t i)
-{
-    memcpy(m, &i, sizeof i);
-    for (int k = 8; k < MSG; k++)
-        m[k] = (unsigned char)(i + (uint64_t)k);
-}
-
-static int check(const unsigned char *m, uint64_t i, int inv)
-{
-    unsigned char want[MSG];
-    fill(want, i);
-    unsigned char x = inv ? 0xff : 0;
-    unsigned char diff = 0;
-    for (int k = 0; k < MSG; k++)
-        diff |= (unsigned char)(m[k] ^ want[k] ^ x);
-    return diff == 0;
-}
 
 /* Writes all MSG bytes; 0 or -errno. */
 static int write_msg(int fd, const unsigned char *m)
