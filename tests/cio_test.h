@@ -98,6 +98,15 @@ static inline void child_init(child_t *c, double delay, int status, void *result
     c->observed = 12345; /* "never set" */
 }
 
+/* A new loop (on the backend CIO_BACKEND selects); the test fails if none. */
+static inline cio_loop_t *new_loop(void)
+{
+    cio_loop_t *l = NULL;
+    ck_assert_int_eq(cio_loop_new(&l), 0);
+    ck_assert_ptr_nonnull(l);
+    return l;
+}
+
 /*
  * Closes a loop (idempotently: a second close also returns 0), checks that
  * it reports itself closed, then frees the object.

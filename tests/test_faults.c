@@ -21,13 +21,6 @@
 #define UNDER_TSAN 1
 #endif
 
-static cio_loop_t *new_loop(void)
-{
-    cio_loop_t *l = NULL;
-    ck_assert_int_eq(cio_loop_new(&l), 0);
-    return l;
-}
-
 static int ret_zero(void *arg, void **result)
 {
     (void)arg;

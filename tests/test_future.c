@@ -8,13 +8,6 @@
 
 static int marker_a, marker_b;
 
-static cio_loop_t *new_loop(void)
-{
-    cio_loop_t *l = NULL;
-    ck_assert_int_eq(cio_loop_new(&l), 0);
-    return l;
-}
-
 static void cb_stop(void *arg)
 {
     cio_loop_stop(arg);

@@ -44,14 +44,6 @@ typedef union addr {
     struct sockaddr_storage ss;
 } addr_t;
 
-static cio_loop_t *new_loop(void)
-{
-    cio_loop_t *l = NULL;
-    ck_assert_int_eq(cio_loop_new(&l), 0);
-    ck_assert_ptr_nonnull(l);
-    return l;
-}
-
 static void close_loop(cio_loop_t *l)
 {
     close_free(l);

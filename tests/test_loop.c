@@ -34,14 +34,6 @@ static void cb_set_epipe(void *arg)
     ck_assert_int_eq(cio_future_set_error(arg, -EPIPE), 0);
 }
 
-static cio_loop_t *new_loop(void)
-{
-    cio_loop_t *l = NULL;
-    ck_assert_int_eq(cio_loop_new(&l), 0);
-    ck_assert_ptr_nonnull(l);
-    return l;
-}
-
 static void close_loop(cio_loop_t *l)
 {
     close_free(l);
