@@ -92,11 +92,6 @@ static void task_entry(void *arg)
 /* The task kind of future, and the loop's close hooks                       */
 /* ------------------------------------------------------------------------ */
 
-static int task_cancel_hook(cio_future_t *f)
-{
-    return cio_task_cancel(f);
-}
-
 static void task_free(cio_future_t *f)
 {
     cio__task *t = (cio__task *)f;
@@ -105,15 +100,10 @@ static void task_free(cio_future_t *f)
     cio__pool_free(&f->loop->pools[CIO__POOL_TASK], t);
 }
 
-static const char *task_name_hook(cio_future_t *f)
-{
-    return cio_task_get_name(f);
-}
-
 const cio__future_ops cio__task_ops = {
-    .cancel = task_cancel_hook,
+    .cancel = cio_task_cancel, /* a task is a future: same signatures */
     .free = task_free,
-    .name = task_name_hook,
+    .name = cio_task_get_name,
     .what = "task",
 };
 
