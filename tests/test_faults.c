@@ -742,6 +742,19 @@ START_TEST(fault_fork_user_pool_jobs)
 }
 END_TEST
 
+/* A replacement allocator must be whole: nothing is replaced otherwise
+ * (the loop made afterwards still works with the C library's). */
+START_TEST(fault_replace_allocator_einval)
+{
+    ck_assert_int_eq(cio_replace_allocator(NULL, realloc, calloc, free), -EINVAL);
+    ck_assert_int_eq(cio_replace_allocator(malloc, NULL, calloc, free), -EINVAL);
+    ck_assert_int_eq(cio_replace_allocator(malloc, realloc, NULL, free), -EINVAL);
+    ck_assert_int_eq(cio_replace_allocator(malloc, realloc, calloc, NULL), -EINVAL);
+    cio_loop_t *l = new_loop();
+    close_free(l);
+}
+END_TEST
+
 static Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
@@ -753,6 +766,7 @@ static Suite *faults_suite(void)
     tcase_add_test(tc, fault_call_later_infinity);
     tcase_add_test(tc, fault_closed_loop_refuses);
     tcase_add_test(tc, fault_double_release_reported);
+    tcase_add_test(tc, fault_replace_allocator_einval);
     tc = add_tcase(s, "threads", 60);
     tcase_add_test(tc, fault_thread_altstack_released);
     tcase_add_test(tc, fault_threadsafe_vs_close);
