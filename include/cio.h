@@ -1741,6 +1741,462 @@ CIO_EXTERN const char *cio_gen_get_name(const cio_gen_t *g);
  */
 CIO_EXTERN int cio_gen_free(cio_gen_t *g);
 
+/* ======================================================================== */
+/* Networking: transports and protocols, streams, servers, UDP, DNS          */
+/* ======================================================================== */
+
+/*
+ * Everything here runs on both backends (epoll and io_uring) through the
+ * operation layer, and on the running loop of the calling thread. Objects
+ * belong to the loop that created them and must be used from its thread.
+ * Sockets are made non-blocking and close-on-exec; SIGPIPE never fires
+ * (sends use MSG_NOSIGNAL).
+ *
+ * Error codes shared by this section:
+ *   -ENODATA    the peer closed before the data asked for arrived (asyncio's
+ *               IncompleteReadError): the partial bytes are handed back.
+ *   -EOVERFLOW  no separator within the limit (asyncio's LimitOverrunError):
+ *               nothing is consumed, the buffered bytes stay readable.
+ *   -ENOBUFS    a write would pass the stream's hard cap on buffered output:
+ *               nothing of it was queued.
+ *   -ESHUTDOWN  the object was closed by this side, or written after
+ *               write_eof.
+ *   -ECONNRESET, -EPIPE, -ETIMEDOUT, ...   the connection was lost with that
+ *               error (the kernel's); every later call returns it too.
+ *   DNS failures are negative codes below CIO_EAI_BASE (see cio_getaddrinfo).
+ */
+
+/* ------------------------------------------------------------------------ */
+/* Transports and protocols (asyncio's low-level API, no task per connection) */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cio_transport cio_transport_t;
+
+/*
+ * The callbacks of a connection, called from the loop (never from inside a
+ * call of the transport API, so a callback may call any transport function,
+ * cio_transport_close and cio_transport_abort included). ctx is the value
+ * given with the protocol. Only data_received is required.
+ */
+typedef struct cio_protocol {
+    /* The transport is ready (called once, first). */
+    void (*connection_made)(cio_transport_t *t, void *ctx);
+    /* n > 0 bytes arrived; data is valid only during the call. */
+    void (*data_received)(cio_transport_t *t, const void *data, size_t n, void *ctx);
+    /* The peer closed its writing side. Return true to keep the transport
+     * open for writing (a half-closed connection), false (or leave it NULL)
+     * to close it, as asyncio does. */
+    bool (*eof_received)(cio_transport_t *t, void *ctx);
+    /* The connection is gone: err 0 after a close or abort of ours or an
+     * EOF, else the error (-ECONNRESET, -EPIPE, ...). Called once, last:
+     * the transport is freed right after it returns. */
+    void (*connection_lost)(cio_transport_t *t, int err, void *ctx);
+    /* The write buffer rose above the high-water mark / fell to the low one. */
+    void (*pause_writing)(cio_transport_t *t, void *ctx);
+    void (*resume_writing)(cio_transport_t *t, void *ctx);
+    void *reserved_[2]; /* must be zero */
+} cio_protocol_t;
+
+/* Limits of a transport or stream. Zero-initialise; 0 picks the default. */
+typedef struct cio_transport_opts {
+    size_t read_size;   /* bytes asked of each receive (64 KiB) */
+    size_t high_water;  /* pause_writing / drain waits above this (64 KiB) */
+    size_t low_water;   /* resume_writing / drain returns at this (high / 4) */
+    size_t write_limit; /* hard cap on buffered output: -ENOBUFS (16 MiB) */
+    size_t limit;       /* streams: read buffer limit (64 KiB) */
+    double close_timeout; /* streams: how long close flushes (30 s) */
+    void *reserved_[2]; /* must be zero */
+} cio_transport_opts_t;
+typedef cio_transport_opts_t cio_stream_opts_t;
+
+/*
+ * Wraps the connected stream socket fd (TCP or Unix) in a transport on the
+ * running loop, which owns fd from then on (also on failure: fd is closed).
+ * connection_made is called before this returns; reading starts at once.
+ * proto must stay valid while the transport lives. Returns 0, -EINVAL
+ * (out or proto or its data_received NULL, fd negative, bad opts),
+ * -EPERM (no running loop), -ENOMEM. Freed after connection_lost.
+ */
+CIO_EXTERN int cio_transport_new(cio_transport_t **out, int fd, const cio_protocol_t *proto,
+                                 void *ctx, const cio_transport_opts_t *opts);
+
+/*
+ * Queues n bytes for sending (never short: what the socket does not take
+ * now is buffered and sent by the loop). Returns 0, -ENOBUFS (past
+ * write_limit: nothing queued), -ESHUTDOWN (closing, or after write_eof),
+ * the connection's error once lost, -ENOMEM (nothing queued), -EINVAL.
+ */
+CIO_EXTERN int cio_transport_write(cio_transport_t *t, const void *data, size_t n);
+/* As cio_transport_write for several buffers (asyncio writelines). */
+CIO_EXTERN int cio_transport_writev(cio_transport_t *t, const struct iovec *iov, int iovcnt);
+/*
+ * Shuts down the writing side once the buffer is sent (half-close).
+ * Returns 0, -ESHUTDOWN if already done or closing, the connection's error.
+ */
+CIO_EXTERN int cio_transport_write_eof(cio_transport_t *t);
+/* Stops / restarts calling data_received (flow control of reading).
+ * Return 0, or -ESHUTDOWN when closing. */
+CIO_EXTERN int cio_transport_pause_reading(cio_transport_t *t);
+CIO_EXTERN int cio_transport_resume_reading(cio_transport_t *t);
+CIO_EXTERN bool cio_transport_is_reading(const cio_transport_t *t);
+/* Bytes queued and not yet taken by the socket. */
+CIO_EXTERN size_t cio_transport_get_write_buffer_size(const cio_transport_t *t);
+/* Sets the water marks (high 0: the default; low > high is -EINVAL). */
+CIO_EXTERN int cio_transport_set_write_buffer_limits(cio_transport_t *t, size_t high, size_t low);
+/*
+ * Closes: reading stops, what is buffered is still sent, then the socket is
+ * closed and connection_lost(0) called (from the loop). Idempotent.
+ */
+CIO_EXTERN void cio_transport_close(cio_transport_t *t);
+/* Closes at once, dropping buffered output; connection_lost(0) follows. */
+CIO_EXTERN void cio_transport_abort(cio_transport_t *t);
+CIO_EXTERN bool cio_transport_is_closing(const cio_transport_t *t);
+/* get_extra_info: the socket (still owned by t), its peer and own address
+ * (0 or the getpeername/getsockname error; -EINVAL for NULL). */
+CIO_EXTERN int cio_transport_fd(const cio_transport_t *t);
+CIO_EXTERN int cio_transport_peername(const cio_transport_t *t, struct sockaddr *addr,
+                                      socklen_t *len);
+CIO_EXTERN int cio_transport_sockname(const cio_transport_t *t, struct sockaddr *addr,
+                                      socklen_t *len);
+
+/* ------------------------------------------------------------------------ */
+/* Streams (asyncio StreamReader + StreamWriter in one object)               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cio_stream cio_stream_t;
+
+/*
+ * Wraps the connected stream socket fd in a stream on the running loop; the
+ * stream owns fd from then on (closed on failure too). Returns 0, -EINVAL,
+ * -EPERM (no running loop), -ENOMEM. Release with cio_stream_close or
+ * cio_stream_abort.
+ */
+CIO_EXTERN int cio_stream_new(cio_stream_t **out, int fd, const cio_stream_opts_t *opts);
+
+/*
+ * Await point: reads up to n bytes (at least 1 unless at EOF). Returns the
+ * count, 0 at EOF (or for n == 0), the connection's error, -ECANCELED,
+ * -ETIMEDOUT, -EBUSY (another task is reading this stream), -ESHUTDOWN,
+ * -EPERM outside a task. Bytes buffered are never lost to a cancel or
+ * timeout: they stay readable.
+ */
+CIO_EXTERN ssize_t cio_stream_read(cio_stream_t *s, void *buf, size_t n);
+/*
+ * Await point: reads to EOF (asyncio read(-1)) into a new buffer *out
+ * (malloc'd, NUL-terminated, the caller frees it; NULL when nothing was
+ * read), *len its length. max bounds it (0: no bound): past max it returns
+ * -ENOBUFS with the first max bytes in *out and the rest still buffered.
+ * Other errors as cio_stream_read; on them *out is NULL and nothing is
+ * consumed.
+ */
+CIO_EXTERN int cio_stream_read_all(cio_stream_t *s, char **out, size_t *len, size_t max);
+/*
+ * Await point: reads exactly n bytes into buf. Returns n; -ENODATA at an
+ * early EOF, with the partial bytes in buf and their count in *got (may be
+ * NULL); other errors as cio_stream_read (nothing consumed then). n may
+ * exceed the stream's limit (the buffer grows to n for this call).
+ */
+CIO_EXTERN ssize_t cio_stream_readexactly(cio_stream_t *s, void *buf, size_t n, size_t *got);
+/*
+ * Await point: reads up to and including the first occurrence of sep
+ * (seplen >= 1) into buf (cap bytes). Returns the length; -EOVERFLOW when
+ * no separator occurs within min(cap, the stream's limit) bytes (nothing
+ * consumed); -ENODATA at EOF before a separator (the partial bytes are
+ * copied into buf, their count in *got, and consumed; 0 of them at a clean
+ * EOF); other errors as cio_stream_read.
+ */
+CIO_EXTERN ssize_t cio_stream_readuntil(cio_stream_t *s, const void *sep, size_t seplen,
+                                        void *buf, size_t cap, size_t *got);
+/*
+ * Await point: asyncio readline(): a line ending in '\n' into buf. At EOF
+ * the last partial line is returned as it is (0 at EOF with nothing left).
+ * -EOVERFLOW as cio_stream_readuntil. Not NUL-terminated.
+ */
+CIO_EXTERN ssize_t cio_stream_readline(cio_stream_t *s, void *buf, size_t cap);
+
+/*
+ * The consume hook: a parser over the buffered bytes, with no copy. Called
+ * with the bytes buffered so far (data, n) and eof set when no more will
+ * come. It returns how many bytes it consumed (> 0: the call returns that
+ * count), 0 to wait for more, or a negative code to fail the call with it
+ * (nothing consumed).
+ */
+typedef ssize_t (*cio_stream_parse_fn)(void *arg, const char *data, size_t n, bool eof);
+/*
+ * Await point: runs fn on the buffered bytes each time more arrive, until it
+ * consumes some or fails. limit bounds the bytes fn may need (0: the
+ * stream's limit): past it -EOVERFLOW, nothing consumed. Returns what fn
+ * returned; fn returning 0 at EOF gives -ENODATA (nothing consumed). Other
+ * errors as cio_stream_read.
+ */
+CIO_EXTERN ssize_t cio_stream_parse(cio_stream_t *s, cio_stream_parse_fn fn, void *arg,
+                                    size_t limit);
+
+/* True when the peer closed its side and every buffered byte was read. */
+CIO_EXTERN bool cio_stream_at_eof(const cio_stream_t *s);
+/* Bytes received and not yet read. */
+CIO_EXTERN size_t cio_stream_buffered(const cio_stream_t *s);
+
+/*
+ * Queues n bytes (asyncio write: not an await point, never short). Returns
+ * 0, -ENOBUFS (past the hard cap, nothing queued), -ESHUTDOWN (after
+ * write_eof or close), the connection's error, -ENOMEM, -EINVAL.
+ */
+CIO_EXTERN int cio_stream_write(cio_stream_t *s, const void *data, size_t n);
+/* As cio_stream_write for several buffers (asyncio writelines). */
+CIO_EXTERN int cio_stream_writev(cio_stream_t *s, const struct iovec *iov, int iovcnt);
+/*
+ * Await point: waits while the output buffered is above the high-water mark
+ * until it falls to the low one (several tasks may drain at once). Returns
+ * 0, the connection's error (-ECONNRESET, -EPIPE), -ECANCELED, -ETIMEDOUT,
+ * -EPERM. A cancelled drain loses nothing: the bytes stay queued.
+ */
+CIO_EXTERN int cio_stream_drain(cio_stream_t *s);
+/* Half-close: sends EOF once buffered output is sent. 0, -ESHUTDOWN, or
+ * the connection's error. Reading goes on. */
+CIO_EXTERN int cio_stream_write_eof(cio_stream_t *s);
+/*
+ * Await point: flushes buffered output (for at most the close timeout, and
+ * within the deadlines of enclosing scopes), closes the socket, and frees s
+ * once no other task is inside a call on it (those return -ESHUTDOWN).
+ * Returns 0 when everything buffered was sent; -ETIMEDOUT or -ECANCELED when
+ * the flush was cut short (the rest is dropped); the connection's error.
+ * s is released in every case. Outside a task it aborts (see below).
+ */
+CIO_EXTERN int cio_stream_close(cio_stream_t *s);
+/* Closes at once, dropping buffered output, and releases s. NULL: no-op. */
+CIO_EXTERN void cio_stream_abort(cio_stream_t *s);
+/* get_extra_info: the transport under the stream (fd, peername, sockname). */
+CIO_EXTERN cio_transport_t *cio_stream_transport(cio_stream_t *s);
+
+/* ------------------------------------------------------------------------ */
+/* Name resolution (off the loop thread)                                      */
+/* ------------------------------------------------------------------------ */
+
+/* getaddrinfo's EAI_* codes (negative) are returned as CIO_EAI(code), below
+ * CIO_EAI_BASE; cio_strerror describes them. EAI_SYSTEM gives the errno. */
+#define CIO_EAI_BASE (-20000)
+#define CIO_EAI(code) (CIO_EAI_BASE + (code))
+
+struct addrinfo;
+/*
+ * Await point: getaddrinfo(3) run in the default executor (the thread
+ * pool), so the loop never blocks on DNS. Returns 0 with *res (free with
+ * cio_freeaddrinfo), CIO_EAI(EAI_NONAME) and the other CIO_EAI codes,
+ * -ECANCELED / -ETIMEDOUT (the lookup finishes in its thread and its result
+ * is freed there: nothing leaks), -EINVAL, -EPERM, -ENOMEM.
+ */
+CIO_EXTERN int cio_getaddrinfo(const char *host, const char *service,
+                               const struct addrinfo *hints, struct addrinfo **res);
+CIO_EXTERN void cio_freeaddrinfo(struct addrinfo *res);
+/* Await point: getnameinfo(3) off the loop thread; returns as above. */
+CIO_EXTERN int cio_getnameinfo(const struct sockaddr *addr, socklen_t addrlen, char *host,
+                               size_t hostlen, char *serv, size_t servlen, int flags);
+
+/* ------------------------------------------------------------------------ */
+/* Clients                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cio_connect_opts {
+    double timeout;        /* whole connect deadline in seconds (0: none) */
+    double happy_eyeballs_delay; /* RFC 8305 attempt delay (0: 0.25 s; <0: one at a time) */
+    int family;            /* AF_UNSPEC (0), AF_INET or AF_INET6 */
+    bool no_nodelay;       /* leave TCP_NODELAY off (it is on by default) */
+    const cio_stream_opts_t *stream; /* limits of the new stream (NULL: defaults) */
+    void *reserved_[2];    /* must be zero */
+} cio_connect_opts_t;
+
+/*
+ * Await point: connects to host:port over TCP (asyncio open_connection).
+ * The name is resolved off the loop; with several addresses the attempts
+ * follow RFC 8305 (families interleaved, the next started when the one
+ * before has not connected within the attempt delay; the first to connect
+ * wins, the others are closed). Returns 0 with *out, the last attempt's
+ * error (-ECONNREFUSED, -ENETUNREACH, ...), -ETIMEDOUT (opts->timeout or a
+ * scope), -ECANCELED, CIO_EAI codes, -EINVAL, -EPERM, -ENOMEM, -EMFILE.
+ */
+CIO_EXTERN int cio_open_connection(cio_stream_t **out, const char *host, int port,
+                                   const cio_connect_opts_t *opts);
+/* As cio_open_connection for a Unix socket path (-ENOENT: no such path). */
+CIO_EXTERN int cio_open_unix_connection(cio_stream_t **out, const char *path,
+                                        const cio_connect_opts_t *opts);
+/*
+ * Await point: as cio_open_connection, but returns the connected socket
+ * (non-blocking, close-on-exec, the caller owns it) in *fd, for
+ * cio_transport_new (asyncio create_connection) or raw cio_sock_* use.
+ */
+CIO_EXTERN int cio_connect_tcp(int *fd, const char *host, int port,
+                               const cio_connect_opts_t *opts);
+
+/* ------------------------------------------------------------------------ */
+/* Servers                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cio_server cio_server_t;
+
+/* A stream server's handler: runs in a task of its own per connection. The
+ * server closes s (flushing) when the handler returns without closing it. */
+typedef void (*cio_stream_handler_fn)(cio_stream_t *s, void *arg);
+/* A protocol server's factory: for each connection, sets *proto (valid while
+ * the connection lives) and *ctx; returns 0, or a negative code to refuse
+ * the connection (it is closed). */
+typedef int (*cio_protocol_factory_fn)(void *arg, const cio_protocol_t **proto, void **ctx);
+
+typedef struct cio_server_opts {
+    int backlog;            /* listen(2) backlog (0: 1024) */
+    size_t max_connections; /* accepting pauses at this many (0: no limit) */
+    bool reuse_port;        /* SO_REUSEPORT: several loops/processes share the port */
+    int family;             /* AF_UNSPEC (0): every address the host resolves to */
+    const cio_stream_opts_t *stream; /* limits of each connection (NULL: defaults) */
+    void *reserved_[2];     /* must be zero */
+} cio_server_opts_t;
+
+/*
+ * Await point (it resolves host off the loop): starts a TCP stream server
+ * on host:port (host NULL: every local address, IPv4 and IPv6; port 0: one
+ * the kernel picks, see cio_server_port), SO_REUSEADDR set, TCP_NODELAY on
+ * each connection, accepting at once (asyncio start_server). Returns 0 with
+ * *out, -EADDRINUSE, -EACCES, CIO_EAI codes, -EINVAL, -EPERM, -ENOMEM.
+ */
+CIO_EXTERN int cio_start_server(cio_server_t **out, const char *host, int port,
+                                cio_stream_handler_fn fn, void *arg,
+                                const cio_server_opts_t *opts);
+/* As cio_start_server on a Unix socket path (a stale socket file there is
+ * replaced; the file is removed when the server closes). */
+CIO_EXTERN int cio_start_unix_server(cio_server_t **out, const char *path,
+                                     cio_stream_handler_fn fn, void *arg,
+                                     const cio_server_opts_t *opts);
+/* As cio_start_server, with transports and protocols: no task per
+ * connection (asyncio create_server(protocol_factory)). */
+CIO_EXTERN int cio_create_server(cio_server_t **out, const char *host, int port,
+                                 cio_protocol_factory_fn factory, void *arg,
+                                 const cio_server_opts_t *opts);
+CIO_EXTERN int cio_create_unix_server(cio_server_t **out, const char *path,
+                                      cio_protocol_factory_fn factory, void *arg,
+                                      const cio_server_opts_t *opts);
+
+/* The port of the first listening socket (-EINVAL for NULL or Unix). */
+CIO_EXTERN int cio_server_port(const cio_server_t *srv);
+/* Connections open now. */
+CIO_EXTERN size_t cio_server_connections(const cio_server_t *srv);
+/*
+ * Await point: serves until the server is closed (returns 0) or the task is
+ * cancelled (returns -ECANCELED after closing the server, as asyncio does).
+ */
+CIO_EXTERN int cio_server_serve_forever(cio_server_t *srv);
+/* Stops accepting and closes the listening sockets; open connections go on.
+ * Idempotent; 0 or -EINVAL. */
+CIO_EXTERN int cio_server_close(cio_server_t *srv);
+/* Closes every open connection (flushing) / aborts them (dropping output).
+ * Stream handlers see -ESHUTDOWN from their next call. */
+CIO_EXTERN void cio_server_close_clients(cio_server_t *srv);
+CIO_EXTERN void cio_server_abort_clients(cio_server_t *srv);
+/*
+ * Await point: waits until the server is closed and every connection has
+ * ended (handler returned, transport lost), for at most timeout seconds
+ * (INFINITY: no bound). Returns 0, -ETIMEDOUT (connections still open; it
+ * does not close them: call close_clients / abort_clients), -ECANCELED.
+ */
+CIO_EXTERN int cio_server_wait_closed(cio_server_t *srv, double timeout);
+/* Frees a closed server with no connection left: 0, -EBUSY (still
+ * connections: nothing freed), -EINVAL (not closed). NULL: 0. */
+CIO_EXTERN int cio_server_free(cio_server_t *srv);
+
+/* ------------------------------------------------------------------------ */
+/* UDP endpoints (asyncio create_datagram_endpoint)                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cio_udp cio_udp_t;
+
+typedef struct cio_udp_opts {
+    int family;          /* AF_UNSPEC (0), AF_INET or AF_INET6 */
+    bool reuse_port;     /* SO_REUSEPORT */
+    bool broadcast;      /* SO_BROADCAST */
+    size_t max_datagram; /* protocol form: receive size (0: 65,536) */
+    void *reserved_[2];  /* must be zero */
+} cio_udp_opts_t;
+
+/*
+ * Await point (resolves off the loop): a UDP socket bound to local_host:
+ * local_port (local_host NULL with port 0: not bound until first send) and,
+ * when remote_host is not NULL, connected to remote_host:remote_port.
+ * Returns 0 with *out, -EADDRINUSE, CIO_EAI codes, -EINVAL, -EPERM, -ENOMEM.
+ */
+CIO_EXTERN int cio_udp_open(cio_udp_t **out, const char *local_host, int local_port,
+                            const char *remote_host, int remote_port,
+                            const cio_udp_opts_t *opts);
+/*
+ * Await point: receives one datagram into buf (len bytes), the sender in
+ * addr/addrlen when not NULL. Returns its length; -EMSGSIZE when it was
+ * longer than len (the first len bytes are in buf; the rest of that
+ * datagram is gone, as the kernel drops it); -ECONNREFUSED on a connected
+ * endpoint whose peer has no listener; -ECANCELED, -ETIMEDOUT, -EPERM,
+ * -EBUSY (the protocol form is receiving).
+ */
+CIO_EXTERN ssize_t cio_udp_recvfrom(cio_udp_t *u, void *buf, size_t len,
+                                    struct sockaddr *addr, socklen_t *addrlen);
+/*
+ * Await point: sends one datagram to addr (NULL on a connected endpoint).
+ * Returns len, -EMSGSIZE, -EDESTADDRREQ (no address, not connected),
+ * -ECONNREFUSED, -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL.
+ */
+CIO_EXTERN ssize_t cio_udp_sendto(cio_udp_t *u, const void *buf, size_t len,
+                                  const struct sockaddr *addr, socklen_t addrlen);
+
+/* The protocol form: callbacks called from the loop for each datagram. */
+typedef struct cio_datagram_protocol {
+    /* A datagram of n bytes from addr; truncated is true when it was longer
+     * than max_datagram (only the first n bytes were kept). */
+    void (*datagram_received)(cio_udp_t *u, const void *data, size_t n,
+                              const struct sockaddr *addr, socklen_t addrlen,
+                              bool truncated, void *ctx);
+    /* A receive error (ICMP port unreachable as -ECONNREFUSED, ...). */
+    void (*error_received)(cio_udp_t *u, int err, void *ctx);
+    void *reserved_[2];  /* must be zero */
+} cio_datagram_protocol_t;
+/*
+ * Starts calling proto's callbacks for every datagram received (not an
+ * await point). Returns 0, -EBUSY (already started, or a task is
+ * receiving), -EINVAL, -ENOMEM. Stop with cio_udp_close.
+ */
+CIO_EXTERN int cio_udp_start(cio_udp_t *u, const cio_datagram_protocol_t *proto, void *ctx);
+/* Sends one datagram without waiting (the protocol form's sendto): the
+ * length, -EAGAIN when the socket buffer is full (the datagram is not
+ * sent), or the errors of cio_udp_sendto. */
+CIO_EXTERN ssize_t cio_udp_sendto_nowait(cio_udp_t *u, const void *buf, size_t len,
+                                         const struct sockaddr *addr, socklen_t addrlen);
+CIO_EXTERN int cio_udp_fd(const cio_udp_t *u);
+CIO_EXTERN int cio_udp_sockname(const cio_udp_t *u, struct sockaddr *addr, socklen_t *len);
+/* Closes the socket and frees u (tasks receiving on it get -EBADF). NULL: no-op. */
+CIO_EXTERN void cio_udp_close(cio_udp_t *u);
+
+/* ------------------------------------------------------------------------ */
+/* Several cores: one loop per thread                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cio_multi cio_multi_t;
+
+/*
+ * Starts n threads, each running a loop of its own with fn(arg) as its main
+ * task (as cio_run does), for servers that use every core: each opens its
+ * own server on the same port with reuse_port set. cio_multi_index() tells
+ * the main task which loop it is (0..n-1). Returns 0 with *out, -EINVAL
+ * (n 0 or above 1024, fn NULL), -ENOMEM, -EAGAIN (no thread could start:
+ * the ones started are stopped).
+ */
+CIO_EXTERN int cio_multi_start(cio_multi_t **out, unsigned n, cio_task_fn fn, void *arg);
+/* The index of the calling loop's thread in its cio_multi_t, -1 outside. */
+CIO_EXTERN int cio_multi_index(void);
+/*
+ * Cancels every loop's main task, waits for the threads to end and frees m.
+ * Returns 0, or the first error a main task returned (other than
+ * -ECANCELED). Call it from outside those loops. NULL: 0.
+ */
+CIO_EXTERN int cio_multi_stop(cio_multi_t *m);
+/* Waits for every main task to return by itself, then frees m; returns as
+ * cio_multi_stop. */
+CIO_EXTERN int cio_multi_wait(cio_multi_t *m);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,8 @@
  */
 #include "base.h"
 
+#include <netdb.h>
+
 #define CIO_ERRNO_MAP(X)                                                   \
     X(EPERM, "operation not permitted (not inside a task?)")              \
     X(ENOENT, "no such file or directory")                                \
@@ -38,8 +40,69 @@
     X(ESRCH, "no such process")                                           \
     X(ECHILD, "no child processes")
 
+/*
+ * getaddrinfo's codes, returned as CIO_EAI(code) (cio.h). The GNU ones are
+ * listed only where the C library defines them.
+ */
+#ifdef EAI_ADDRFAMILY
+#define CIO_EAI_ADDRFAMILY(X) X(EAI_ADDRFAMILY)
+#else
+#define CIO_EAI_ADDRFAMILY(X)
+#endif
+#ifdef EAI_NODATA
+#define CIO_EAI_NODATA(X) X(EAI_NODATA)
+#else
+#define CIO_EAI_NODATA(X)
+#endif
+#ifdef EAI_INPROGRESS
+#define CIO_EAI_GNU(X) \
+    X(EAI_INPROGRESS) X(EAI_CANCELED) X(EAI_NOTCANCELED) X(EAI_ALLDONE) X(EAI_INTR)
+#else
+#define CIO_EAI_GNU(X)
+#endif
+#ifdef EAI_IDN_ENCODE
+#define CIO_EAI_IDN(X) X(EAI_IDN_ENCODE)
+#else
+#define CIO_EAI_IDN(X)
+#endif
+
+#define CIO_EAI_MAP(X)                                                     \
+    X(EAI_BADFLAGS) X(EAI_NONAME) X(EAI_AGAIN) X(EAI_FAIL) X(EAI_FAMILY)   \
+    X(EAI_SOCKTYPE) X(EAI_SERVICE) X(EAI_MEMORY) X(EAI_SYSTEM)             \
+    X(EAI_OVERFLOW) CIO_EAI_ADDRFAMILY(X) CIO_EAI_NODATA(X) CIO_EAI_GNU(X) \
+    CIO_EAI_IDN(X)
+
+/* The EAI code err stands for (err - CIO_EAI_BASE), or 0 when err is not
+ * one cio returns. */
+static int eai_of(int err)
+{
+    if (err >= CIO_EAI_BASE || err < CIO_EAI_BASE - 1000)
+        return 0;
+    switch (err - CIO_EAI_BASE) {
+#define X(code) case code:
+        CIO_EAI_MAP(X)
+#undef X
+        return err - CIO_EAI_BASE;
+    default: return 0;
+    }
+}
+
+/* The name of an EAI code known to eai_of. */
+static const char *eai_name(int code)
+{
+    switch (code) {
+#define X(c) case c: return #c;
+        CIO_EAI_MAP(X)
+#undef X
+    default: return "UNKNOWN";
+    }
+}
+
 const char *cio_strerror(int err)
 {
+    int eai = eai_of(err);
+    if (eai)
+        return gai_strerror(eai); /* static strings */
     switch (-(long)err) {
 #define X(code, msg) case code: return msg;
         CIO_ERRNO_MAP(X)
@@ -51,6 +114,9 @@ const char *cio_strerror(int err)
 
 const char *cio_err_name(int err)
 {
+    int eai = eai_of(err);
+    if (eai)
+        return eai_name(eai);
     switch (-(long)err) {
 #define X(code, msg) case code: return #code;
         CIO_ERRNO_MAP(X)

@@ -452,10 +452,14 @@ int cio_fsync(int fd, bool datasync)
 
 int cio_close(int fd)
 {
+    cio__coro *c = cio__current;
+    return cio__close_fd(c ? c->loop : cio__running, fd);
+}
+
+int cio__close_fd(cio_loop_t *loop, int fd)
+{
     if (fd < 0)
         return -EBADF;
-    cio__coro *c = cio__current;
-    cio_loop_t *loop = c ? c->loop : cio__running;
     if (loop) {
         cio__fd_forget(loop, fd);
         /* The kernel holds the file while operations on it are in flight: a
@@ -466,4 +470,146 @@ int cio_close(int fd)
     /* Closing is not cancellable: the descriptor must not leak, so it is
      * closed at once (a close on io_uring would have to park the task). */
     return close(fd) ? (errno == EINTR ? 0 : -errno) : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Callback operations                                                        */
+/* ------------------------------------------------------------------------ */
+
+ssize_t cio__op_try(cio__op *op)
+{
+    if (op->code == CIO__OP_CONNECT)
+        return -EINVAL;
+    ssize_t r;
+    do
+        r = attempt(op);
+    while (r == -EINTR);
+    return r == -EWOULDBLOCK ? -EAGAIN : r;
+}
+
+void cio__aop_init(cio__aop *a, cio_loop_t *loop, int code, int fd,
+                   void (*prepare)(cio__aop *), bool (*done)(cio__aop *, ssize_t))
+{
+    *a = (cio__aop){.loop = loop, .prepare = prepare, .done = done};
+    a->op.code = (uint8_t)code;
+    a->op.fd = fd;
+    a->op.offset = -1;
+}
+
+/* Drops a's readiness registration on fd unless the fd was closed (gen
+ * moved on) or its side now belongs to another watcher. a itself may have
+ * been freed: only its address is compared. */
+static void aop_unwatch(cio_loop_t *loop, int fd, uint32_t gen, unsigned dir, const void *a);
+
+/* Readiness backend: fd is ready for a's direction (or closing). */
+static void aop_ready(void *arg, int fd, unsigned events)
+{
+    cio__aop *a = arg;
+    cio_loop_t *loop = a->loop;
+    unsigned dir = op_direction(&a->op);
+    if (events & CIO__FD_CLOSING) {
+        cio__fd_clear(loop, fd, dir);
+        a->state = CIO__AOP_IDLE;
+        a->done(a, -EBADF);
+        return;
+    }
+    if (a->prepare)
+        a->prepare(a);
+    ssize_t r = cio__op_try(&a->op);
+    if (r == -EAGAIN)
+        return; /* a stale or spurious wake-up: keep waiting */
+    uint32_t gen = loop->fds[fd].gen;
+    a->state = CIO__AOP_IDLE;
+    if (a->done(a, r)) {
+        /* Level-triggered interest stays registered: the next readiness
+         * runs the operation again, with no epoll_ctl in between. */
+        a->state = CIO__AOP_WAITING;
+        return;
+    }
+    aop_unwatch(loop, fd, gen, dir, a);
+}
+
+static void aop_unwatch(cio_loop_t *loop, int fd, uint32_t gen, unsigned dir, const void *a)
+{
+    if (fd >= loop->nfds || loop->fds[fd].gen != gen)
+        return;
+    const cio__fdside *s = dir == CIO_READABLE ? &loop->fds[fd].r : &loop->fds[fd].w;
+    if (s->fn == aop_ready && s->arg == a)
+        cio__fd_clear(loop, fd, dir);
+}
+
+static int aop_submit(cio__aop *a)
+{
+    if (a->prepare)
+        a->prepare(a);
+    a->stopping = 0;
+    int rc = cio__loop_submit(a->loop, &a->op);
+    a->state = rc ? CIO__AOP_IDLE : CIO__AOP_SUBMITTED;
+    return rc;
+}
+
+/* Completion backend: a's operation finished. */
+static void aop_complete(cio__op *op)
+{
+    cio__aop *a = (cio__aop *)op; /* op is a's first member */
+    ssize_t r = op->res;
+    a->state = CIO__AOP_IDLE;
+    if (a->stopping) {
+        a->done(a, r);
+        return;
+    }
+    if (r == -EINTR || r == -EAGAIN) {
+        int rc = aop_submit(a); /* retried, as on epoll */
+        if (rc)
+            a->done(a, rc);
+        return;
+    }
+    if (r == -ECANCELED)
+        r = -EBADF; /* cancelled by cio_close of the fd, as on epoll */
+    if (!a->done(a, r))
+        return;
+    int rc = aop_submit(a);
+    if (rc)
+        a->done(a, rc);
+}
+
+ssize_t cio__aop_start(cio__aop *a, bool try_now)
+{
+    if (a->op.code == CIO__OP_CONNECT || a->state != CIO__AOP_IDLE)
+        return -EINVAL;
+    if (try_now) {
+        if (a->prepare)
+            a->prepare(a);
+        ssize_t r = cio__op_try(&a->op);
+        if (r != -EAGAIN)
+            return r;
+    }
+    int rc;
+    if (cio__loop_completes(a->loop)) {
+        a->op.complete = aop_complete;
+        rc = aop_submit(a);
+    } else {
+        rc = cio__fd_set(a->loop, a->op.fd, op_direction(&a->op), aop_ready, a);
+        if (!rc)
+            a->state = CIO__AOP_WAITING;
+    }
+    return rc ? rc : -EINPROGRESS;
+}
+
+bool cio__aop_stop(cio__aop *a)
+{
+    switch (a->state) {
+    case CIO__AOP_WAITING:
+        cio__fd_clear(a->loop, a->op.fd, op_direction(&a->op));
+        a->state = CIO__AOP_IDLE;
+        return true;
+    case CIO__AOP_SUBMITTED:
+        if (!a->stopping) {
+            a->stopping = 1;
+            cio__loop_cancel(a->loop, &a->op);
+        }
+        return false;
+    default:
+        return true;
+    }
 }

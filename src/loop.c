@@ -355,6 +355,19 @@ static void poll_phase(cio_loop_t *loop, int64_t timeout)
         dispatch(loop, &loop->events[i]);
 }
 
+void cio__loop_drain(cio_loop_t *loop)
+{
+    /* Bounded: a kernel that never completes a cancelled operation must
+     * not hang the close (ten seconds is far beyond any cancel seen). */
+    int64_t end = cio__clock_ns() + 10 * 1000000000LL;
+    while (loop->inflight && cio__clock_ns() < end) {
+        int n = loop->be->poll(loop->be_state, 10 * 1000000, loop->events, loop->nevents);
+        for (int i = 0; i < n; i++)
+            if (loop->events[i].kind == CIO__EV_DONE)
+                dispatch(loop, &loop->events[i]);
+    }
+}
+
 /* True when this iteration must ask the backend even with callbacks ready.
  * The wake-up eventfd is always watched (so nwatch >= 1) but needs no poll:
  * threadsafe wake-ups are seen through ts_pending. Counting it made every

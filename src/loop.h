@@ -305,6 +305,7 @@ struct cio_loop {
 
     const cio__loop_hooks *hooks[CIO__LOOP_HOOKS];
     void *executor;      /* the thread pool layer's default executor */
+    void *net;           /* the network layer's state of this loop (net.h) */
 
 #ifdef CIO__ASAN
     void *asan_fake;
@@ -370,6 +371,9 @@ int cio__loop_cancel(cio_loop_t *loop, cio__op *op);
 /* Cancels the operations in flight on fd (when it is closed). Exactly
  * those: not those on other descriptors of the same file (dup). */
 void cio__loop_cancel_fd(cio_loop_t *loop, int fd);
+/* At close: waits (polling the backend, delivering only completions) until
+ * no submitted operation is in flight, for at most ten seconds. */
+void cio__loop_drain(cio_loop_t *loop);
 /* True when the loop's backend completes operations (io_uring). */
 static inline bool cio__loop_completes(const cio_loop_t *loop)
 {

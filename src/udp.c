@@ -1,0 +1,1 @@
+/* placeholder */ typedef int cio__placeholder_udp;
