@@ -509,6 +509,10 @@ static void aop_ready(void *arg, int fd, unsigned events)
     unsigned dir = op_direction(&a->op);
     if (events & CIO__FD_CLOSING) {
         cio__fd_clear(loop, fd, dir);
+        /* Closed from inside a's own done (the registration was kept for
+         * it): a is not waiting, and its owner knows. */
+        if (a->state != CIO__AOP_WAITING)
+            return;
         a->state = CIO__AOP_IDLE;
         a->done(a, -EBADF);
         return;

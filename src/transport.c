@@ -57,7 +57,7 @@ struct cio_transport {
     uint8_t eof_asked, eof_sent, eof_rcvd;
     uint8_t closing;               /* close or abort asked: no more writes */
     uint8_t closed;                /* the fd is closed */
-    uint8_t lost_called, detached;
+    uint8_t lost_called, lost_sched, detached;
     cio_handle_t lost_h;           /* defers connection_lost to the loop */
     void (*gone_fn)(void *);
     void *gone_arg;
@@ -179,6 +179,20 @@ static void call_lost(void *arg)
 }
 
 /*
+ * Queues connection_lost once the transport is closed and no operation is
+ * under way: on io_uring a stopped receive may still write into the
+ * protocol's buffer until its completion arrives, so the protocol must not
+ * hear that the connection is gone (and free that buffer) before.
+ */
+static void maybe_lost(cio_transport_t *t)
+{
+    if (!t->closed || t->lost_sched || cio__aop_busy(&t->rd) || cio__aop_busy(&t->wr))
+        return;
+    t->lost_sched = 1;
+    cio_call_soon(t->loop, &t->lost_h, call_lost, t);
+}
+
+/*
  * Ends the connection: both operations stopped, the fd closed (on io_uring
  * that cancels what the kernel holds), connection_lost queued for the loop
  * (never called from inside an API call). err 0 for a close of ours.
@@ -201,7 +215,7 @@ static void finish(cio_transport_t *t, int err)
         free_chunks(t);
     /* The error the protocol sees: 0 for an orderly end. */
     t->lost_err = err;
-    cio_call_soon(t->loop, &t->lost_h, call_lost, t);
+    maybe_lost(t);
 }
 
 /* The connection failed with err (a reset, a broken pipe...). */
@@ -292,6 +306,7 @@ static bool rd_done(cio__aop *a, ssize_t res)
     if (!t->bp && !cio__loop_completes(t->loop))
         drop_rbuf(t);
     bool again = t->reading && !t->closed;
+    maybe_lost(t);
     unhold(t);
     return again;
 }
@@ -468,6 +483,7 @@ static bool wr_done(cio__aop *a, ssize_t res)
             flushed(t);
     }
     bool again = !t->closed && t->wsize > 0;
+    maybe_lost(t);
     unhold(t);
     return again;
 }
@@ -642,7 +658,7 @@ static void obj_abort(cio__netobj *o)
     t->detached = 1;
     finish(t, 0);
     cio_handle_cancel(&t->lost_h);
-    t->lost_called = 1;
+    t->lost_sched = t->lost_called = 1;
     maybe_free(t);
 }
 
