@@ -1983,13 +1983,18 @@ struct addrinfo;
  * Await point: getaddrinfo(3) run in the default executor (the thread
  * pool), so the loop never blocks on DNS. Returns 0 with *res (free with
  * cio_freeaddrinfo), CIO_EAI(EAI_NONAME) and the other CIO_EAI codes,
- * -ECANCELED / -ETIMEDOUT (the lookup finishes in its thread and its result
- * is freed there: nothing leaks), -EINVAL, -EPERM, -ENOMEM.
+ * -ECANCELED / -ETIMEDOUT (returned at once; a lookup already running
+ * finishes in its thread and its result is freed there: nothing leaks),
+ * -EINVAL (res NULL, or host and service both NULL), -EPERM, -ENOMEM.
+ * A numeric host (or none) with a numeric service is resolved inline, with
+ * no thread. AI_ADDRCONFIG is never added (it hides loopback-only hosts).
  */
 CIO_EXTERN int cio_getaddrinfo(const char *host, const char *service,
                                const struct addrinfo *hints, struct addrinfo **res);
 CIO_EXTERN void cio_freeaddrinfo(struct addrinfo *res);
-/* Await point: getnameinfo(3) off the loop thread; returns as above. */
+/* Await point: getnameinfo(3) off the loop thread (inline when only numeric
+ * forms are asked for); returns as above, -EINVAL for a NULL address, a
+ * length of 0 or above sizeof(struct sockaddr_storage), or no output. */
 CIO_EXTERN int cio_getnameinfo(const struct sockaddr *addr, socklen_t addrlen, char *host,
                                size_t hostlen, char *serv, size_t servlen, int flags);
 
@@ -2120,7 +2125,9 @@ typedef struct cio_udp_opts {
  * Await point (resolves off the loop): a UDP socket bound to local_host:
  * local_port (local_host NULL with port 0: not bound until first send) and,
  * when remote_host is not NULL, connected to remote_host:remote_port.
- * Returns 0 with *out, -EADDRINUSE, CIO_EAI codes, -EINVAL, -EPERM, -ENOMEM.
+ * With no address and family 0 the socket is IPv4. Returns 0 with *out,
+ * -EADDRINUSE, CIO_EAI codes, -EINVAL (also local and remote of different
+ * families, or a remote port with no host), -EPERM, -ENOMEM.
  */
 CIO_EXTERN int cio_udp_open(cio_udp_t **out, const char *local_host, int local_port,
                             const char *remote_host, int remote_port,
@@ -2131,7 +2138,8 @@ CIO_EXTERN int cio_udp_open(cio_udp_t **out, const char *local_host, int local_p
  * longer than len (the first len bytes are in buf; the rest of that
  * datagram is gone, as the kernel drops it); -ECONNREFUSED on a connected
  * endpoint whose peer has no listener; -ECANCELED, -ETIMEDOUT, -EPERM,
- * -EBUSY (the protocol form is receiving).
+ * -EBUSY (the protocol form is receiving), -EBADF (closed meanwhile).
+ * Several tasks receiving on one endpoint take turns.
  */
 CIO_EXTERN ssize_t cio_udp_recvfrom(cio_udp_t *u, void *buf, size_t len,
                                     struct sockaddr *addr, socklen_t *addrlen);
@@ -2189,12 +2197,13 @@ CIO_EXTERN int cio_multi_start(cio_multi_t **out, unsigned n, cio_task_fn fn, vo
 CIO_EXTERN int cio_multi_index(void);
 /*
  * Cancels every loop's main task, waits for the threads to end and frees m.
- * Returns 0, or the first error a main task returned (other than
- * -ECANCELED). Call it from outside those loops. NULL: 0.
+ * Returns 0, or the first error (in time) a main task returned (other than
+ * -ECANCELED); -EDEADLK when called from one of m's own loops (it would
+ * wait for itself; nothing is done). NULL: 0.
  */
 CIO_EXTERN int cio_multi_stop(cio_multi_t *m);
 /* Waits for every main task to return by itself, then frees m; returns as
- * cio_multi_stop. */
+ * cio_multi_stop (-EDEADLK from one of m's loops). */
 CIO_EXTERN int cio_multi_wait(cio_multi_t *m);
 
 #ifdef __cplusplus
