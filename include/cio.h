@@ -1773,10 +1773,15 @@ CIO_EXTERN int cio_gen_free(cio_gen_t *g);
 typedef struct cio_transport cio_transport_t;
 
 /*
- * The callbacks of a connection, called from the loop (never from inside a
- * call of the transport API, so a callback may call any transport function,
- * cio_transport_close and cio_transport_abort included). ctx is the value
- * given with the protocol. Only data_received is required.
+ * The callbacks of a connection, called from the loop, never from inside a
+ * call of the transport API (so a callback may call any transport function,
+ * cio_transport_close and cio_transport_abort included), with two
+ * exceptions kept from asyncio: connection_made runs inside
+ * cio_transport_new, and pause_writing / resume_writing inside the
+ * cio_transport_write (or cio_transport_set_write_buffer_limits) that moves
+ * the buffer across a water mark (so the protocol stops before writing
+ * more). ctx is the value given with the protocol. Only
+ * data_received is required.
  */
 typedef struct cio_protocol {
     /* The transport is ready (called once, first). */
@@ -1834,8 +1839,10 @@ CIO_EXTERN int cio_transport_writev(cio_transport_t *t, const struct iovec *iov,
  * Returns 0, -ESHUTDOWN if already done or closing, the connection's error.
  */
 CIO_EXTERN int cio_transport_write_eof(cio_transport_t *t);
-/* Stops / restarts calling data_received (flow control of reading).
- * Return 0, or -ESHUTDOWN when closing. */
+/* Stops / restarts calling data_received and eof_received (flow control of
+ * reading): bytes that arrive while paused (a receive io_uring already held)
+ * are kept and delivered from the loop after resume_reading. Return 0, or
+ * -ESHUTDOWN when closing. */
 CIO_EXTERN int cio_transport_pause_reading(cio_transport_t *t);
 CIO_EXTERN int cio_transport_resume_reading(cio_transport_t *t);
 CIO_EXTERN bool cio_transport_is_reading(const cio_transport_t *t);

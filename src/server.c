@@ -269,8 +269,13 @@ static void close_listeners(cio_server_t *srv)
 {
     stop_accepting(srv);
     for (int i = 0; i < srv->nls; i++) {
-        if (srv->ls[i].fd >= 0)
+        /* shutdown takes a listening socket out of LISTEN at once; close
+         * alone would leave it accepting into its backlog while io_uring
+         * still holds the file for a cancelled accept. */
+        if (srv->ls[i].fd >= 0) {
+            shutdown(srv->ls[i].fd, SHUT_RDWR);
             cio__close_fd(srv->loop, srv->ls[i].fd);
+        }
         srv->ls[i].fd = -1;
     }
     if (srv->path) {
@@ -374,9 +379,24 @@ static int server_new(cio_server_t **out, cio_loop_t *loop, const cio_server_opt
 }
 
 /* Opens the listeners of srv for host:port. */
-static int listen_tcp(cio_server_t *srv, const cio_server_opts_t *o, struct addrinfo *res)
+/* Sets the port of an IPv4 or IPv6 address. */
+static void set_port(struct sockaddr *sa, int port)
+{
+    if (sa->sa_family == AF_INET)
+        ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+    else if (sa->sa_family == AF_INET6)
+        ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+}
+
+/* Opens the listeners of srv, one per address. With port 0 the kernel picks
+ * the first one's port and the others take the same, so that one port
+ * serves IPv4 and IPv6 alike. */
+static int listen_tcp(cio_server_t *srv, int port, const cio_server_opts_t *o,
+                      struct addrinfo *res)
 {
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (port == 0 && srv->nls)
+            set_port(ai->ai_addr, cio_server_port(srv));
         int rc = listen_on(srv, ai->ai_addr, ai->ai_addrlen, ai->ai_family, o);
         if (rc)
             return rc;
@@ -413,7 +433,7 @@ static int start_tcp(cio_server_t **out, const char *host, int port, cio_stream_
         return rc;
     cio_server_t *srv;
     rc = server_new(&srv, c->loop, &o, count(res));
-    if (!rc && (rc = listen_tcp(srv, &o, res))) {
+    if (!rc && (rc = listen_tcp(srv, port, &o, res))) {
         close_listeners(srv);
         server_free_now(srv);
     }

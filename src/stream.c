@@ -326,13 +326,17 @@ ssize_t cio_stream_readexactly(cio_stream_t *s, void *buf, size_t n, size_t *got
     ssize_t r;
     for (;;) {
         size_t avail = s->end - s->start;
+        if (avail < n && ended(s) && end_code(s)) {
+            r = end_code(s); /* a lost connection: nothing consumed */
+            break;
+        }
         if (avail >= n || ended(s)) {
             size_t k = avail < n ? avail : n;
             memcpy(buf, s->buf + s->start, k);
             consumed(s, k);
             if (got)
                 *got = k;
-            r = k == n ? (ssize_t)n : (end_code(s) ? end_code(s) : -ENODATA);
+            r = k == n ? (ssize_t)n : -ENODATA;
             break;
         }
         if ((rc = wait_data(c, s)) || s->closed) {
@@ -389,12 +393,16 @@ ssize_t cio_stream_readuntil(cio_stream_t *s, const void *sep, size_t seplen, vo
             r = -EOVERFLOW; /* nothing consumed: the bytes stay readable */
             break;
         }
+        if (ended(s) && end_code(s)) {
+            r = end_code(s); /* a lost connection: nothing consumed */
+            break;
+        }
         if (ended(s)) {
             memcpy(buf, s->buf + s->start, avail);
             consumed(s, avail);
             if (got)
                 *got = avail;
-            r = end_code(s) ? end_code(s) : -ENODATA;
+            r = -ENODATA;
             break;
         }
         from = avail >= seplen ? avail - seplen + 1 : 0;
@@ -483,8 +491,12 @@ int cio_stream_read_all(cio_stream_t *s, char **out, size_t *len, size_t max)
             memcpy(p, s->buf ? s->buf + s->start : "", k);
             p[k] = 0;
             consumed(s, k);
-            *out = p;
-            *len = k;
+            if (k) {
+                *out = p;
+                *len = k;
+            } else {
+                cio__free(p); /* nothing was read: *out stays NULL */
+            }
             rc = k < avail ? -ENOBUFS : 0;
             break;
         }

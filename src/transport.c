@@ -45,6 +45,9 @@ struct cio_transport {
     void *ctx;
     cio__aop rd, wr;
     char *rbuf;                    /* plain form: the receive buffer */
+    size_t held;                   /* bytes in rbuf received while paused */
+    uint8_t held_eof;              /* EOF received while paused */
+    cio_handle_t resume_h;         /* delivers what was held, after resume */
     size_t read_size;
     chunk *whead, *wtail;
     size_t wsize;                  /* bytes queued, not yet sent */
@@ -206,6 +209,7 @@ static void finish(cio_transport_t *t, int err)
     t->closing = 1;
     t->closed = 1;
     t->reading = 0;
+    cio_handle_cancel(&t->resume_h);
     cio__aop_stop(&t->rd);
     cio__aop_stop(&t->wr);
     int fd = t->fd;
@@ -294,6 +298,10 @@ static bool rd_done(cio__aop *a, ssize_t res)
          * flush (-ECANCELED is the stopped receive itself). */
         if (res < 0 && res != -ECANCELED && res != -EBADF)
             fail(t, (int)res);
+    } else if (res >= 0 && !t->reading && !t->bp && a->op.len) {
+        /* Paused while io_uring held the receive: keep it for resume. */
+        t->held = (size_t)res;
+        t->held_eof = res == 0;
     } else if (res > 0) {
         got_data(t, (size_t)res);
     } else if (res == 0 && a->op.len == 0) {
@@ -303,7 +311,7 @@ static bool rd_done(cio__aop *a, ssize_t res)
     } else {
         fail(t, (int)res);
     }
-    if (!t->bp && !cio__loop_completes(t->loop))
+    if (!t->bp && !cio__loop_completes(t->loop) && !t->held)
         drop_rbuf(t);
     bool again = t->reading && !t->closed;
     maybe_lost(t);
@@ -334,6 +342,27 @@ int cio_transport_pause_reading(cio_transport_t *t)
     return 0;
 }
 
+/* From the loop after a resume: hands over what arrived while paused, then
+ * reads on. */
+static void deliver_held(void *arg)
+{
+    cio_transport_t *t = arg;
+    size_t n = t->held;
+    bool eof = t->held_eof;
+    t->held = 0;
+    t->held_eof = 0;
+    if (t->closing || !t->reading)
+        return;
+    hold(t);
+    if (eof)
+        got_eof(t);
+    else
+        got_data(t, n);
+    if (t->reading && !t->closing)
+        start_reading(t);
+    unhold(t);
+}
+
 int cio_transport_resume_reading(cio_transport_t *t)
 {
     if (!t)
@@ -343,7 +372,10 @@ int cio_transport_resume_reading(cio_transport_t *t)
     if (t->reading || t->eof_rcvd)
         return 0;
     t->reading = 1;
-    start_reading(t);
+    if (t->held || t->held_eof)
+        cio_call_soon(t->loop, &t->resume_h, deliver_held, t);
+    else
+        start_reading(t);
     return 0;
 }
 
