@@ -29,9 +29,10 @@ typedef struct echo_stats {
  * the bytes are here. A per-connection buffer would cost its touched pages
  * on every connection (and 64 KiB on the task's stack would be touched whole
  * by -fstack-clash-protection's probes): that would measure this program's
- * choice rather than cio's memory per connection.
+ * choice rather than cio's memory per connection. One per thread: with
+ * --loops N, N loops run on N threads.
  */
-static char read_buf[READ_MAX];
+static _Thread_local char read_buf[READ_MAX];
 
 static void echo_handler(cio_stream_t *s, void *arg)
 {

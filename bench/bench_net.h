@@ -31,6 +31,7 @@ typedef struct net_opts {
     cio_backend_t backend;
     bool protocol;  /* transports and protocols instead of streams */
     double seconds; /* 0: until a signal */
+    unsigned loops; /* --loops N: N loops on N threads (cio_multi), SO_REUSEPORT */
 } net_opts_t;
 
 /* A server program: its name for messages, the two forms of its connection
@@ -70,7 +71,8 @@ static inline void net_count_end(net_ends_t *e, long rc)
 
 static inline int net_usage(const net_app_t *a)
 {
-    fprintf(stderr, "usage: %s [-p PORT] [--backend epoll|uring] [--protocol] [-t SECONDS]\n",
+    fprintf(stderr,
+            "usage: %s [-p PORT] [--backend epoll|uring] [--protocol] [-t SECONDS] [--loops N]\n",
             a->name);
     return 2;
 }
@@ -99,6 +101,11 @@ static inline bool net_parse(net_app_t *a, int argc, char **argv)
             a->o.seconds = strtod(v, &end);
             if (*end || !(a->o.seconds >= 0))
                 return false;
+        } else if (strcmp(s, "--loops") == 0) {
+            long n = strtol(v, &end, 10);
+            if (*end || n < 1 || n > 64)
+                return false;
+            a->o.loops = (unsigned)n;
         } else if (strcmp(s, "--backend") == 0) {
             if (strcmp(v, "epoll") == 0)
                 a->o.backend = CIO_BACKEND_EPOLL;
@@ -176,6 +183,59 @@ static inline int net_main_task(void *arg, void **result)
     return 0;
 }
 
+/* --loops N: the main task of each loop serves the port with SO_REUSEPORT
+ * (the kernel spreads the connections) until cio_multi_stop cancels it. */
+static inline int net_multi_task(void *arg, void **result)
+{
+    (void)result;
+    net_app_t *a = arg;
+    cio_server_opts_t so = {.backlog = 1024, .reuse_port = true};
+    cio_server_t *srv;
+    int rc = a->o.protocol
+                 ? cio_create_server(&srv, "127.0.0.1", a->o.port, a->factory, a->arg, &so)
+                 : cio_start_server(&srv, "127.0.0.1", a->o.port, a->handler, a->arg, &so);
+    if (rc < 0) {
+        fprintf(stderr, "%s: loop %d: listening: %s\n", a->name, cio_multi_index(),
+                cio_strerror(rc));
+        return rc;
+    }
+    rc = cio_server_serve_forever(srv); /* -ECANCELED at the stop */
+    cio_scope_t sc; /* the clean-up awaits, shielded from that cancel */
+    cio_scope_enter(&sc, INFINITY, CIO_SCOPE_SHIELD);
+    net_stop_server(srv);
+    cio_scope_exit(&sc);
+    return rc == -ECANCELED ? 0 : rc;
+}
+
+/* Runs N loops on N threads (the backend through CIO_BACKEND, which every
+ * new loop reads) until the signal or -t. The counters of the connection
+ * code are shared without locks: with several loops they are approximate. */
+static inline int net_run_multi(net_app_t *a)
+{
+    if (a->o.backend == CIO_BACKEND_URING)
+        setenv("CIO_BACKEND", "uring", 1);
+    cio_multi_t *m;
+    int rc = cio_multi_start(&m, a->o.loops, net_multi_task, a);
+    if (rc < 0) {
+        fprintf(stderr, "%s: cio_multi_start: %s\n", a->name, cio_strerror(rc));
+        return 1;
+    }
+    fprintf(stderr, "%s: %u loops on 127.0.0.1:%d (pid %d)\n", a->name, a->o.loops, a->o.port,
+            (int)getpid());
+    int64_t t0 = bench_now_ns();
+    struct timespec left = {.tv_sec = (time_t)a->o.seconds,
+                            .tv_nsec = (long)((a->o.seconds - (double)(time_t)a->o.seconds) * 1e9)};
+    sigset_t m2;
+    sigemptyset(&m2);
+    sigaddset(&m2, SIGTERM);
+    sigaddset(&m2, SIGINT);
+    sigtimedwait(&m2, NULL, a->o.seconds > 0 ? &left : NULL);
+    a->served = (double)(bench_now_ns() - t0) / 1e9;
+    rc = cio_multi_stop(m);
+    close(a->sfd);
+    return rc < 0 ? 1 : 0;
+}
+
 /* Runs the server on a loop of the backend asked for. A loop asked for
  * io_uring that fell back to epoll is a failure, never an io_uring figure.
  * Returns the exit status. */
@@ -186,6 +246,8 @@ static inline int net_run(net_app_t *a)
         perror("bench: signalfd");
         return 1;
     }
+    if (a->o.loops > 1)
+        return net_run_multi(a);
     cio_loop_opts_t lo = {.backend = a->o.backend};
     cio_loop_t *loop;
     int rc = cio_loop_new_ex(&loop, &lo);
