@@ -337,6 +337,13 @@ static int ur_cancel(void *state, cio__op *op)
     return 0;
 }
 
+static int ur_flush(void *state)
+{
+    uring_state *st = state;
+    int rc = io_uring_sq_ready(&st->ring) ? io_uring_submit(&st->ring) : 0;
+    return rc < 0 ? rc : 0;
+}
+
 static int ur_pending(void *state)
 {
     uring_state *st = state;
@@ -352,6 +359,7 @@ const cio__backend cio__backend_uring = {
     .submit = ur_submit,
     .cancel = ur_cancel,
     .pending = ur_pending,
+    .flush = ur_flush,
 };
 
 #else /* !CIO_HAVE_URING */

@@ -461,11 +461,18 @@ int cio__close_fd(cio_loop_t *loop, int fd)
     if (fd < 0)
         return -EBADF;
     if (loop) {
+        bool ops = fd < loop->nfds && loop->fds[fd].ops;
         cio__fd_forget(loop, fd);
         /* The kernel holds the file while operations on it are in flight: a
          * recv on a closed socket would wait forever and the peer never see
          * the close. They end with -EBADF (see run_submitted). */
         cio__loop_cancel_fd(loop, fd);
+        /* An operation still queued names the fd by number: sent after the
+         * close, it would run on whatever file takes the number next (and
+         * read another connection's bytes). Send it, and its cancel, now,
+         * while the number still means this file. */
+        if (ops)
+            cio__loop_flush(loop);
     }
     /* Closing is not cancellable: the descriptor must not leak, so it is
      * closed at once (a close on io_uring would have to park the task). */
@@ -559,7 +566,13 @@ static void aop_complete(cio__op *op)
     ssize_t r = op->res;
     a->state = CIO__AOP_IDLE;
     if (a->stopping) {
-        a->done(a, r);
+        /* Stopped, but the owner may have restarted it meanwhile (a server
+         * that resumed accepting): true runs it again. */
+        if (!a->done(a, r))
+            return;
+        int rc = aop_submit(a);
+        if (rc)
+            a->done(a, rc);
         return;
     }
     if (r == -EINTR || r == -EAGAIN) {

@@ -79,9 +79,10 @@ ssize_t cio__aop_start(cio__aop *a, bool try_now);
 /*
  * Stops a started operation. Returns true when it stopped at once (done will
  * not be called: always on epoll), false when the kernel holds it (io_uring):
- * done comes later with -ECANCELED or with a result that raced the cancel,
- * and its return value is ignored then. The owner must stay valid until
- * then. Idle operations return true.
+ * done comes later with -ECANCELED or with a result that raced the cancel
+ * (returning true then runs it again, for an owner that restarted it
+ * meanwhile: cio__aop_start is refused while the kernel holds it). The
+ * owner must stay valid until then. Idle operations return true.
  */
 bool cio__aop_stop(cio__aop *a);
 

@@ -322,6 +322,12 @@ int cio__loop_cancel(cio_loop_t *loop, cio__op *op)
     return loop->be->cancel(loop->be_state, op);
 }
 
+void cio__loop_flush(cio_loop_t *loop)
+{
+    if (loop->be->flush)
+        loop->be->flush(loop->be_state);
+}
+
 void cio__loop_cancel_fd(cio_loop_t *loop, int fd)
 {
     if (!loop->inflight || fd < 0 || fd >= loop->nfds)

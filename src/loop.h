@@ -166,6 +166,9 @@ typedef struct cio__backend {
     int (*cancel)(void *state, cio__op *op);
     /* True while submissions are queued that only a poll sends. */
     int (*pending)(void *state);
+    /* Sends queued submissions now (before an fd they name is closed and
+     * its number reused): 0 or -errno. NULL for readiness backends. */
+    int (*flush)(void *state);
 } cio__backend;
 
 extern const cio__backend cio__backend_epoll;
@@ -368,6 +371,8 @@ int cio__loop_submit(cio_loop_t *loop, cio__op *op);
 /* Asks the backend to cancel a submitted op (its completion still comes).
  * Returns 0, or the backend's error when the cancel could not be queued. */
 int cio__loop_cancel(cio_loop_t *loop, cio__op *op);
+/* Sends the backend's queued submissions now (io_uring; no-op on epoll). */
+void cio__loop_flush(cio_loop_t *loop);
 /* Cancels the operations in flight on fd (when it is closed). Exactly
  * those: not those on other descriptors of the same file (dup). */
 void cio__loop_cancel_fd(cio_loop_t *loop, int fd);

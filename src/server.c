@@ -201,6 +201,8 @@ static bool acc_done(cio__aop *a, ssize_t res)
     }
     if (transient((int)-res))
         return true;
+    if (res == -ECANCELED)
+        return srv->accepting; /* a stopped accept: resumed meanwhile? */
     if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
         /* Out of descriptors: wait for a connection to end or for the
          * timer, rather than spin on a listener that stays readable. */

@@ -290,7 +290,8 @@ ssize_t cio_stream_read(cio_stream_t *s, void *buf, size_t n)
         size_t avail = s->end - s->start;
         if (avail || !n) {
             size_t k = avail < n ? avail : n;
-            memcpy(buf, s->buf + s->start, k);
+            if (k)
+                memcpy(buf, s->buf + s->start, k);
             consumed(s, k);
             r = (ssize_t)k;
             break;
@@ -332,7 +333,8 @@ ssize_t cio_stream_readexactly(cio_stream_t *s, void *buf, size_t n, size_t *got
         }
         if (avail >= n || ended(s)) {
             size_t k = avail < n ? avail : n;
-            memcpy(buf, s->buf + s->start, k);
+            if (k)
+                memcpy(buf, s->buf + s->start, k);
             consumed(s, k);
             if (got)
                 *got = k;
@@ -398,7 +400,8 @@ ssize_t cio_stream_readuntil(cio_stream_t *s, const void *sep, size_t seplen, vo
             break;
         }
         if (ended(s)) {
-            memcpy(buf, s->buf + s->start, avail);
+            if (avail)
+                memcpy(buf, s->buf + s->start, avail);
             consumed(s, avail);
             if (got)
                 *got = avail;
