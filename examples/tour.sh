@@ -16,7 +16,8 @@ if [ ! -d "$bin" ]; then
     exit 2
 fi
 
-# name and arguments, in the order of the guide
+# name and arguments, in the order of the guide; leading VAR=value words
+# are set in the example's environment (CIO_BACKEND=uring: io_uring)
 examples='hello
 say_after
 say_after tasks
@@ -38,19 +39,39 @@ producer_consumer 001
 multi_yield
 file_stream
 sock_echo
-sock_echo uring'
+sock_echo uring
+echo_server --selftest
+CIO_BACKEND=uring echo_server --selftest
+echo_client --selftest
+echo_protocol --selftest
+CIO_BACKEND=uring echo_protocol --selftest
+chat --selftest
+CIO_BACKEND=uring chat --selftest
+http_hello --selftest
+CIO_BACKEND=uring http_hello --selftest
+fetcher -n 20
+fetcher_threads -n 20
+unix_echo'
 
 failed=''
 total_start=$(date +%s.%N)
 while IFS= read -r line; do
     # shellcheck disable=SC2086 # split "say_after tasks" into name and args
     set -- $line
+    envs=''
+    while [ $# -gt 1 ]; do
+        case $1 in
+        *=*) envs="$envs $1"; shift ;;
+        *) break ;;
+        esac
+    done
     name=$1
     shift
     printf '\n=== %s ===\n' "$line"
     start=$(date +%s.%N)
     if [ -x "$bin/$name" ]; then
-        "$bin/$name" "$@" </dev/null # stdin carries the list
+        # shellcheck disable=SC2086 # one word per assignment
+        env $envs "$bin/$name" "$@" </dev/null # stdin carries the list
         rc=$?
     else
         echo "tour.sh: $bin/$name is missing" >&2

@@ -34,7 +34,7 @@ typedef struct cio__netobj {
 /* Receive buffers of the default size are recycled per loop: a connection
  * holds one only while a receive is under way or bytes wait to be read. */
 #define CIO__NET_BUF (64u * 1024u)
-#define CIO__NET_BUF_CACHE 64
+#define CIO__NET_BUF_CACHE 256
 
 typedef struct cio__net {
     cio__netobj objs;         /* sentinel of the circular list */
