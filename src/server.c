@@ -206,11 +206,14 @@ static bool acc_done(cio__aop *a, ssize_t res)
     if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
         /* Out of descriptors: wait for a connection to end or for the
          * timer, rather than spin on a listener that stays readable. */
-        if (!srv->paused_fd) {
-            srv->paused_fd = 1;
-            stop_accepting(srv);
-            cio_call_later(srv->loop, &srv->retry, RETRY_DELAY, retry_cb, srv);
-        }
+        if (srv->paused_fd)
+            return false;
+        /* No timer (its heap could not grow): keep accepting rather than
+         * risk never resuming. */
+        if (cio_call_later(srv->loop, &srv->retry, RETRY_DELAY, retry_cb, srv))
+            return true;
+        srv->paused_fd = 1;
+        stop_accepting(srv);
         return false;
     }
     return false; /* the listener itself failed (closed under us) */

@@ -35,7 +35,9 @@
  * with shield, done callbacks, task names and task-locals, the thread pool,
  * timers (a timer heap that must grow), I/O operations over a socketpair,
  * the synchronisation primitives with deadlines, the callers of the
- * callback-node pool, and many level-triggered readers firing at once.
+ * callback-node pool, many level-triggered readers firing at once, and a
+ * stream server with a client over TCP (a fault on the server's side may
+ * show to the client as a refused or cut connection, never as a hang).
  * CTest runs the program on both backends (CIO_BACKEND).
  *
  * To debug one run in the foreground (gdb): TEST_ALLOC_RUN=scenario:kind:N
@@ -1633,6 +1635,104 @@ static int sc_io(void)
 
 
 /* ------------------------------------------------------------------------ */
+/* Scenario: a stream server and a client over TCP                          */
+/* ------------------------------------------------------------------------ */
+
+#define NET_BYTES (128 * 1024) /* more than one receive: the buffer grows */
+
+static unsigned char net_out[NET_BYTES], net_in[NET_BYTES];
+
+/* The server's handler: echoes until EOF. Its errors are the fault's, or
+ * those of a connection the other side gave up on. */
+static void net_echo(cio_stream_t *s, void *arg)
+{
+    (void)arg;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = cio_stream_read(s, buf, sizeof buf);
+        if (n <= 0)
+            return;
+        if (cio_stream_write(s, buf, (size_t)n) || cio_stream_drain(s))
+            return;
+    }
+}
+
+/* What the client may see once a fault has hit the server side: the
+ * connection refused or cut rather than served. */
+static bool net_cut(int rc)
+{
+    if (rc == -ECANCELED && cancelling())
+        return true; /* the run itself is being cancelled (see run_main) */
+    return atomic_load(&fault_hit) &&
+           (rc == -ENODATA || rc == -ECONNRESET || rc == -EPIPE || rc == -ECONNREFUSED ||
+            rc == -ESHUTDOWN);
+}
+
+/* The client: connects, sends NET_BYTES, reads them back. */
+static int net_client(int port)
+{
+    cio_stream_t *c;
+    int rc = cio_open_connection(&c, "127.0.0.1", port, NULL);
+    if (rc) {
+        REQUIREF(fault_err(rc) || net_cut(rc), "open_connection: %d (%s)", rc, cio_err_name(rc));
+        REQUIRE(c == NULL);
+        return rc;
+    }
+    rc = cio_stream_write(c, net_out, NET_BYTES);
+    if (!rc)
+        rc = cio_stream_write_eof(c);
+    if (!rc) {
+        size_t got = 0;
+        ssize_t r = cio_stream_readexactly(c, net_in, NET_BYTES, &got);
+        rc = r == NET_BYTES ? 0 : (int)r;
+        if (!rc)
+            REQUIRE(memcmp(net_in, net_out, NET_BYTES) == 0);
+    }
+    int cr = cio_stream_close(c);
+    if (rc)
+        REQUIREF(fault_err(rc) || net_cut(rc), "client: %d (%s)", rc, cio_err_name(rc));
+    REQUIREF(cr == 0 || fault_err(cr) || net_cut(cr) || rc, "close: %d", cr);
+    return rc;
+}
+
+static int net_main(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    note_backend();
+    for (int i = 0; i < NET_BYTES; i++)
+        net_out[i] = (unsigned char)(i * 13 + 1);
+    cio_server_t *srv;
+    int rc = cio_start_server(&srv, "127.0.0.1", 0, net_echo, NULL, NULL);
+    if (rc) {
+        REQUIREF(fault_err(rc) || (rc == -ECANCELED && cancelling()), "start_server: %d (%s)",
+                 rc, cio_err_name(rc));
+        REQUIRE(srv == NULL);
+        return rc;
+    }
+    int port = cio_server_port(srv);
+    REQUIRE(port > 0);
+    rc = net_client(port);
+    REQUIRE(cio_server_close(srv) == 0);
+    cio_server_abort_clients(srv);
+    int wc = cio_server_wait_closed(srv, 4.0);
+    REQUIREF(wc == 0 || fault_err(wc) || (wc == -ECANCELED && cancelling()),
+             "wait_closed: %d (%s)", wc, cio_err_name(wc));
+    if (wc == 0)
+        REQUIRE(cio_server_free(srv) == 0);
+    /* else the loop's close releases the server */
+    if (rc == -ECANCELED && cancelling())
+        return rc;
+    return fault_err(rc) ? rc : (rc && atomic_load(&fault_hit) ? -ENOMEM : rc);
+}
+
+static int sc_net(void)
+{
+    return run_main(net_main, NULL);
+}
+
+
+/* ------------------------------------------------------------------------ */
 /* Scenario: synchronisation primitives with deadlines                      */
 /* ------------------------------------------------------------------------ */
 
@@ -2074,7 +2174,7 @@ static const scenario scenarios[] = {
     {"group", sc_group},       {"queue", sc_queue},       {"gen", sc_gen},
     {"gen_plain", sc_gen_plain}, {"futures", sc_futures}, {"pool", sc_pool},
     {"timers", sc_timers},     {"io", sc_io},         {"sync", sc_sync},
-    {"pools", sc_pools},       {"readers", sc_readers},
+    {"pools", sc_pools},       {"readers", sc_readers},   {"net", sc_net},
 };
 #define NSCENARIOS ((int)(sizeof scenarios / sizeof scenarios[0]))
 
