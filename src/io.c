@@ -567,7 +567,10 @@ static void aop_complete(cio__op *op)
     a->state = CIO__AOP_IDLE;
     if (a->stopping) {
         /* Stopped, but the owner may have restarted it meanwhile (a server
-         * that resumed accepting): true runs it again. */
+         * that resumed accepting): true runs it again. A retry result is
+         * reported as the cancel it now is. */
+        if (r == -EINTR || r == -EAGAIN)
+            r = -ECANCELED;
         if (!a->done(a, r))
             return;
         int rc = aop_submit(a);

@@ -49,7 +49,8 @@ int cio__fd_wait(cio__coro *c, int fd, unsigned events);
  * (prepare is called again first; on epoll the readiness registration is
  * kept, so a connection that keeps reading costs no epoll_ctl), false to
  * let it end; done may free the owner when it returns false, but must not
- * when it returns true.
+ * when it returns true. done must not start a itself: an owner that wants
+ * it running again (a resume from inside a callback) returns true.
  */
 typedef struct cio__aop cio__aop;
 struct cio__aop {

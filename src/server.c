@@ -49,6 +49,7 @@ struct cio_server {
     cio_handle_t retry;
     char *path;               /* Unix servers: removed at close */
     uint8_t closed, paused_limit, paused_fd, freeing, accepting;
+    listener *in_done;        /* the listener whose acc_done runs */
 };
 
 static void resume_accepting(cio_server_t *srv);
@@ -192,7 +193,11 @@ static bool acc_done(cio__aop *a, ssize_t res)
         return false;
     }
     if (res >= 0) {
+        /* A connection ending inside on_accept (a failed start) resumes
+         * accepting: l restarts through the return value, not from there. */
+        srv->in_done = l;
         on_accept(srv, l, (int)res);
+        srv->in_done = NULL;
         if (srv->max && srv->nconn >= srv->max && !srv->paused_limit) {
             srv->paused_limit = 1;
             stop_accepting(srv);
@@ -226,11 +231,18 @@ static void resume_accepting(cio_server_t *srv)
     srv->accepting = 1;
     for (int i = 0; i < srv->nls; i++) {
         listener *l = &srv->ls[i];
-        if (cio__aop_busy(&l->acc))
-            continue; /* a stopped accept still with the kernel: it resumes */
+        /* A stopped accept still with the kernel resumes when it completes
+         * (acc_done returns true), as does the one whose acc_done runs. */
+        if (cio__aop_busy(&l->acc) || l == srv->in_done)
+            continue;
         ssize_t r = cio__aop_start(&l->acc, false);
-        if (r != -EINPROGRESS && r >= 0)
-            on_accept(srv, l, (int)r);
+        if (r != -EINPROGRESS && r < 0 && !srv->paused_fd &&
+            !cio_call_later(srv->loop, &srv->retry, RETRY_DELAY, retry_cb, srv)) {
+            /* Could not start (no submission entry, no memory): try again
+             * shortly rather than leave the listener deaf. */
+            srv->paused_fd = 1;
+            srv->accepting = 0;
+        }
     }
 }
 

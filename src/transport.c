@@ -61,6 +61,7 @@ struct cio_transport {
     uint8_t closing;               /* close or abort asked: no more writes */
     uint8_t closed;                /* the fd is closed */
     uint8_t lost_called, lost_sched, detached;
+    uint8_t in_rd, in_wr;          /* inside rd_done / wr_done */
     cio_handle_t lost_h;           /* defers connection_lost to the loop */
     void (*gone_fn)(void *);
     void *gone_arg;
@@ -69,6 +70,7 @@ struct cio_transport {
 };
 
 static void maybe_free(cio_transport_t *t);
+static void drop_rbuf(cio_transport_t *t);
 static void finish(cio_transport_t *t, int err);
 
 /* ------------------------------------------------------------------------ */
@@ -155,7 +157,7 @@ static void maybe_free(cio_transport_t *t)
         return;
     cio__net_remove(t->net, &t->obj);
     free_chunks(t);
-    cio__net_buf_put(t->net, t->rbuf);
+    drop_rbuf(t);
     if (t->orphan_cap == CIO__NET_BUF)
         cio__net_buf_put(t->net, t->orphan);
     else
@@ -293,6 +295,7 @@ static bool rd_done(cio__aop *a, ssize_t res)
 {
     cio_transport_t *t = (cio_transport_t *)((char *)a - offsetof(cio_transport_t, rd));
     hold(t);
+    t->in_rd = 1; /* a resume from a callback is answered by the return value */
     if (t->closing) {
         /* Nothing more is delivered once closing; a failure still ends the
          * flush (-ECANCELED is the stopped receive itself). */
@@ -313,6 +316,7 @@ static bool rd_done(cio__aop *a, ssize_t res)
     }
     if (!t->bp && !cio__loop_completes(t->loop) && !t->held)
         drop_rbuf(t);
+    t->in_rd = 0;
     bool again = t->reading && !t->closed;
     maybe_lost(t);
     unhold(t);
@@ -321,8 +325,10 @@ static bool rd_done(cio__aop *a, ssize_t res)
 
 static void start_reading(cio_transport_t *t)
 {
-    if (cio__aop_busy(&t->rd))
-        return; /* still under way (or its stopped io_uring receive is) */
+    /* Still under way (or its stopped io_uring receive is), or called from
+     * inside rd_done, whose return value restarts it. */
+    if (cio__aop_busy(&t->rd) || t->in_rd)
+        return;
     ssize_t r = cio__aop_start(&t->rd, false);
     if (r != -EINPROGRESS)
         fail(t, r < 0 ? (int)r : -EIO);
@@ -335,8 +341,9 @@ int cio_transport_pause_reading(cio_transport_t *t)
     if (t->closing)
         return -ESHUTDOWN;
     t->reading = 0;
+    cio_handle_cancel(&t->resume_h); /* held bytes wait for the next resume */
     /* On io_uring the receive under way is left to complete (its bytes are
-     * delivered); only the next one is not started. */
+     * kept for the resume); only the next one is not started. */
     if (!cio__loop_completes(t->loop))
         cio__aop_stop(&t->rd);
     return 0;
@@ -347,12 +354,12 @@ int cio_transport_pause_reading(cio_transport_t *t)
 static void deliver_held(void *arg)
 {
     cio_transport_t *t = arg;
+    if (t->closing || !t->reading)
+        return; /* paused again: kept for the next resume */
     size_t n = t->held;
     bool eof = t->held_eof;
     t->held = 0;
     t->held_eof = 0;
-    if (t->closing || !t->reading)
-        return;
     hold(t);
     if (eof)
         got_eof(t);
@@ -504,6 +511,7 @@ static bool wr_done(cio__aop *a, ssize_t res)
 {
     cio_transport_t *t = (cio_transport_t *)((char *)a - offsetof(cio_transport_t, wr));
     hold(t);
+    t->in_wr = 1; /* writes from resume_writing: answered by the return value */
     if (t->closed) {
         free_chunks(t);
     } else if (res < 0) {
@@ -514,6 +522,7 @@ static bool wr_done(cio__aop *a, ssize_t res)
         if (!t->wsize)
             flushed(t);
     }
+    t->in_wr = 0;
     bool again = !t->closed && t->wsize > 0;
     maybe_lost(t);
     unhold(t);
@@ -523,7 +532,7 @@ static bool wr_done(cio__aop *a, ssize_t res)
 /* Starts the sending operation for what is queued. */
 static void start_writing(cio_transport_t *t)
 {
-    if (cio__aop_busy(&t->wr) || !t->wsize)
+    if (cio__aop_busy(&t->wr) || t->in_wr || !t->wsize)
         return;
     ssize_t r = cio__aop_start(&t->wr, false);
     if (r != -EINPROGRESS)
