@@ -772,7 +772,9 @@ int cio__transport_new_buffered(cio_transport_t **out, cio_loop_t *loop, int fd,
         return rc;
     (*out)->bp = bp;
     (*out)->ctx = ctx;
-    (*out)->obj.kind = NULL; /* its stream reports it */
+    /* Its stream is on the loop's list and releases it at the loop's
+     * close: listed too, the transport could be released first. */
+    cio__net_remove((*out)->net, &(*out)->obj);
     start_reading(*out);
     return 0;
 }
@@ -782,8 +784,12 @@ void cio__transport_detach(cio_transport_t *t, void *buf, size_t cap)
     t->detached = 1;
     t->orphan = buf;
     t->orphan_cap = cap;
-    if (t->bp) /* reported on its own from now on (streams report themselves) */
+    if (t->bp && !t->obj.next) {
+        /* On its own from now on (it may still be flushing): on the loop's
+         * list, so that the loop's close releases it. */
         t->obj.kind = "transport";
+        cio__net_add(t->net, &t->obj);
+    }
 }
 
 int cio__transport_error(const cio_transport_t *t)
