@@ -2056,7 +2056,9 @@ typedef int (*cio_protocol_factory_fn)(void *arg, const cio_protocol_t **proto, 
 
 typedef struct cio_server_opts {
     int backlog;            /* listen(2) backlog (0: 1024) */
-    size_t max_connections; /* accepting pauses at this many (0: no limit) */
+    size_t max_connections; /* accepting pauses at this many (0: no limit; on
+                               io_uring an accept the kernel already held may
+                               still bring one more per listening socket) */
     bool reuse_port;        /* SO_REUSEPORT: several loops/processes share the port */
     int family;             /* AF_UNSPEC (0): every address the host resolves to */
     const cio_stream_opts_t *stream; /* limits of each connection (NULL: defaults) */
