@@ -13,3 +13,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The network tests resolve "localhost" (as users' programs do). A minimal
+# system image (debootstrap --variant=minbase) has no /etc/hosts at all, so
+# the name would go to DNS and fail: give it the standard loopback entries
+# then. Existing files are left alone when they already resolve it.
+if ! getent hosts localhost >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "deps: adding localhost to /etc/hosts (it did not resolve)" >&2
+  printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' |
+    $SUDO tee -a /etc/hosts >/dev/null
+fi
