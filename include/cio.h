@@ -2069,8 +2069,11 @@ typedef struct cio_server_opts {
  * Await point (it resolves host off the loop): starts a TCP stream server
  * on host:port (host NULL: every local address, IPv4 and IPv6; port 0: one
  * the kernel picks, see cio_server_port), SO_REUSEADDR set, TCP_NODELAY on
- * each connection, accepting at once (asyncio start_server). Returns 0 with
- * *out, -EADDRINUSE, -EACCES, CIO_EAI codes, -EINVAL, -EPERM, -ENOMEM.
+ * each connection, accepting at once (asyncio start_server). An address of
+ * a family the machine lacks (-EADDRNOTAVAIL, -EAFNOSUPPORT: ::1 with IPv6
+ * disabled) is skipped when another address of the name listens. Returns 0
+ * with *out, -EADDRINUSE, -EADDRNOTAVAIL, -EACCES, CIO_EAI codes, -EINVAL,
+ * -EPERM, -ENOMEM.
  */
 CIO_EXTERN int cio_start_server(cio_server_t **out, const char *host, int port,
                                 cio_stream_handler_fn fn, void *arg,

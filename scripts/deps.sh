@@ -22,6 +22,10 @@ if ! getent hosts localhost >/dev/null 2>&1; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "deps: adding localhost to /etc/hosts (it did not resolve)" >&2
-  printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' |
-    $SUDO tee -a /etc/hosts >/dev/null
+  hosts='127.0.0.1\tlocalhost\n'
+  # ::1 only where the loopback has IPv6 (a server on "localhost" binds it).
+  if grep -q '^0\{31\}1 ' /proc/net/if_inet6 2>/dev/null; then
+    hosts+='::1\tlocalhost ip6-localhost ip6-loopback\n'
+  fi
+  printf "$hosts" | $SUDO tee -a /etc/hosts >/dev/null
 fi

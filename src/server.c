@@ -411,14 +411,21 @@ static void set_port(struct sockaddr *sa, int port)
 static int listen_tcp(cio_server_t *srv, int port, const cio_server_opts_t *o,
                       struct addrinfo *res)
 {
+    int skipped = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         if (port == 0 && srv->nls)
             set_port(ai->ai_addr, cio_server_port(srv));
         int rc = listen_on(srv, ai->ai_addr, ai->ai_addrlen, ai->ai_family, o);
+        /* A family the machine does not have (IPv6 disabled while the name
+         * still lists ::1) is skipped when another address serves. */
+        if (rc == -EADDRNOTAVAIL || rc == -EAFNOSUPPORT) {
+            skipped = rc;
+            continue;
+        }
         if (rc)
             return rc;
     }
-    return 0;
+    return srv->nls ? 0 : skipped;
 }
 
 static int count(const struct addrinfo *res)
