@@ -1992,16 +1992,22 @@ struct addrinfo;
  * cio_freeaddrinfo), CIO_EAI(EAI_NONAME) and the other CIO_EAI codes,
  * -ECANCELED / -ETIMEDOUT (returned at once; a lookup already running
  * finishes in its thread and its result is freed there: nothing leaks),
- * -EINVAL (res NULL, or host and service both NULL), -EPERM, -ENOMEM.
- * A numeric host (or none) with a numeric service is resolved inline, with
- * no thread. AI_ADDRCONFIG is never added (it hides loopback-only hosts).
+ * -EINVAL (res NULL, or host and service both NULL), -EPERM, -ENOMEM,
+ * -ESHUTDOWN / -EAGAIN (the thread pool is shut down / has no thread), and
+ * the pool's cancel of a job it never ran (-ECANCELED, at fork). A numeric
+ * host (or none) with a numeric service is resolved inline, with no
+ * thread. NULL hints mean getaddrinfo(3)'s defaults (AI_V4MAPPED |
+ * AI_ADDRCONFIG); cio's own lookups for clients, servers and UDP never add
+ * AI_ADDRCONFIG (it hides loopback-only hosts).
  */
 CIO_EXTERN int cio_getaddrinfo(const char *host, const char *service,
                                const struct addrinfo *hints, struct addrinfo **res);
 CIO_EXTERN void cio_freeaddrinfo(struct addrinfo *res);
 /* Await point: getnameinfo(3) off the loop thread (inline when only numeric
  * forms are asked for); returns as above, -EINVAL for a NULL address, a
- * length of 0 or above sizeof(struct sockaddr_storage), or no output. */
+ * length too short for a family or above sizeof(struct sockaddr_storage),
+ * or no output. Output lengths above NI_MAXHOST / NI_MAXSERV are clamped
+ * (no answer is longer). */
 CIO_EXTERN int cio_getnameinfo(const struct sockaddr *addr, socklen_t addrlen, char *host,
                                size_t hostlen, char *serv, size_t servlen, int flags);
 
@@ -2215,8 +2221,16 @@ CIO_EXTERN int cio_multi_index(void);
  */
 CIO_EXTERN int cio_multi_stop(cio_multi_t *m);
 /* Waits for every main task to return by itself, then frees m; returns as
- * cio_multi_stop (-EDEADLK from one of m's loops). */
+ * cio_multi_stop (-EDEADLK from one of m's loops). Exactly one call of
+ * cio_multi_stop or cio_multi_wait ends a cio_multi_t (both free it); to
+ * stop one that another thread waits on, use cio_multi_cancel. Neither may
+ * be called from a thread-pool job of m's loops (that job's loop would wait
+ * for it while it waits for the loop: a deadlock cio cannot detect). */
 CIO_EXTERN int cio_multi_wait(cio_multi_t *m);
+/* Cancels every loop's main task and returns at once, without waiting or
+ * freeing (for a signal thread while main is in cio_multi_wait, which then
+ * returns). Any thread, any number of times. Returns 0, -EINVAL for NULL. */
+CIO_EXTERN int cio_multi_cancel(cio_multi_t *m);
 
 #ifdef __cplusplus
 }

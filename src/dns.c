@@ -105,7 +105,12 @@ static int gni_work(void *arg, void **result)
 static void job_done(cio_future_t *f, void *arg)
 {
     dns_job *j = arg;
-    (void)cio_future_result(f, NULL); /* looked at: no unretrieved report */
+    /* Looked at (no unretrieved report), and kept when the executor
+     * cancelled the job without running it (at fork, at shutdown): the
+     * lookup then has no answer, and the task must not read success. */
+    int st = cio_future_result(f, NULL);
+    if (st < 0)
+        j->rc = st;
     cio__waiter *w = j->waiter;
     if (!w) {
         job_free(j);
@@ -260,8 +265,10 @@ int cio_getaddrinfo(const char *host, const char *service, const struct addrinfo
     if (rc)
         return rc; /* j is the completion's now */
     rc = j->rc;
-    *res = j->res;
-    j->res = NULL;
+    if (!rc) {
+        *res = j->res;
+        j->res = NULL; /* else job_free frees what came with a failure */
+    }
     job_free(j);
     return rc;
 }
@@ -321,9 +328,14 @@ int cio_getnameinfo(const struct sockaddr *addr, socklen_t addrlen, char *host,
     if (!c)
         return -EPERM;
     bool want_host = host && hostlen, want_serv = serv && servlen;
-    if (!addr || !addrlen || addrlen > sizeof(struct sockaddr_storage) ||
+    if (!addr || addrlen < sizeof(sa_family_t) || addrlen > sizeof(struct sockaddr_storage) ||
         (!want_host && !want_serv))
         return -EINVAL;
+    /* No answer is longer, and getnameinfo takes socklen_t lengths. */
+    if (hostlen > NI_MAXHOST)
+        hostlen = NI_MAXHOST;
+    if (servlen > NI_MAXSERV)
+        servlen = NI_MAXSERV;
     int rc = cio__check_cancel(c);
     if (rc)
         return rc;

@@ -324,7 +324,7 @@ int cio__loop_cancel(cio_loop_t *loop, cio__op *op)
 
 void cio__loop_flush(cio_loop_t *loop)
 {
-    if (loop->be->flush)
+    if (loop->be->flush && !loop->closed)
         loop->be->flush(loop->be_state);
 }
 

@@ -183,24 +183,41 @@ int cio_multi_start(cio_multi_t **out, unsigned n, cio_task_fn fn, void *arg)
     return 0;
 }
 
+/* Posts the cancel of every published main task, once: a second request
+ * must not post the slots' nodes again while they may still be queued. */
+static void request_stop(cio_multi_t *m)
+{
+    pthread_mutex_lock(&m->mu);
+    if (!m->stopping) {
+        m->stopping = true;
+        for (unsigned i = 0; i < m->n; i++) {
+            slot *s = &m->slots[i];
+            if (!s->loop)
+                continue;
+            s->post = (cio__tsnode){.cb = multi_cancel, .arg = s, .owned = 1};
+            /* Cannot fail: a published loop is running its main task, so
+             * it is not closed. */
+            (void)cio__loop_post(s->loop, &s->post);
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+int cio_multi_cancel(cio_multi_t *m)
+{
+    if (!m)
+        return -EINVAL;
+    request_stop(m);
+    return 0;
+}
+
 int cio_multi_stop(cio_multi_t *m)
 {
     if (!m)
         return 0;
     if (multi_self == m)
         return -EDEADLK; /* one of m's own loops: it would join itself */
-    pthread_mutex_lock(&m->mu);
-    m->stopping = true;
-    for (unsigned i = 0; i < m->n; i++) {
-        slot *s = &m->slots[i];
-        if (!s->loop)
-            continue;
-        s->post = (cio__tsnode){.cb = multi_cancel, .arg = s, .owned = 1};
-        /* Cannot fail: a published loop is running its main task, so it
-         * is not closed. */
-        (void)cio__loop_post(s->loop, &s->post);
-    }
-    pthread_mutex_unlock(&m->mu);
+    request_stop(m);
     return multi_join(m);
 }
 

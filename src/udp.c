@@ -69,19 +69,14 @@ static void maybe_free(cio_udp_t *u)
 }
 
 /*
- * Closes u's socket. cio_close acts on the loop running on this thread; an
- * endpoint may also be closed from outside its loop's run (from main after
- * the run, or by the loop's own close), so then its loop is told first:
- * the tasks waiting on the fd are woken with -EBADF and operations the
- * kernel holds on it are cancelled.
+ * Closes u's socket on u's own loop, also when called from outside its run
+ * (from main after the run, or by the loop's own close): the tasks waiting
+ * on the fd are woken with -EBADF, operations the kernel holds on it are
+ * cancelled, and queued ones are sent before the number can be reused.
  */
 static void close_fd(cio_udp_t *u)
 {
-    if (cio__net_loop() != u->loop) {
-        cio__fd_forget(u->loop, u->fd);
-        cio__loop_cancel_fd(u->loop, u->fd);
-    }
-    (void)cio_close(u->fd);
+    (void)cio__close_fd(u->loop, u->fd);
     u->fd = -1;
 }
 

@@ -546,6 +546,19 @@ static int main_einval(void *arg, void **result)
                      -EINVAL);
     ck_assert_int_eq(cio_getnameinfo((struct sockaddr *)&a, sizeof a, host, 0, serv, 0, 0),
                      -EINVAL);
+    /* Too short to hold even the family. */
+    ck_assert_int_eq(cio_getnameinfo((struct sockaddr *)&a, 1, host, sizeof host, NULL, 0, 0),
+                     -EINVAL);
+    /* An output length past socklen_t is clamped, not wrapped (to 0, which
+     * would skip the host and return success with host untouched). */
+    if (sizeof(size_t) > sizeof(socklen_t)) {
+        memset(host, 'x', sizeof host);
+        size_t huge = (size_t)UINT32_MAX + 1;
+        ck_assert_int_eq(cio_getnameinfo((struct sockaddr *)&a, sizeof a, host, huge, NULL, 0,
+                                         NI_NUMERICHOST),
+                         0);
+        ck_assert_str_eq(host, "127.0.0.1");
+    }
     /* Bad hints are getaddrinfo's own errors. */
     struct addrinfo h = stream_hints(12345, 0);
     ck_assert_int_eq(cio_getaddrinfo("127.0.0.1", "80", &h, &res), CIO_EAI(EAI_FAMILY));

@@ -239,6 +239,35 @@ START_TEST(multi_stop_from_inside)
 }
 END_TEST
 
+/* The signal-thread pattern: main waits, another thread cancels. Also
+ * twice, and the second cancel does not post the loops' nodes again. */
+static void *cancel_later(void *arg)
+{
+    cio_multi_t *m = arg;
+    usleep(30000);
+    ck_assert_int_eq(cio_multi_cancel(m), 0);
+    ck_assert_int_eq(cio_multi_cancel(m), 0);
+    return NULL;
+}
+
+START_TEST(multi_cancel_while_waiting)
+{
+    shared_t s;
+    shared_init(&s);
+    s.sleep_forever = true;
+    cio_multi_t *m;
+    ck_assert_int_eq(cio_multi_start(&m, 3, main_fn, &s), 0);
+    wait_started(&s, 3);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, cancel_later, m), 0);
+    ck_assert_int_eq(cio_multi_wait(m), 0); /* cancelled main tasks are no error */
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_eq(atomic_load(&s.cancelled), 3);
+    assert_indexes(&s, 3, true);
+    ck_assert_int_eq(cio_multi_cancel(NULL), -EINVAL);
+}
+END_TEST
+
 START_TEST(multi_bad_args)
 {
     shared_t s;
@@ -297,6 +326,7 @@ static Suite *multi_suite(void)
     tcase_add_test(tc, multi_reuse_port);
     tcase_add_test(tc, multi_stop_from_inside);
     tcase_add_test(tc, multi_bad_args);
+    tcase_add_test(tc, multi_cancel_while_waiting);
     tcase_add_test(tc, multi_one_loop);
     return s;
 }
