@@ -564,29 +564,19 @@ static void aop_complete(cio__op *op)
 {
     cio__aop *a = (cio__aop *)op; /* op is a's first member */
     ssize_t r = op->res;
+    bool retry = r == -EINTR || r == -EAGAIN;
     a->state = CIO__AOP_IDLE;
     if (a->stopping) {
-        /* Stopped, but the owner may have restarted it meanwhile (a server
-         * that resumed accepting): true runs it again. A retry result is
-         * reported as the cancel it now is. */
-        if (r == -EINTR || r == -EAGAIN)
+        /* Stopped: a retry result is the cancel it now is. The owner may
+         * have restarted it meanwhile (a server that resumed accepting),
+         * and then done returns true to run it again. */
+        if (retry)
             r = -ECANCELED;
-        if (!a->done(a, r))
-            return;
-        int rc = aop_submit(a);
-        if (rc)
-            a->done(a, rc);
-        return;
-    }
-    if (r == -EINTR || r == -EAGAIN) {
-        int rc = aop_submit(a); /* retried, as on epoll */
-        if (rc)
-            a->done(a, rc);
-        return;
-    }
-    if (r == -ECANCELED)
+    } else if (r == -ECANCELED) {
         r = -EBADF; /* cancelled by cio_close of the fd, as on epoll */
-    if (!a->done(a, r))
+    }
+    /* Not stopped, a retry runs again without asking, as on epoll. */
+    if (!(retry && !a->stopping) && !a->done(a, r))
         return;
     int rc = aop_submit(a);
     if (rc)

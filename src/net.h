@@ -80,9 +80,9 @@ typedef struct cio__bufproto {
     void (*buffer_updated)(void *ctx, size_t n);
     bool (*eof_received)(void *ctx);
     void (*lost)(void *ctx, int err);
-    void (*pause_writing)(void *ctx);
+    void (*pause_writing)(void *ctx);  /* may be NULL */
     void (*resume_writing)(void *ctx);
-    void (*flushed)(void *ctx); /* the write buffer became empty */
+    void (*flushed)(void *ctx);        /* the write buffer became empty; may be NULL */
 } cio__bufproto;
 
 /* A transport for a buffered protocol (streams). Same contract as
@@ -102,7 +102,6 @@ bool cio__transport_write_paused(const cio_transport_t *t);
 /* True while a receive into the protocol's buffer is under way (the buffer
  * must not move or be released). */
 bool cio__transport_receiving(const cio_transport_t *t);
-cio_loop_t *cio__transport_loop(const cio_transport_t *t);
 /* Calls fn(arg) once the transport is gone (after connection_lost), for
  * servers counting their connections. */
 void cio__transport_on_gone(cio_transport_t *t, void (*fn)(void *), void *arg);

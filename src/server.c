@@ -436,6 +436,20 @@ static int count(const struct addrinfo *res)
     return n;
 }
 
+/* The listeners of srv are open: hands it its connection code, lists it on
+ * the loop and starts accepting. Returns 0 with *out. */
+static int serve(cio_server_t *srv, cio_stream_handler_fn fn, cio_protocol_factory_fn factory,
+                 void *arg, cio_server_t **out)
+{
+    srv->fn = fn;
+    srv->factory = factory;
+    srv->arg = arg;
+    cio__net_add(srv->net, &srv->obj);
+    resume_accepting(srv);
+    *out = srv;
+    return 0;
+}
+
 static int start_tcp(cio_server_t **out, const char *host, int port, cio_stream_handler_fn fn,
                      cio_protocol_factory_fn factory, void *arg, const cio_server_opts_t *opts)
 {
@@ -464,13 +478,7 @@ static int start_tcp(cio_server_t **out, const char *host, int port, cio_stream_
     cio_freeaddrinfo(res);
     if (rc)
         return rc;
-    srv->fn = fn;
-    srv->factory = factory;
-    srv->arg = arg;
-    cio__net_add(srv->net, &srv->obj);
-    resume_accepting(srv);
-    *out = srv;
-    return 0;
+    return serve(srv, fn, factory, arg, out);
 }
 
 static int start_unix(cio_server_t **out, const char *path, cio_stream_handler_fn fn,
@@ -504,13 +512,7 @@ static int start_unix(cio_server_t **out, const char *path, cio_stream_handler_f
         server_free_now(srv);
         return rc;
     }
-    srv->fn = fn;
-    srv->factory = factory;
-    srv->arg = arg;
-    cio__net_add(srv->net, &srv->obj);
-    resume_accepting(srv);
-    *out = srv;
-    return 0;
+    return serve(srv, fn, factory, arg, out);
 }
 
 int cio_start_server(cio_server_t **out, const char *host, int port, cio_stream_handler_fn fn,

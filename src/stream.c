@@ -80,16 +80,9 @@ static void *get_buffer(void *ctx, size_t *len)
             return NULL;
         if (nb) {
             memcpy(nb, s->buf + s->start, used);
-            size_t old = s->cap;
-            s->cap = old; /* release_buf looks at the old size */
-            char *ob = s->buf;
-            if (old == CIO__NET_BUF)
-                cio__net_buf_put(s->net, ob);
-            else
-                cio__free(ob);
+            release_buf(s);
             s->buf = nb;
             s->cap = cap;
-            s->start = 0;
             s->end = used;
         }
     }
@@ -137,11 +130,6 @@ static void lost(void *ctx, int err)
     cio__waitq_wake_all(&s->flushers, 0);
 }
 
-static void pause_writing(void *ctx)
-{
-    (void)ctx; /* drain looks at the transport's state */
-}
-
 static void resume_writing(void *ctx)
 {
     cio_stream_t *s = ctx;
@@ -159,7 +147,7 @@ static const cio__bufproto stream_proto = {
     .buffer_updated = buffer_updated,
     .eof_received = eof_received,
     .lost = lost,
-    .pause_writing = pause_writing,
+    .pause_writing = NULL, /* drain looks at the transport's state */
     .resume_writing = resume_writing,
     .flushed = flushed,
 };

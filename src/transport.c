@@ -467,9 +467,10 @@ static void check_pause(cio_transport_t *t)
         t->wpaused = 1;
         if (t->detached)
             return;
-        if (t->bp)
-            t->bp->pause_writing(t->ctx);
-        else if (t->proto->pause_writing)
+        if (t->bp) {
+            if (t->bp->pause_writing)
+                t->bp->pause_writing(t->ctx);
+        } else if (t->proto->pause_writing)
             t->proto->pause_writing(t, t->ctx);
     }
 }
@@ -805,11 +806,6 @@ bool cio__transport_write_paused(const cio_transport_t *t)
 bool cio__transport_receiving(const cio_transport_t *t)
 {
     return t->rd.state == CIO__AOP_SUBMITTED;
-}
-
-cio_loop_t *cio__transport_loop(const cio_transport_t *t)
-{
-    return t->loop;
 }
 
 void cio__transport_on_gone(cio_transport_t *t, void (*fn)(void *), void *arg)
