@@ -1212,6 +1212,7 @@ CIO_EXTERN void cio_event_set(cio_event_t *e);
  */
 CIO_EXTERN void cio_event_clear(cio_event_t *e);
 
+/* True while the flag is set; false for NULL. */
 CIO_EXTERN bool cio_event_is_set(const cio_event_t *e);
 
 /*
@@ -1497,6 +1498,7 @@ CIO_EXTERN size_t cio_queue_qsize(const cio_queue_t *q);
 /* The maximum size given at init (0 = unbounded). */
 CIO_EXTERN size_t cio_queue_maxsize(const cio_queue_t *q);
 
+/* True when no item is queued (also for NULL). */
 CIO_EXTERN bool cio_queue_empty(const cio_queue_t *q);
 
 /* True if maxsize items are queued (never for an unbounded queue). */
@@ -1819,8 +1821,9 @@ typedef cio_transport_opts_t cio_stream_opts_t;
  * running loop, which owns fd from then on (also on failure: fd is closed).
  * connection_made is called before this returns; reading starts at once.
  * proto must stay valid while the transport lives. Returns 0, -EINVAL
- * (out or proto or its data_received NULL, fd negative, bad opts),
- * -EPERM (no running loop), -ENOMEM. Freed after connection_lost.
+ * (out or proto or its data_received NULL, fd negative, proto->reserved_
+ * or opts not valid), -EBADF (fd not open), -EPERM (no running loop),
+ * -ENOMEM. Freed after connection_lost.
  */
 CIO_EXTERN int cio_transport_new(cio_transport_t **out, int fd, const cio_protocol_t *proto,
                                  void *ctx, const cio_transport_opts_t *opts);
@@ -1836,19 +1839,23 @@ CIO_EXTERN int cio_transport_write(cio_transport_t *t, const void *data, size_t 
 CIO_EXTERN int cio_transport_writev(cio_transport_t *t, const struct iovec *iov, int iovcnt);
 /*
  * Shuts down the writing side once the buffer is sent (half-close).
- * Returns 0, -ESHUTDOWN if already done or closing, the connection's error.
+ * Returns 0, -ESHUTDOWN if already done or closing, the connection's error,
+ * -EINVAL for NULL.
  */
 CIO_EXTERN int cio_transport_write_eof(cio_transport_t *t);
 /* Stops / restarts calling data_received and eof_received (flow control of
  * reading): bytes that arrive while paused (a receive io_uring already held)
- * are kept and delivered from the loop after resume_reading. Return 0, or
- * -ESHUTDOWN when closing. */
+ * are kept and delivered from the loop after resume_reading. Return 0,
+ * -ESHUTDOWN when closing, -EINVAL for NULL. */
 CIO_EXTERN int cio_transport_pause_reading(cio_transport_t *t);
 CIO_EXTERN int cio_transport_resume_reading(cio_transport_t *t);
+/* True while data_received is wanted (not paused, not at EOF, not
+ * closing); false for NULL. */
 CIO_EXTERN bool cio_transport_is_reading(const cio_transport_t *t);
-/* Bytes queued and not yet taken by the socket. */
+/* Bytes queued and not yet taken by the socket (0 for NULL). */
 CIO_EXTERN size_t cio_transport_get_write_buffer_size(const cio_transport_t *t);
-/* Sets the water marks (high 0: the default; low > high is -EINVAL). */
+/* Sets the water marks (high 0: the default). Returns 0, -EINVAL (NULL,
+ * low > high, or high above write_limit). */
 CIO_EXTERN int cio_transport_set_write_buffer_limits(cio_transport_t *t, size_t high, size_t low);
 /*
  * Closes: reading stops, what is buffered is still sent, then the socket is
@@ -1857,9 +1864,12 @@ CIO_EXTERN int cio_transport_set_write_buffer_limits(cio_transport_t *t, size_t 
 CIO_EXTERN void cio_transport_close(cio_transport_t *t);
 /* Closes at once, dropping buffered output; connection_lost(0) follows. */
 CIO_EXTERN void cio_transport_abort(cio_transport_t *t);
+/* True once close or abort was called or the connection was lost (asyncio
+ * is_closing); false for NULL. */
 CIO_EXTERN bool cio_transport_is_closing(const cio_transport_t *t);
-/* get_extra_info: the socket (still owned by t), its peer and own address
- * (0 or the getpeername/getsockname error; -EINVAL for NULL). */
+/* get_extra_info: the socket (still owned by t; negative once closed, or
+ * -EINVAL for NULL), its peer and own address (0, -EINVAL for a NULL
+ * argument, -EBADF once closed, or the getpeername/getsockname error). */
 CIO_EXTERN int cio_transport_fd(const cio_transport_t *t);
 CIO_EXTERN int cio_transport_peername(const cio_transport_t *t, struct sockaddr *addr,
                                       socklen_t *len);
@@ -1884,17 +1894,18 @@ CIO_EXTERN int cio_stream_new(cio_stream_t **out, int fd, const cio_stream_opts_
  * Await point: reads up to n bytes (at least 1 unless at EOF). Returns the
  * count, 0 at EOF (or for n == 0), the connection's error, -ECANCELED,
  * -ETIMEDOUT, -EBUSY (another task is reading this stream), -ESHUTDOWN,
- * -EPERM outside a task. Bytes buffered are never lost to a cancel or
- * timeout: they stay readable.
+ * -EPERM outside a task, -EINVAL (s NULL, buf NULL with n > 0). Bytes
+ * buffered are never lost to a cancel or timeout: they stay readable.
  */
 CIO_EXTERN ssize_t cio_stream_read(cio_stream_t *s, void *buf, size_t n);
 /*
  * Await point: reads to EOF (asyncio read(-1)) into a new buffer *out
- * (malloc'd, NUL-terminated, the caller frees it; NULL when nothing was
- * read), *len its length. max bounds it (0: no bound): past max it returns
- * -ENOBUFS with the first max bytes in *out and the rest still buffered.
- * Other errors as cio_stream_read; on them *out is NULL and nothing is
- * consumed.
+ * (NUL-terminated, from cio's allocator: the caller frees it with free(),
+ * or with its own free function after cio_replace_allocator; NULL when
+ * nothing was read), *len its length. max bounds it (0: no bound): past max
+ * it returns -ENOBUFS with the first max bytes in *out and the rest still
+ * buffered. -ENOMEM when *out cannot be had. Other errors as
+ * cio_stream_read; on them *out is NULL and nothing is consumed.
  */
 CIO_EXTERN int cio_stream_read_all(cio_stream_t *s, char **out, size_t *len, size_t max);
 /*
@@ -1955,25 +1966,29 @@ CIO_EXTERN int cio_stream_writev(cio_stream_t *s, const struct iovec *iov, int i
 /*
  * Await point: waits while the output buffered is above the high-water mark
  * until it falls to the low one (several tasks may drain at once). Returns
- * 0, the connection's error (-ECONNRESET, -EPIPE), -ECANCELED, -ETIMEDOUT,
- * -EPERM. A cancelled drain loses nothing: the bytes stay queued.
+ * 0, the connection's error (-ECONNRESET, -EPIPE), -ESHUTDOWN (closed
+ * before or during the drain), -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL for
+ * NULL. A cancelled drain loses nothing: the bytes stay queued.
  */
 CIO_EXTERN int cio_stream_drain(cio_stream_t *s);
-/* Half-close: sends EOF once buffered output is sent. 0, -ESHUTDOWN, or
- * the connection's error. Reading goes on. */
+/* Half-close: sends EOF once buffered output is sent. 0, -ESHUTDOWN, the
+ * connection's error, -EINVAL for NULL. Reading goes on. */
 CIO_EXTERN int cio_stream_write_eof(cio_stream_t *s);
 /*
  * Await point: flushes buffered output (for at most the close timeout, and
  * within the deadlines of enclosing scopes), closes the socket, and frees s
  * once no other task is inside a call on it (those return -ESHUTDOWN).
  * Returns 0 when everything buffered was sent; -ETIMEDOUT or -ECANCELED when
- * the flush was cut short (the rest is dropped); the connection's error.
- * s is released in every case. Outside a task it aborts (see below).
+ * the flush was cut short (the rest is dropped); the connection's error;
+ * -ESHUTDOWN when s was already closed. s is released in every case.
+ * Outside a task it aborts (see below) and returns 0; NULL: 0.
  */
 CIO_EXTERN int cio_stream_close(cio_stream_t *s);
 /* Closes at once, dropping buffered output, and releases s. NULL: no-op. */
 CIO_EXTERN void cio_stream_abort(cio_stream_t *s);
-/* get_extra_info: the transport under the stream (fd, peername, sockname). */
+/* get_extra_info: the transport under the stream (fd, peername, sockname),
+ * borrowed: do not write to, close or abort it. NULL for NULL, and once
+ * the connection is gone or the stream closed. */
 CIO_EXTERN cio_transport_t *cio_stream_transport(cio_stream_t *s);
 
 /* ------------------------------------------------------------------------ */
@@ -2002,6 +2017,7 @@ struct addrinfo;
  */
 CIO_EXTERN int cio_getaddrinfo(const char *host, const char *service,
                                const struct addrinfo *hints, struct addrinfo **res);
+/* Frees a list cio_getaddrinfo returned. NULL: no-op. */
 CIO_EXTERN void cio_freeaddrinfo(struct addrinfo *res);
 /* Await point: getnameinfo(3) off the loop thread (inline when only numeric
  * forms are asked for); returns as above, -EINVAL for a NULL address, a
@@ -2078,14 +2094,19 @@ typedef struct cio_server_opts {
  * each connection, accepting at once (asyncio start_server). An address of
  * a family the machine lacks (-EADDRNOTAVAIL, -EAFNOSUPPORT: ::1 with IPv6
  * disabled) is skipped when another address of the name listens. Returns 0
- * with *out, -EADDRINUSE, -EADDRNOTAVAIL, -EACCES, CIO_EAI codes, -EINVAL,
- * -EPERM, -ENOMEM.
+ * with *out, -EADDRINUSE, -EADDRNOTAVAIL / -EAFNOSUPPORT (no address of
+ * the name could listen), -EACCES, -EMFILE, CIO_EAI codes, -ECANCELED /
+ * -ETIMEDOUT (while resolving), -EINVAL, -EPERM, -ENOMEM, or the error of
+ * socket/setsockopt/bind/listen.
  */
 CIO_EXTERN int cio_start_server(cio_server_t **out, const char *host, int port,
                                 cio_stream_handler_fn fn, void *arg,
                                 const cio_server_opts_t *opts);
 /* As cio_start_server on a Unix socket path (a stale socket file there is
- * replaced; the file is removed when the server closes). */
+ * replaced; the file is removed when the server closes). Not an await
+ * point: it needs a running loop, not a task. -EINVAL also for an empty
+ * path or reuse_port, -ENAMETOOLONG, and bind's errors (-EADDRINUSE for a
+ * file that is not a socket, -ENOENT, -EACCES). */
 CIO_EXTERN int cio_start_unix_server(cio_server_t **out, const char *path,
                                      cio_stream_handler_fn fn, void *arg,
                                      const cio_server_opts_t *opts);
@@ -2094,31 +2115,36 @@ CIO_EXTERN int cio_start_unix_server(cio_server_t **out, const char *path,
 CIO_EXTERN int cio_create_server(cio_server_t **out, const char *host, int port,
                                  cio_protocol_factory_fn factory, void *arg,
                                  const cio_server_opts_t *opts);
+/* As cio_start_unix_server, with a protocol factory. */
 CIO_EXTERN int cio_create_unix_server(cio_server_t **out, const char *path,
                                       cio_protocol_factory_fn factory, void *arg,
                                       const cio_server_opts_t *opts);
 
-/* The port of the first listening socket (-EINVAL for NULL or Unix). */
+/* The port of the first listening socket; -EINVAL (NULL, Unix, or closed),
+ * or getsockname's error. */
 CIO_EXTERN int cio_server_port(const cio_server_t *srv);
-/* Connections open now. */
+/* Connections open now (0 for NULL). */
 CIO_EXTERN size_t cio_server_connections(const cio_server_t *srv);
 /*
  * Await point: serves until the server is closed (returns 0) or the task is
- * cancelled (returns -ECANCELED after closing the server, as asyncio does).
+ * interrupted (returns -ECANCELED, or -ETIMEDOUT for a scope's deadline,
+ * after closing the server, as asyncio does). -EINVAL for NULL, -EPERM
+ * outside a task.
  */
 CIO_EXTERN int cio_server_serve_forever(cio_server_t *srv);
 /* Stops accepting and closes the listening sockets; open connections go on.
  * Idempotent; 0 or -EINVAL. */
 CIO_EXTERN int cio_server_close(cio_server_t *srv);
 /* Closes every open connection (flushing) / aborts them (dropping output).
- * Stream handlers see -ESHUTDOWN from their next call. */
+ * Stream handlers see -ESHUTDOWN from their next call. NULL: no-op. */
 CIO_EXTERN void cio_server_close_clients(cio_server_t *srv);
 CIO_EXTERN void cio_server_abort_clients(cio_server_t *srv);
 /*
  * Await point: waits until the server is closed and every connection has
  * ended (handler returned, transport lost), for at most timeout seconds
  * (INFINITY: no bound). Returns 0, -ETIMEDOUT (connections still open; it
- * does not close them: call close_clients / abort_clients), -ECANCELED.
+ * does not close them: call close_clients / abort_clients), -ECANCELED,
+ * -EINVAL (NULL, NaN timeout), -EPERM outside a task.
  */
 CIO_EXTERN int cio_server_wait_closed(cio_server_t *srv, double timeout);
 /* Frees a closed server with no connection left: 0, -EBUSY (still
@@ -2145,7 +2171,9 @@ typedef struct cio_udp_opts {
  * when remote_host is not NULL, connected to remote_host:remote_port.
  * With no address and family 0 the socket is IPv4. Returns 0 with *out,
  * -EADDRINUSE, CIO_EAI codes, -EINVAL (also local and remote of different
- * families, or a remote port with no host), -EPERM, -ENOMEM.
+ * families, or a remote port with no host), -ECANCELED / -ETIMEDOUT (while
+ * resolving), -EPERM, -ENOMEM, or the socket/bind/connect error of the last
+ * address tried.
  */
 CIO_EXTERN int cio_udp_open(cio_udp_t **out, const char *local_host, int local_port,
                             const char *remote_host, int remote_port,
@@ -2156,7 +2184,8 @@ CIO_EXTERN int cio_udp_open(cio_udp_t **out, const char *local_host, int local_p
  * longer than len (the first len bytes are in buf; the rest of that
  * datagram is gone, as the kernel drops it); -ECONNREFUSED on a connected
  * endpoint whose peer has no listener; -ECANCELED, -ETIMEDOUT, -EPERM,
- * -EBUSY (the protocol form is receiving), -EBADF (closed meanwhile).
+ * -EBUSY (the protocol form is receiving), -EBADF (closed meanwhile),
+ * -EINVAL (u NULL, buf NULL with len > 0, addr and addrlen not both given).
  * Several tasks receiving on one endpoint take turns.
  */
 CIO_EXTERN ssize_t cio_udp_recvfrom(cio_udp_t *u, void *buf, size_t len,
@@ -2164,7 +2193,9 @@ CIO_EXTERN ssize_t cio_udp_recvfrom(cio_udp_t *u, void *buf, size_t len,
 /*
  * Await point: sends one datagram to addr (NULL on a connected endpoint).
  * Returns len, -EMSGSIZE, -EDESTADDRREQ (no address, not connected),
- * -ECONNREFUSED, -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL.
+ * -ECONNREFUSED, -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL, -EBADF (closed
+ * before or during the call), or sendmsg's own errors (-EACCES for a
+ * broadcast without the broadcast option, -ENETUNREACH, ...).
  */
 CIO_EXTERN ssize_t cio_udp_sendto(cio_udp_t *u, const void *buf, size_t len,
                                   const struct sockaddr *addr, socklen_t addrlen);
@@ -2191,6 +2222,9 @@ CIO_EXTERN int cio_udp_start(cio_udp_t *u, const cio_datagram_protocol_t *proto,
  * sent), or the errors of cio_udp_sendto. */
 CIO_EXTERN ssize_t cio_udp_sendto_nowait(cio_udp_t *u, const void *buf, size_t len,
                                          const struct sockaddr *addr, socklen_t addrlen);
+/* The endpoint's socket (still owned by u: do not close it); -EINVAL for
+ * NULL. Its local address: 0, -EINVAL (a NULL argument), or getsockname's
+ * error. */
 CIO_EXTERN int cio_udp_fd(const cio_udp_t *u);
 CIO_EXTERN int cio_udp_sockname(const cio_udp_t *u, struct sockaddr *addr, socklen_t *len);
 /* Closes the socket and frees u (tasks receiving on it get -EBADF). NULL: no-op. */
@@ -2207,8 +2241,8 @@ typedef struct cio_multi cio_multi_t;
  * task (as cio_run does), for servers that use every core: each opens its
  * own server on the same port with reuse_port set. cio_multi_index() tells
  * the main task which loop it is (0..n-1). Returns 0 with *out, -EINVAL
- * (n 0 or above 1024, fn NULL), -ENOMEM, -EAGAIN (no thread could start:
- * the ones started are stopped).
+ * (n 0 or above 1024, fn NULL), -ENOMEM, -EAGAIN (a thread could not be
+ * created: the ones started run nothing and are joined).
  */
 CIO_EXTERN int cio_multi_start(cio_multi_t **out, unsigned n, cio_task_fn fn, void *arg);
 /* The index of the calling loop's thread in its cio_multi_t, -1 outside. */
