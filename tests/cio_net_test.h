@@ -231,6 +231,19 @@ static inline cio_stream_t *stream_pair(int kind, int *peer, const cio_stream_op
     return s;
 }
 
+/* A stream over TCP whose output queues after some 100 KiB: a small
+ * kernel send buffer, the peer not reading. *peer is the raw other end. */
+static inline cio_stream_t *slow_stream(int *peer, const cio_stream_opts_t *o)
+{
+    int sv[2];
+    tcp_pair(sv);
+    small_sndbuf(sv[0]);
+    cio_stream_t *s = NULL;
+    ck_assert_int_eq(cio_stream_new(&s, sv[0], o), 0);
+    *peer = sv[1];
+    return s;
+}
+
 /* The number of open descriptors of this process. */
 static inline int count_fds(void)
 {

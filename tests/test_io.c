@@ -1698,6 +1698,32 @@ static void fixture_teardown(fixture_t *f)
         xclose(f->lfd);
 }
 
+/* Sets up the fixture of an op of kind and starts it in a task, which
+ * must then be blocked in the op (the close cases below). */
+static cio_task_t *start_blocked_op(int kind, blk_t *b, fixture_t *f)
+{
+    memset(b, 0, sizeof *b);
+    b->kind = kind;
+    b->rc = 12345;
+    b->next = 12345;
+    fixture_setup(kind, f, b);
+    cio_task_t *t = spawn(blk_body, b);
+    settle();
+    ck_assert(!b->returned);
+    return t;
+}
+
+/* Waits (1 s at most) for the task of start_blocked_op to end once its
+ * fd was closed, and releases it; the op must have returned. */
+static void end_closed_op(cio_task_t *t, blk_t *b)
+{
+    int st = cio_wait_for(t, 1.0, NULL);
+    ck_assert_msg(st != -ETIMEDOUT, "%s still blocked 1 s after cio_close of its fd",
+                  kind_names[b->kind]);
+    cio_future_release(t);
+    ck_assert(b->returned);
+}
+
 static int main_blocked(void *arg, void **result)
 {
     (void)result;
@@ -2102,15 +2128,8 @@ static int main_close_wakes_op(void *arg, void **result)
     (void)result;
     int kind = *(int *)arg;
     blk_t b;
-    memset(&b, 0, sizeof b);
-    b.kind = kind;
-    b.rc = 12345;
-    b.next = 12345;
     fixture_t f;
-    fixture_setup(kind, &f, &b);
-    cio_task_t *t = spawn(blk_body, &b);
-    settle();
-    ck_assert(!b.returned);
+    cio_task_t *t = start_blocked_op(kind, &b, &f);
     struct closer c = {.fd = f.a, .rc = 12345};
     cio_task_t *tc = spawn(closer_body, &c);
     ck_assert_int_eq(finish(tc), 0);
@@ -2118,11 +2137,7 @@ static int main_close_wakes_op(void *arg, void **result)
     if (f.lfd == f.a)
         f.lfd = -1;
     f.a = -1;
-    int st = cio_wait_for(t, 1.0, NULL);
-    ck_assert_msg(st != -ETIMEDOUT, "%s still blocked 1 s after cio_close of its fd",
-                  kind_names[kind]);
-    cio_future_release(t);
-    ck_assert(b.returned);
+    end_closed_op(t, &b);
     ck_assert_msg(b.rc == -EBADF, "%s returned %zd after cio_close", kind_names[kind], b.rc);
     ck_assert_int_eq(b.next, 0); /* the task was not cancelled */
     if (kind == K_RECV) {
@@ -2160,15 +2175,8 @@ static int main_close_reuse_op(void *arg, void **result)
     (void)result;
     int kind = *(int *)arg;
     blk_t b;
-    memset(&b, 0, sizeof b);
-    b.kind = kind;
-    b.rc = 12345;
-    b.next = 12345;
     fixture_t f;
-    fixture_setup(kind, &f, &b);
-    cio_task_t *t = spawn(blk_body, &b);
-    settle();
-    ck_assert(!b.returned);
+    cio_task_t *t = start_blocked_op(kind, &b, &f);
     int num = f.a;
     xclose(num);
     if (f.lfd == num)
@@ -2204,11 +2212,7 @@ static int main_close_reuse_op(void *arg, void **result)
         ck_assert_int_eq(dup3(newfd, num, O_CLOEXEC), num);
         close(newfd);
     }
-    int st = cio_wait_for(t, 1.0, NULL);
-    ck_assert_msg(st != -ETIMEDOUT, "%s still blocked 1 s after cio_close of its fd",
-                  kind_names[kind]);
-    cio_future_release(t);
-    ck_assert(b.returned);
+    end_closed_op(t, &b);
     ck_assert_msg(b.rc == -EBADF, "%s on a closed (and reused) fd number returned %zd",
                   kind_names[kind], b.rc);
     /* The new file was not touched. */

@@ -118,17 +118,6 @@ static int drainer_body(void *arg, void **result)
     return 0;
 }
 
-static cio_stream_t *slow_stream(int *peer, const cio_stream_opts_t *o)
-{
-    int sv[2];
-    tcp_pair(sv);
-    small_sndbuf(sv[0]);
-    cio_stream_t *s = NULL;
-    ck_assert_int_eq(cio_stream_new(&s, sv[0], o), 0);
-    *peer = sv[1];
-    return s;
-}
-
 static int main_reset_drain(void *arg, void **result)
 {
     (void)arg;

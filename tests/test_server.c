@@ -190,28 +190,27 @@ static bool nconn_zero(void *arg)
     return cio_server_connections(arg) == 0;
 }
 
-static bool finished_at_least(void *arg)
+static bool count_at_least(void *arg)
 {
     void **a = arg;
-    return ((srv *)a[0])->finished >= *(int *)a[1];
+    return *(int *)a[0] >= *(int *)a[1];
+}
+
+/* Waits until the counter *count (updated by handlers) reaches n. */
+static void wait_count(int *count, int n, const char *what)
+{
+    void *a[2] = {count, &n};
+    wait_until(count_at_least, a, what);
 }
 
 static void wait_finished(srv *c, int n)
 {
-    void *a[2] = {c, &n};
-    wait_until(finished_at_least, a, "handlers to return");
-}
-
-static bool started_at_least(void *arg)
-{
-    void **a = arg;
-    return ((srv *)a[0])->started >= *(int *)a[1];
+    wait_count(&c->finished, n, "handlers to return");
 }
 
 static void wait_started(srv *c, int n)
 {
-    void *a[2] = {c, &n};
-    wait_until(started_at_least, a, "handlers to start");
+    wait_count(&c->started, n, "handlers to start");
 }
 
 /* Closes and frees a server whose connections have all ended. */
