@@ -356,9 +356,11 @@ CIO_EXTERN int cio_loop_fork(cio_loop_t *loop);
  * still open.
  */
 CIO_EXTERN void cio_loop_set_debug(cio_loop_t *loop, bool enabled);
+/* Whether debug mode is on; false for NULL (set_debug: NULL is a no-op). */
 CIO_EXTERN bool cio_loop_get_debug(const cio_loop_t *loop);
 
-/* Slow-callback threshold in seconds (default 0.1). */
+/* Slow-callback threshold in seconds (default 0.1; INFINITY: never report).
+ * NULL, NaN and negative values change nothing. */
 CIO_EXTERN void cio_loop_set_slow_callback_duration(cio_loop_t *loop, double seconds);
 
 /* ------------------------------------------------------------------------ */

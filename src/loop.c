@@ -676,8 +676,11 @@ bool cio_loop_get_debug(const cio_loop_t *loop)
 
 void cio_loop_set_slow_callback_duration(cio_loop_t *loop, double seconds)
 {
-    if (loop && seconds >= 0 && !isnan(seconds))
-        loop->slow_ns = (int64_t)(seconds * 1e9);
+    if (!loop || !(seconds >= 0)) /* NaN and negative values change nothing */
+        return;
+    /* INFINITY (never report) must not reach the conversion: out of range
+     * for int64_t, it would be undefined. */
+    loop->slow_ns = seconds < 9e9 ? (int64_t)(seconds * 1e9) : INT64_MAX;
 }
 
 static void report_open(cio_loop_t *loop)

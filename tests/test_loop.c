@@ -4,6 +4,8 @@
  */
 #include "cio_test.h"
 
+#include <math.h>
+
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/socket.h>
@@ -1371,6 +1373,19 @@ START_TEST(loop_debug_slow_callback)
     ck_assert_msg(out[0] != 0, "a callback held the loop for 100 ms with a 20 ms "
                                "threshold in debug mode, and nothing was reported");
     free(out);
+
+    /* INFINITY: never report (and no out-of-range conversion); NaN and
+     * negative values leave it so. */
+    cio_loop_set_slow_callback_duration(l, INFINITY);
+    cio_loop_set_slow_callback_duration(l, NAN);
+    cio_loop_set_slow_callback_duration(l, -1.0);
+    cio_loop_set_slow_callback_duration(NULL, 1.0);
+    capture_begin(&c);
+    ck_assert_int_eq(cio_call_soon(l, NULL, cb_busy, &d), 0);
+    run_for(l, 0.01);
+    char *never = capture_end(&c);
+    ck_assert_msg(never[0] == 0, "threshold INFINITY, yet stderr got:\n%s", never);
+    free(never);
     close_loop(l);
 }
 END_TEST
