@@ -4,13 +4,22 @@
  * downloads (the seed's thread-local requests.Session). It prints the same
  * lines as fetcher.c, the version with tasks, so the two can be compared:
  *
- *   ./fetcher_threads [-n N] [-k K] [-l LATENCY] [URL]      (as ./fetcher)
+ *   ./fetcher_threads [--to-thread] [-n N] [-k K] [-l LATENCY] [URL]
+ *                                                            (as ./fetcher)
  *
  * Without a URL, the stand-in for the seed's two sites (fetch.h) runs in
  * the event loop of the main thread, while the pool threads block in
- * connect/send/recv. The downloads go through cio_run_in_executor
- * (loop.run_in_executor) and the loop gathers their futures; the thread
- * code itself knows nothing of cio.
+ * connect/send/recv. The thread code itself knows nothing of cio. Two ways
+ * to hand it the downloads:
+ *
+ *  - by default, a pool of K threads of its own (cio_executor_new, the
+ *    seed's ThreadPoolExecutor(max_workers=K)) through cio_run_in_executor
+ *    (loop.run_in_executor), the loop gathering the futures;
+ *  - with --to-thread, a task per download, as fetcher.c has, each calling
+ *    cio_to_thread (asyncio.to_thread) with the blocking download, on the
+ *    loop's default pool sized to K threads (cio_loop_set_default_executor);
+ *    at the end cio_shutdown_default_executor waits for its threads to
+ *    leave (loop.shutdown_default_executor). The blocking code is the same.
  *
  * The Python it mirrors:
  *
@@ -32,6 +41,7 @@
  */
 #include "fetch.h"
 
+#include <math.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -198,6 +208,45 @@ static int download_site(void *arg, void **result)
 /* On the loop thread                                                         */
 /* ------------------------------------------------------------------------ */
 
+static bool to_thread_mode; /* --to-thread */
+
+/* --to-thread: a task per download, the download itself on a pool thread. */
+static int download_task(void *arg, void **result)
+{
+    return cio_to_thread(download_site, arg, result);
+}
+
+/* --to-thread: a task per download on the loop's default pool, sized to
+ * K threads. Fills statuses as the gather of the other mode does. */
+static void download_all_to_thread(const fetch_args *a, url *sites, int *statuses)
+{
+    cio_executor_t *ex;
+    CHECK(cio_executor_new(&ex, (unsigned)a->workers));
+    CHECK(cio_loop_set_default_executor(cio_get_running_loop(), ex)); /* the loop owns it */
+    cio_task_t **tasks = calloc((size_t)a->sites, sizeof *tasks);
+    EXPECT(tasks);
+    for (int i = 0; i < a->sites; i++)
+        CHECK(cio_spawn(&tasks[i], download_task, &sites[i]));
+    CHECK(cio_gather(tasks, (size_t)a->sites, NULL, statuses, CIO_GATHER_ALL));
+    for (int i = 0; i < a->sites; i++)
+        cio_future_release(tasks[i]);
+    free(tasks);
+}
+
+/* The default mode: a pool of its own, the jobs' futures gathered. */
+static void download_all_in_executor(cio_executor_t *ex, const fetch_args *a, url *sites,
+                                     int *statuses)
+{
+    cio_future_t **futs = calloc((size_t)a->sites, sizeof *futs);
+    EXPECT(futs);
+    for (int i = 0; i < a->sites; i++) /* executor.map(download_site, sites) */
+        CHECK(cio_run_in_executor(&futs[i], NULL, ex, download_site, &sites[i]));
+    CHECK(cio_gather(futs, (size_t)a->sites, NULL, statuses, CIO_GATHER_ALL));
+    for (int i = 0; i < a->sites; i++)
+        cio_future_release(futs[i]);
+    free(futs);
+}
+
 static int main_task(void *arg, void **result)
 {
     (void)result;
@@ -208,22 +257,21 @@ static int main_task(void *arg, void **result)
     url *sites = site_list(a, ps.port);
     if (!sites)
         return -EINVAL;
-    cio_future_t **futs = calloc((size_t)a->sites, sizeof *futs);
     int *statuses = calloc((size_t)a->sites, sizeof *statuses);
-    EXPECT(futs && statuses);
+    EXPECT(statuses);
 
-    cio_executor_t *ex;
-    CHECK(cio_executor_new(&ex, (unsigned)a->workers)); /* ThreadPoolExecutor(max_workers=K) */
+    cio_executor_t *ex = NULL;
+    if (!to_thread_mode) /* ThreadPoolExecutor(max_workers=K) */
+        CHECK(cio_executor_new(&ex, (unsigned)a->workers));
     double start = loop_now();
-    for (int i = 0; i < a->sites; i++) /* executor.map(download_site, sites) */
-        CHECK(cio_run_in_executor(&futs[i], NULL, ex, download_site, &sites[i]));
-    CHECK(cio_gather(futs, (size_t)a->sites, NULL, statuses, CIO_GATHER_ALL));
+    if (to_thread_mode)
+        download_all_to_thread(a, sites, statuses);
+    else
+        download_all_in_executor(ex, a, sites, statuses);
     double duration = loop_now() - start;
     int failed = 0;
-    for (int i = 0; i < a->sites; i++) {
+    for (int i = 0; i < a->sites; i++)
         failed += statuses[i] < 0;
-        cio_future_release(futs[i]);
-    }
     printf("Downloaded %d in %.3f seconds (at most %d at once, on %d thread(s))\n",
            a->sites - failed, duration, atomic_load(&most_in_flight), a->workers);
     if (failed)
@@ -231,18 +279,29 @@ static int main_task(void *arg, void **result)
     EXPECT(atomic_load(&most_in_flight) <= a->workers);
 
     /* The `with` block's end: the threads exit, closing their sessions. */
-    cio_executor_shutdown(ex, true);
+    if (to_thread_mode)
+        CHECK(cio_shutdown_default_executor(INFINITY));
+    else
+        cio_executor_shutdown(ex, true);
     if (!a->url)
         page_server_stop(&ps);
     free(statuses);
-    free(futs);
     free(sites);
     return failed ? -EIO : 0;
 }
 
 int main(int argc, char **argv)
 {
-    fetch_args a = fetch_parse_args(argc, argv);
+    /* --to-thread may come anywhere; the other options are fetcher's. */
+    int n = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--to-thread") == 0)
+            to_thread_mode = true;
+        else
+            argv[n++] = argv[i];
+    }
+    argv[n] = NULL;
+    fetch_args a = fetch_parse_args(n, argv);
     EXPECT(pthread_key_create(&session_key, session_close) == 0);
     return cio_run(main_task, &a) == 0 ? 0 : 1;
 }

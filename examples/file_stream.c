@@ -14,138 +14,56 @@
  *         with open(filename) as f:
  *             return deque(f, n)
  *
- * Here read_from_file is an async generator: it runs inside a task and each
- * read goes to the thread pool (cio_to_thread), so the loop never blocks on
- * the disk while the file streams through; a ticker task keeps running
- * meanwhile. tail() iterates the file line by line with a generator of
- * lines that itself drives read_from_file (a generator driving a
- * generator), and keeps the last n lines in a ring. When a consumer stops
- * early, closing the generator still closes the file (the `with` block).
+ * Here read_from_file is an async generator written on cio's file API: it
+ * runs inside a task and each read is an await point (a native operation on
+ * io_uring, a thread-pool job on epoll), so the loop never blocks on the
+ * disk while the file streams through; a ticker task keeps running
+ * meanwhile. The library has the same generator ready-made
+ * (cio_file_chunks), and its line reader (cio_file_lines) is `for line in
+ * f`: tail() keeps the last n lines it yields in a ring. When a consumer
+ * stops early, freeing the generator still closes the file (the `with`
+ * block).
  *
  * Usage: file_stream [FILE [N]]   (default: this program's source, 10)
  */
 #include "example.h"
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 
 enum { BLOCK_SIZE = 1024 * 8 };
 
-typedef struct chunk {
-    const char *data;
-    size_t len;
-} chunk_t;
-
 /* ------------------------------------------------------------------------ */
-/* read_from_file: 8 KiB chunks, read off the loop thread                    */
+/* read_from_file: 8 KiB chunks, each read an await point                    */
 /* ------------------------------------------------------------------------ */
-
-typedef struct read_job {
-    FILE *fp;
-    char *buf;
-    size_t cap, got;
-} read_job_t;
-
-/* Runs on a pool thread: one fp.read(block_size). */
-static int read_block_job(void *arg, void **result)
-{
-    (void)result;
-    read_job_t *j = arg;
-    j->got = fread(j->buf, 1, j->cap, j->fp);
-    return ferror(j->fp) ? -EIO : 0;
-}
-
-/* Reads one block: on the thread pool inside a task, directly elsewhere. */
-static int read_block(read_job_t *j)
-{
-    if (cio_current_task())
-        return cio_to_thread(read_block_job, j, NULL);
-    return read_block_job(j, NULL);
-}
 
 static int read_from_file(cio_gen_t *g, void *arg)
 {
     const char *filename = arg;
-    FILE *fp = fopen(filename, "r"); /* with open(filename, "r") as fp: */
-    if (!fp)
-        return -errno;
-    read_job_t j = {.fp = fp, .buf = malloc(BLOCK_SIZE), .cap = BLOCK_SIZE, .got = 0};
-    int rc = j.buf ? 0 : -ENOMEM;
-    while (rc == 0 && (rc = read_block(&j)) == 0 && j.got > 0) {
-        chunk_t chunk = {j.buf, j.got};
-        rc = cio_gen_yield(g, &chunk, NULL); /* yield chunk */
-    }
-    free(j.buf);
-    fclose(fp);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Lines, and tail()                                                         */
-/* ------------------------------------------------------------------------ */
-
-typedef struct linebuf {
-    char *s;
-    size_t len, cap;
-} linebuf_t;
-
-static int linebuf_append(linebuf_t *b, const char *p, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 128;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s)
-            return -ENOMEM;
-        b->s = s;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, p, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-    return 0;
-}
-
-/* Yields each line of a chunk (completing the partial one in b). */
-static int yield_lines(cio_gen_t *g, linebuf_t *b, const chunk_t *c)
-{
-    const char *p = c->data, *end = c->data + c->len;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *stop = nl ? nl + 1 : end;
-        int rc = linebuf_append(b, p, (size_t)(stop - p));
-        if (rc < 0)
-            return rc;
-        p = stop;
-        if (nl) {
-            rc = cio_gen_yield(g, b->s, NULL); /* yield line */
-            b->len = 0;
-            if (rc < 0)
-                return rc;
-        }
-    }
-    return 0;
-}
-
-/* for line in f: iterates read_from_file's chunks and yields lines. */
-static int lines_of(cio_gen_t *g, void *arg)
-{
-    cio_gen_t *chunks;
-    int rc = cio_gen_new(&chunks, read_from_file, arg);
+    cio_file_t *fp; /* with open(filename, "r") as fp: */
+    int rc = cio_file_open(&fp, filename, O_RDONLY, 0);
     if (rc < 0)
         return rc;
-    linebuf_t b = {NULL, 0, 0};
-    void *v;
-    while ((rc = cio_gen_next(chunks, &v)) == 1)
-        if ((rc = yield_lines(g, &b, v)) < 0)
+    char *buf = malloc(BLOCK_SIZE);
+    rc = buf ? 0 : -ENOMEM;
+    ssize_t n;
+    while (rc == 0 && (n = cio_file_read(fp, buf, BLOCK_SIZE)) != 0) {
+        if (n < 0) {
+            rc = (int)n;
             break;
-    if (rc == 0 && b.len > 0) /* a last line without a newline */
-        rc = cio_gen_yield(g, b.s, NULL);
-    free(b.s);
-    int frc = cio_gen_free(chunks); /* closes it if we stopped early */
-    return rc < 0 ? rc : frc;
+        }
+        cio_file_chunk_t chunk = {buf, (size_t)n};
+        rc = cio_gen_yield(g, &chunk, NULL); /* yield chunk */
+    }
+    free(buf);
+    int crc = cio_file_close(fp); /* also when closed early (rc -ECANCELED) */
+    return rc < 0 ? rc : crc;
 }
+
+/* ------------------------------------------------------------------------ */
+/* tail(): deque(f, n) over the line reader                                  */
+/* ------------------------------------------------------------------------ */
 
 typedef struct ring {
     char **lines;
@@ -153,9 +71,9 @@ typedef struct ring {
 } ring_t;
 
 /* deque.append with maxlen n: the oldest line falls out. */
-static int ring_push(ring_t *r, const char *line)
+static int ring_push(ring_t *r, const cio_file_chunk_t *line)
 {
-    char *copy = strdup(line);
+    char *copy = strndup(line->data, line->len);
     if (!copy)
         return -ENOMEM;
     free(r->lines[r->next]);
@@ -171,7 +89,7 @@ static int tail(const char *filename, size_t n)
 {
     ring_t r = {calloc(n ? n : 1, sizeof(char *)), n ? n : 1, 0, 0};
     cio_gen_t *lines;
-    int rc = cio_gen_new(&lines, lines_of, (void *)filename);
+    int rc = cio_file_lines(&lines, filename, 0); /* for line in f: */
     if (!r.lines || rc < 0) {
         free(r.lines);
         cio_gen_free(lines); /* NULL when it failed: a no-op */
@@ -212,6 +130,21 @@ static int ticker(void *arg, void **result)
     return 0;
 }
 
+/* Iterates a chunk generator to its end: chunks and bytes. */
+static void count_chunks(cio_gen_t *chunks, size_t *nchunks, size_t *bytes)
+{
+    void *v;
+    int rc;
+    *nchunks = *bytes = 0;
+    while ((rc = cio_gen_next(chunks, &v)) == 1) {
+        const cio_file_chunk_t *c = v;
+        ++*nchunks;
+        *bytes += c->len;
+    }
+    CHECK(rc);
+    CHECK(cio_gen_free(chunks));
+}
+
 static int main_task(void *arg, void **result)
 {
     (void)result;
@@ -222,20 +155,18 @@ static int main_task(void *arg, void **result)
 
     /* for chunk in read_from_file(filename): (an async for: reads await) */
     cio_gen_t *chunks;
+    size_t nchunks, bytes;
     CHECK(cio_gen_new(&chunks, read_from_file, (void *)a->filename));
-    size_t nchunks = 0, bytes = 0;
-    void *v;
-    int rc;
-    while ((rc = cio_gen_next(chunks, &v)) == 1) {
-        const chunk_t *c = v;
-        nchunks++;
-        bytes += c->len;
-    }
-    CHECK(rc);
-    CHECK(cio_gen_free(chunks));
+    count_chunks(chunks, &nchunks, &bytes);
     printf("read_from_file('%s', block_size=%d): %zu chunks, %zu bytes\n",
            a->filename, BLOCK_SIZE, nchunks, bytes);
     EXPECT(nchunks == 0 || ticks > 0); /* the loop ran on while we read */
+
+    /* The same with the library's chunk reader. */
+    size_t nchunks2, bytes2;
+    CHECK(cio_file_chunks(&chunks, a->filename, BLOCK_SIZE));
+    count_chunks(chunks, &nchunks2, &bytes2);
+    EXPECT(nchunks2 == nchunks && bytes2 == bytes);
 
     printf("tail('%s', n=%zu):\n", a->filename, a->n);
     CHECK(tail(a->filename, a->n));

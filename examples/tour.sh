@@ -38,6 +38,8 @@ producer_consumer
 producer_consumer 001
 multi_yield
 file_stream
+tail_follow --selftest
+CIO_BACKEND=uring tail_follow --selftest
 sock_echo
 sock_echo uring
 echo_server --selftest
@@ -51,7 +53,13 @@ http_hello --selftest
 CIO_BACKEND=uring http_hello --selftest
 fetcher -n 20
 fetcher_threads -n 20
-unix_echo'
+fetcher_threads --to-thread -n 20
+unix_echo
+ls_capture
+CIO_BACKEND=uring ls_capture
+cpu_bound
+ctrl_c --selftest
+CIO_BACKEND=uring ctrl_c --selftest'
 
 failed=''
 total_start=$(date +%s.%N)

@@ -55,8 +55,9 @@
  *    counted: each creating call hands one reference to the caller, which
  *    releases it with cio_future_release() (cio_spawn with out NULL releases
  *    it at once: fire and forget).
- *  - Only functions whose names end in _threadsafe may be called from a
- *    thread other than the loop's.
+ *  - Only functions whose names end in _threadsafe, the cio_cfuture_*
+ *    calls, and those whose contract says so may be called from a thread
+ *    other than the loop's.
  */
 #ifndef CIO_H
 #define CIO_H
@@ -1020,13 +1021,19 @@ CIO_EXTERN int cio_executor_new(cio_executor_t **out, unsigned max_workers);
 CIO_EXTERN void cio_executor_shutdown(cio_executor_t *ex, bool wait);
 
 /*
- * Runs fn(arg, &result) on a pool thread (ex NULL = the loop's default pool,
- * created on first use, bounded, shut down by cio_loop_shutdown/close) and
- * stores a future of its outcome in *out (a new reference, NULL on failure);
- * the caller releases it. loop NULL = the running loop. Returns 0, -EINVAL
- * (out or fn NULL), -EPERM (loop NULL and no loop runs), -ESHUTDOWN (loop
- * closed, or ex shut down), -ENOMEM (the job, its future, or the default
- * pool), -EAGAIN (the pool has no thread and none can be created). Nothing
+ * Runs fn(arg, &result) on a pool thread (ex NULL = the loop's default pool:
+ * the one given to cio_loop_set_default_executor, else one created on first
+ * use with at most min(32, cores + 4) threads; shut down by
+ * cio_loop_shutdown, which runs its queued jobs too and waits for them
+ * while the loop runs, or by cio_loop_close, which cancels the queued ones
+ * and waits for the running ones) and stores a future of its outcome in
+ * *out (a new reference, NULL on failure); the caller releases it. loop
+ * NULL = the running loop. Returns 0, -EINVAL (out or fn NULL), -EPERM
+ * (loop NULL and no loop runs), -ESHUTDOWN (loop closed, or ex shut down;
+ * ex NULL: the default pool shut down, for good, by
+ * cio_shutdown_default_executor or cio_loop_shutdown), -ENOMEM (the job,
+ * its future, or the default pool), -EAGAIN (the pool has no thread and
+ * none can be created). Nothing
  * was queued on failure. The future can be cancelled only before the job
  * starts; arg must stay valid until the future is done. While the job is
  * queued or running on an executor other than the default pool, the loop
@@ -1044,9 +1051,14 @@ CIO_EXTERN int cio_run_in_executor(cio_future_t **out, cio_loop_t *loop, cio_exe
  * (-ETIMEDOUT for an enclosing deadline; -ENOMEM when that deadline's timer
  * cannot be armed). Errors before fn runs (fn did not run): -ECANCELED /
  * -ETIMEDOUT (the caller is already cancelled), -EPERM outside a task,
- * -EINVAL (fn NULL), -ENOMEM, -ESHUTDOWN, -EAGAIN (no pool thread exists and
- * none can be created). In a child after fork() (cio_loop_fork), a call
- * that was waiting at the fork returns -ECANCELED: fn does not run in the
+ * -EINVAL (fn NULL), -ENOMEM, -ESHUTDOWN (the default pool was shut down:
+ * cio_shutdown_default_executor, cio_loop_shutdown), -EAGAIN (no pool
+ * thread exists and none can be created). Once fn is queued, only the
+ * caller's own cancellation keeps it from running: shutting the default
+ * pool down while the loop runs (cio_shutdown_default_executor,
+ * cio_loop_shutdown) runs the queued jobs. In a child after fork()
+ * (cio_loop_fork), a call that was waiting at the fork returns
+ * -ECANCELED: fn does not run in the
  * child (in the parent, the call completes normally).
  */
 CIO_EXTERN int cio_to_thread(cio_task_fn fn, void *arg, void **result);
@@ -1055,9 +1067,18 @@ CIO_EXTERN int cio_to_thread(cio_task_fn fn, void *arg, void **result);
 /* Running (asyncio.run and Runner)                                          */
 /* ------------------------------------------------------------------------ */
 
+/* What Ctrl-C (SIGINT) does to a run: the sigint field of cio_run_opts_t. */
+typedef enum cio_sigint_mode {
+    CIO_SIGINT_RAISE = 0, /* cancel the main task; cio_run then re-raises
+                             SIGINT (the default, as asyncio.run) */
+    CIO_SIGINT_EINTR = 1, /* cancel the main task; cio_run returns -EINTR */
+    CIO_SIGINT_OFF = 2    /* install no SIGINT handler at all */
+} cio_sigint_mode_t;
+
 /* Options of cio_run_ex and cio_runner_new. Zero-initialise. */
 typedef struct cio_run_opts {
     bool debug;           /* debug mode (also CIO_DEBUG=1) */
+    uint8_t sigint;       /* a cio_sigint_mode_t (see cio_run); above 2: -EINVAL */
     const char *name;     /* name of the main task (default "main") */
     size_t stack_size;    /* stack of the main task (0 = default) */
     void *reserved_[2];   /* must be zero (room for later options) */
@@ -1068,12 +1089,30 @@ typedef struct cio_run_opts {
  * it finishes, cancels the tasks left over and waits for them, shuts the
  * thread pool down, and closes and frees the loop. Returns the main task's
  * status; stores its result in *result when result is not NULL. Errors of
- * the call itself: -EINVAL (fn NULL, opts->reserved_ not zero), -EBUSY (a
- * loop already runs in this thread), -ENOMEM, the loop-creation errors of
- * cio_loop_new, -EINTR (the main task stopped the loop with cio_loop_stop).
+ * the call itself: -EINVAL (fn NULL, opts->reserved_ not zero, opts->sigint
+ * above 2), -EBUSY (a loop already runs in this thread), -ENOMEM, the
+ * loop-creation errors of cio_loop_new, -EINTR (the main task stopped the
+ * loop with cio_loop_stop; or Ctrl-C with CIO_SIGINT_EINTR, below).
  * A future or task of the loop still referenced when the run ends (a
  * missing cio_future_release) keeps the loop from being freed: it leaks
  * (debug mode reports it).
+ *
+ * Ctrl-C, as asyncio.run: when called on the process's main thread while
+ * SIGINT has its default disposition (not ignored, no handler), cio_run
+ * handles SIGINT while the main task runs (opts->sigint = CIO_SIGINT_OFF:
+ * it does not). The first SIGINT cancels the main task, which sees
+ * -ECANCELED at its await points and may clean up. If it then ends with
+ * -ECANCELED, the run counts as interrupted: SIGINT's previous disposition
+ * is already back, the tasks left over are cancelled and waited for, the
+ * pool and the loop are closed as usual, and then cio_run re-raises SIGINT
+ * with its default action, so the process ends killed by SIGINT (shell
+ * status 130), as Python ends on an uncaught KeyboardInterrupt; with
+ * CIO_SIGINT_EINTR it returns -EINTR instead. A main task that handles the
+ * cancellation and returns another status ends the run normally. A second
+ * SIGINT while the main task is still cleaning up, or one after it has
+ * finished, ends the process at once (default action). The handler is
+ * installed only while the main task runs; cio_signal_add(SIGINT) from a
+ * task replaces it, as loop.add_signal_handler replaces asyncio's.
  */
 CIO_EXTERN int cio_run(cio_task_fn fn, void *arg);
 CIO_EXTERN int cio_run_ex(cio_task_fn fn, void *arg, void **result,
@@ -1085,7 +1124,8 @@ typedef struct cio_runner cio_runner_t;
 /*
  * Creates a runner and its loop and stores it in *out (NULL on failure); the
  * caller frees it with cio_runner_close(). Returns 0, -EINVAL (out NULL,
- * opts->reserved_ not zero), -ENOMEM, the errors of cio_loop_new.
+ * opts->reserved_ not zero, opts->sigint above 2), -ENOMEM, the errors of
+ * cio_loop_new.
  */
 CIO_EXTERN int cio_runner_new(cio_runner_t **out, const cio_run_opts_t *opts);
 
@@ -1095,7 +1135,16 @@ CIO_EXTERN int cio_runner_new(cio_runner_t **out, const cio_run_opts_t *opts);
  * itself: -EINVAL (r or fn NULL), -EBUSY (a loop already runs in this
  * thread), -ENOMEM (the task or its done callback), -ESHUTDOWN (the loop was
  * closed by a cio_runner_close that returned -EBUSY), -EINTR (a task
- * stopped the loop before fn finished; fn's task runs on at the next run).
+ * stopped the loop before fn finished; fn's task runs on at the next run;
+ * or Ctrl-C: fn's task, cancelled by SIGINT, ended with -ECANCELED).
+ *
+ * Ctrl-C, as asyncio.Runner.run: each run installs the SIGINT handler
+ * cio_run describes (main thread, SIGINT at its default, opts->sigint not
+ * CIO_SIGINT_OFF) and restores the previous disposition when it ends. The
+ * first SIGINT cancels fn's task; a second one ends the process. Where
+ * Runner.run raises KeyboardInterrupt, cio_runner_run returns -EINTR, with
+ * CIO_SIGINT_RAISE as with CIO_SIGINT_EINTR (the runner is the caller's to
+ * close; to end as Python does, close it, then raise(SIGINT)).
  */
 CIO_EXTERN int cio_runner_run(cio_runner_t *r, cio_task_fn fn, void *arg, void **result);
 
@@ -2267,6 +2316,772 @@ CIO_EXTERN int cio_multi_wait(cio_multi_t *m);
  * freeing (for a signal thread while main is in cio_multi_wait, which then
  * returns). Any thread, any number of times. Returns 0, -EINVAL for NULL. */
 CIO_EXTERN int cio_multi_cancel(cio_multi_t *m);
+
+/* ------------------------------------------------------------------------ */
+/* Threads: run_coroutine_threadsafe and the default executor               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A thread-safe future (concurrent.futures.Future): the outcome of a task
+ * submitted to a loop from another thread. Every cio_cfuture_* call may be
+ * made from any thread that holds a reference to the cfuture. Reference
+ * counted between its holders and the loop: the submitter gets one, may
+ * hand more to other threads or tasks with cio_cfuture_ref(), and each
+ * holder releases its own with cio_cfuture_release() whenever it likes
+ * (before completion too); the memory goes with the last reference. A
+ * cfuture must not be used after its holder released it, even by another
+ * thread still waiting: give that thread a reference of its own.
+ * A loop runs on the thread that created it: "the loop's thread" below.
+ */
+typedef struct cio_cfuture cio_cfuture_t;
+
+/*
+ * asyncio.run_coroutine_threadsafe, from any thread (the loop's own
+ * included): spawns fn(arg, &result) as a task of loop at its next
+ * iteration and stores in *out a cfuture of its outcome (a reference the
+ * caller releases; NULL on failure). Returns 0, -EINVAL (out, loop or fn
+ * NULL), -ENOMEM, -ESHUTDOWN (loop closed; nothing was submitted). arg must
+ * stay valid until the cfuture is done. The task is an ordinary task of
+ * loop: cio_loop_shutdown cancels it. The cfuture ends without fn having
+ * run (arg is still the caller's) with -ENOMEM when the task cannot be
+ * spawned (out of memory in the loop), and with -ESHUTDOWN when the
+ * submission reaches the loop once cio_loop_shutdown has begun on it (so
+ * that submissions cannot keep the shutdown going) or once the loop no
+ * longer runs before its close (a submission still queued at the close,
+ * even on a loop that never ran, or made by a default-pool job the close
+ * waits for). The loop must stay allocated (not cio_loop_free'd) until
+ * the cfuture is done or the call has failed.
+ */
+CIO_EXTERN int cio_run_coroutine_threadsafe(cio_cfuture_t **out, cio_loop_t *loop,
+                                            cio_task_fn fn, void *arg);
+
+/*
+ * Waits until cf is done, at most timeout seconds (INFINITY: no limit; 0
+ * or less: only looks), and returns the task's status (0 or the negative
+ * code its body returned; -ECANCELED if it was cancelled), storing its
+ * result in *result when result is not NULL (NULL otherwise).
+ *  - In a task (of any loop, the target's too) it is an await point that
+ *    parks only that task: the loop runs on meanwhile. The waiting task's
+ *    cancellation or an enclosing deadline returns -ECANCELED / -ETIMEDOUT
+ *    (-ENOMEM when that deadline's timer cannot be armed) and does NOT
+ *    cancel the remote task (unlike asyncio's wrap_future: a cfuture may
+ *    have other waiters); call cio_cfuture_cancel for that. As at every
+ *    await point, a task already cancelled gets -ECANCELED at once, even
+ *    when cf is done.
+ *  - Anywhere else (a plain thread, a thread-pool job, a callback of
+ *    another loop, which is then blocked) it blocks the calling thread.
+ * Errors of the call itself: -EINVAL (cf NULL, timeout NaN), -ETIMEDOUT
+ * (the timeout passed first; cf is not done), -EDEADLK (called on the
+ * target loop's thread other than from a task of that loop, where waiting
+ * would keep the loop from ever running the task; returned only while cf
+ * is not done and timeout > 0), and in a task the codes above.
+ * cio_cfuture_done tells a -ETIMEDOUT or -ECANCELED of the call from the
+ * task's own. Any number of threads and tasks may wait for one cfuture,
+ * each holding a reference (cio_cfuture_ref) until its wait has returned.
+ */
+CIO_EXTERN int cio_cfuture_wait(cio_cfuture_t *cf, double timeout, void **result);
+
+/*
+ * Requests cancellation of the task (cio_task_cancel on the loop's thread,
+ * from any thread). The cfuture is done when the task has ended (its body
+ * may clean up first), usually with -ECANCELED; a cancel before the task
+ * started still runs its body with every await point failing (as for any
+ * task cancelled before it starts), so that it can free what arg owns.
+ * Returns 1 if requested (or already requested), 0 if cf is already done,
+ * -EINVAL for NULL.
+ */
+CIO_EXTERN int cio_cfuture_cancel(cio_cfuture_t *cf);
+
+/* True once the task has ended (and its outcome is in cf). False for NULL. */
+CIO_EXTERN bool cio_cfuture_done(const cio_cfuture_t *cf);
+
+/* Drops one reference (see cio_cfuture_t). NULL is a no-op. */
+CIO_EXTERN void cio_cfuture_release(cio_cfuture_t *cf);
+
+/*
+ * Adds a reference to cf, from any thread, and returns cf (NULL for NULL).
+ * The caller must hold a reference itself for the duration of the call;
+ * the new one is handed to another holder (a thread or task that will
+ * wait for cf, cancel it or look at it), which drops it with
+ * cio_cfuture_release() when done. Cannot fail.
+ */
+CIO_EXTERN cio_cfuture_t *cio_cfuture_ref(cio_cfuture_t *cf);
+
+/*
+ * asyncio's loop.set_default_executor: makes ex (from cio_executor_new,
+ * sized as wanted) the pool that cio_to_thread and cio_run_in_executor with
+ * a NULL executor use on loop. Loop thread only. Ownership of ex passes to
+ * the loop, which shuts it down at cio_loop_shutdown / close (waiting for
+ * its jobs); the caller must not shut it down or hand it to another loop.
+ * A default pool already there (set before, or created by use) is shut
+ * down, its idle threads joined. Returns 0; -EINVAL (loop or ex NULL, or ex
+ * already the default), -ESHUTDOWN (loop closed, or its default pool shut
+ * down by cio_shutdown_default_executor or cio_loop_shutdown), -EBUSY (the
+ * current default pool has jobs queued or running), -ENOSPC (no room for
+ * the pool's loop hooks); ex stays the caller's on failure.
+ */
+CIO_EXTERN int cio_loop_set_default_executor(cio_loop_t *loop, cio_executor_t *ex);
+
+/*
+ * Await point (asyncio's loop.shutdown_default_executor): shuts the running
+ * loop's default pool down and waits, without blocking the loop, until the
+ * jobs on it have finished (their results delivered) and its threads have
+ * ended. As executor.shutdown(wait=True), jobs still queued are run, not
+ * cancelled: a cio_to_thread waiting for one returns what fn returned. From
+ * then on cio_to_thread and cio_run_in_executor with a NULL executor on
+ * this loop return -ESHUTDOWN, for good (as asyncio's run_in_executor
+ * raises once shutdown_default_executor was called). Returns 0; -ETIMEDOUT
+ * when timeout seconds (INFINITY: no limit) pass first, -ECANCELED /
+ * -ETIMEDOUT when the task or an enclosing scope is cancelled or expires:
+ * the pool stays shut down and its jobs finish later (cio_loop_shutdown
+ * waits for them, queued ones included; a close without it cancels the
+ * queued ones and waits for the running ones). Also -EPERM outside a task,
+ * -EINVAL (timeout NaN). A task already cancelled returns at once and
+ * shuts nothing down. Calling it again waits again (0 at once when
+ * nothing runs).
+ */
+CIO_EXTERN int cio_shutdown_default_executor(double timeout);
+
+/* ------------------------------------------------------------------------ */
+/* Signals (add_signal_handler)                                             */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Unix signals as loop events, as asyncio's loop.add_signal_handler: the
+ * callback is an ordinary callback run by the loop from its ready list,
+ * never inside the signal handler, so it may call anything a callback may
+ * (spawn, cancel, stop the loop).
+ *
+ * - Delivery: a signal may arrive on any thread (no thread needs to block
+ *   it). Every loop that handles it, in any thread, gets it, and one
+ *   delivery runs each such loop's callback exactly once, also when it
+ *   arrives while the loop is busy (a task computing): the callback runs
+ *   when the loop gets control back. The kernel merges deliveries of a
+ *   standard signal that arrive while it is already pending; real-time
+ *   signals (SIGRTMIN..SIGRTMAX) are queued and each one counts.
+ * - Dispositions: while at least one loop handles a signal (or a task
+ *   waits for it), its disposition is cio's handler (sigaction, SA_RESTART).
+ *   When the last handler is removed, or its loop closed, the disposition
+ *   that was in place when the first was added is restored exactly
+ *   (handler, mask and flags). As in asyncio, the previous handler is not
+ *   called meanwhile.
+ * - Loop close removes the loop's handlers.
+ * - fork(): the child inherits the handlers of every loop (dispositions
+ *   belong to the process) with no delivery pending; each loop's wake-up
+ *   descriptor is replaced at the fork by one of the child's own, so the
+ *   parent and the child never see each other's signals. Deliveries to the
+ *   child are counted on its copy of the loop and their callbacks run once
+ *   it calls cio_loop_fork(loop) and runs the loop. A child that will not
+ *   use a loop that has handlers closes it or execs (exec resets caught
+ *   signals to their default).
+ * - Cost: a loop with handlers watches one more descriptor (an eventfd).
+ *   On epoll, a loop that watches any descriptor besides its own wake-up
+ *   polls on every iteration that has callbacks ready (a zero-timeout
+ *   epoll_wait), so a handler makes pure task switching slower (27 -> 82 ns
+ *   per switch in a two-task yield ping-pong; io_uring: 27 -> 29 ns). A
+ *   loop without handlers pays nothing: the state is freed with the last
+ *   one, and cio_run's own SIGINT handling uses no descriptor (3
+ *   instructions per loop iteration).
+ * - Threads: these calls are for the loop's own thread (or, for a loop that
+ *   is not running, the thread that owns it).
+ */
+
+/*
+ * Runs cb(arg) on loop (NULL: the running loop) each time signo is
+ * delivered to the process, until cio_signal_remove or the loop's close.
+ * One handler per signal per loop: adding again replaces cb and arg
+ * (deliveries not yet run go to the new one). Not an await point. Returns
+ * 0, -EINVAL (cb NULL, or signo not a signal a loop can handle: not 1..64,
+ * SIGKILL, SIGSTOP, the signals the C library reserves below SIGRTMIN, and
+ * the synchronous faults SIGSEGV, SIGBUS, SIGFPE, SIGILL, which would
+ * re-fault forever when deferred), -EPERM (loop NULL and no loop runs in
+ * this thread), -ESHUTDOWN (loop closed), -ENOMEM, -EMFILE or -ENFILE (no
+ * descriptor for the loop's wake-up eventfd), -ENOSPC (the loop's table of
+ * layer hooks, or the kernel's epoll watch limit, is full). On failure
+ * nothing is installed: the disposition and an earlier handler are
+ * unchanged.
+ */
+CIO_EXTERN int cio_signal_add(cio_loop_t *loop, int signo, cio_callback_fn cb, void *arg);
+
+/*
+ * Removes loop's handler for signo (NULL: the running loop), as
+ * loop.remove_signal_handler: returns 1 when one was removed, 0 when there
+ * was none (also on a closed loop), -EINVAL (signo as for cio_signal_add),
+ * -EPERM (loop NULL and no loop runs in this thread). Its deliveries not
+ * yet run are dropped. When no loop handles signo any more and no task
+ * waits for it, its previous disposition is restored. Not an await point.
+ */
+CIO_EXTERN int cio_signal_remove(cio_loop_t *loop, int signo);
+
+/*
+ * Await point: waits for the next delivery of signo to the process and
+ * returns 0. Every task waiting for signo (on any loop) wakes, and each
+ * loop's callback for it, if any, runs too. While a task waits, signo is
+ * caught even when its loop has no handler for it; a delivery while no
+ * task waits is not remembered for a later wait, and when the loop has no
+ * handler either, such a delivery takes signo's previous disposition (the
+ * default action of SIGTERM ends the process): add a handler to catch every
+ * delivery. Cancellable, and subject to enclosing deadlines and scopes.
+ * Returns 0, -ECANCELED, -ETIMEDOUT, -EPERM (not in a task), -EINVAL (signo
+ * as for cio_signal_add), -ENOMEM, -EMFILE, -ENFILE, -ENOSPC (as for
+ * cio_signal_add). Nothing stays installed after an error.
+ */
+CIO_EXTERN int cio_signal_wait(int signo);
+
+/* ------------------------------------------------------------------------ */
+/* Subprocesses (create_subprocess_exec / _shell)                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A child process started by cio_process_exec or cio_process_shell on the
+ * running loop. It is spawned with posix_spawn (vfork-style: no copy of the
+ * parent's memory), every descriptor of cio close-on-exec, the signal mask
+ * empty and every signal's disposition back to the default in the child.
+ * The loop reaps it through a pidfd: no SIGCHLD handler is installed, and
+ * no zombie is left, even when the object is freed before the child exits
+ * (the loop then reaps it; at the loop's close a background thread does).
+ */
+typedef struct cio_process cio_process_t;
+
+/* Where a child's standard stream goes (cio_process_opts_t). */
+enum {
+    CIO_PROC_INHERIT = 0, /* the parent's (the default) */
+    CIO_PROC_PIPE,        /* a pipe whose other end is a cio_stream_t of the parent */
+    CIO_PROC_DEVNULL,     /* /dev/null */
+    CIO_PROC_STDOUT,      /* stderr only: wherever stdout goes (asyncio STDOUT) */
+    CIO_PROC_FD           /* the caller's fd (stdin_fd ...), which the caller keeps */
+};
+
+/* A new session (setsid) or process group for the child; one or the other:
+ * a session leader already leads a group of its own, so both together are
+ * -EINVAL. */
+#define CIO_PROC_NEW_SESSION 1u
+#define CIO_PROC_NEW_PGROUP 2u
+
+/* Options of a child. Zero-initialise: everything inherited. */
+typedef struct cio_process_opts {
+    int stdin_mode, stdout_mode, stderr_mode; /* CIO_PROC_* */
+    int stdin_fd, stdout_fd, stderr_fd;       /* with CIO_PROC_FD */
+    const char *cwd;          /* working directory (NULL: the parent's) */
+    char *const *env;         /* "NAME=value" strings, NULL-terminated (NULL: environ) */
+    unsigned flags;           /* CIO_PROC_NEW_SESSION, CIO_PROC_NEW_PGROUP */
+    const cio_stream_opts_t *stream; /* limits of the pipe streams (NULL: defaults) */
+    void *reserved_[2];       /* must be zero */
+} cio_process_opts_t;
+
+/*
+ * Starts `file` with arguments argv (NULL-terminated, argv[0] included; NULL
+ * gives {file, NULL}) on the running loop (asyncio create_subprocess_exec).
+ * A file without '/' is searched in the PATH of this process's environment,
+ * as execvp does. Not an await point: the child runs when this returns.
+ * opts may be NULL. Returns 0 with the object in *out (the caller frees it
+ * with cio_process_free), or -EINVAL (out or file NULL, a mode out of range,
+ * CIO_PROC_STDOUT for stdin or stdout, a negative fd with CIO_PROC_FD,
+ * unknown flags, both CIO_PROC_NEW_SESSION and CIO_PROC_NEW_PGROUP,
+ * reserved_ not zero, stream options not valid), -EBADF (a CIO_PROC_FD
+ * descriptor that is not open), -EPERM (no
+ * running loop), -ENOMEM, -EMFILE / -ENFILE (no descriptor for a pipe or the
+ * pidfd), or the exec's error: -ENOENT (no such program, or cwd missing),
+ * -EACCES, -ENOEXEC, -E2BIG, -ENOTDIR..., -EAGAIN (no process could be
+ * made), -ENOSPC (the loop's table of layer hooks is full). Nothing is left
+ * behind on failure: no descriptor, and no child (one whose pidfd could not
+ * be had is killed and reaped before returning). The descriptors of the
+ * caller's CIO_PROC_FD are dup'ed, never closed.
+ */
+CIO_EXTERN int cio_process_exec(cio_process_t **out, const char *file, char *const argv[],
+                                const cio_process_opts_t *opts);
+
+/* As cio_process_exec for `/bin/sh -c cmd` (asyncio create_subprocess_shell):
+ * the same returns; -EINVAL for cmd NULL. */
+CIO_EXTERN int cio_process_shell(cio_process_t **out, const char *cmd,
+                                 const cio_process_opts_t *opts);
+
+/*
+ * The parent's end of a child's stdin, stdout or stderr, for CIO_PROC_PIPE
+ * (NULL otherwise, and for NULL). Borrowed: the process owns it and
+ * cio_process_free releases it. The stdin stream only writes (its reads
+ * return 0), the others only read (writes return -EBADF). To give the child
+ * EOF on its stdin, call cio_stream_write_eof (the pipe is closed once what
+ * is queued was written) or cio_stream_close; cio_stream_close and
+ * cio_stream_abort close a pipe but never free it, so the pointer stays
+ * valid until cio_process_free.
+ */
+CIO_EXTERN cio_stream_t *cio_process_stdin(cio_process_t *p);
+CIO_EXTERN cio_stream_t *cio_process_stdout(cio_process_t *p);
+CIO_EXTERN cio_stream_t *cio_process_stderr(cio_process_t *p);
+
+/* The child's process id (it stays valid until cio_process_free, even once
+ * reaped, but then names no process of ours); -EINVAL for NULL. */
+CIO_EXTERN int cio_process_pid(const cio_process_t *p);
+
+/*
+ * Once the child has exited and been reaped: 0 with *code its return code
+ * (the exit status 0..255, or minus the signal number that killed it, as in
+ * Python). -EAGAIN while it runs (asyncio's None), -EINVAL (NULL argument),
+ * -ECHILD (its status is not ours to know: after fork, when its loop closed
+ * before it exited, or when something else reaped it: SIGCHLD set to
+ * SIG_IGN, or a waitpid(-1) of the application).
+ */
+CIO_EXTERN int cio_process_returncode(const cio_process_t *p, int *code);
+
+/*
+ * Await point: waits for the child to exit (asyncio Process.wait). Returns
+ * 0 with *code (may be NULL) as cio_process_returncode, or -ECANCELED /
+ * -ETIMEDOUT (the child goes on running and stays tracked: a later wait
+ * gets it), -ECHILD as above, -EPERM outside a task, -EINVAL for NULL,
+ * -ESHUTDOWN when p is freed by another task while this one is inside
+ * (also when the child's exit woke both and the other task, resuming first,
+ * freed p). It does not read the pipes: a child that fills one blocks; use
+ * cio_process_communicate.
+ */
+CIO_EXTERN int cio_process_wait(cio_process_t *p, int *code);
+
+/*
+ * Await point (asyncio Process.communicate): writes len bytes of input
+ * (may be NULL with len 0) to the child's stdin and closes it, while
+ * reading stdout and stderr to their end at the same time (so it never
+ * deadlocks, however much the child writes on either), then waits for the
+ * child to exit. *out / *err (may be NULL: the output is read and dropped)
+ * receive what the child wrote on stdout / stderr in buffers from cio's
+ * allocator (NUL-terminated; free() them, or with the function given to
+ * cio_replace_allocator; NULL for a stream that is not a pipe or wrote
+ * nothing), their lengths in *out_len / *err_len (may be NULL). A child
+ * that exits without reading all its input is not an error (EPIPE is
+ * ignored, as in asyncio). The input goes in slices that never exceed what
+ * the stdin stream's write_limit admits, so small stream options work too.
+ *
+ * Before it writes or reads anything, it checks that it can run: -EBUSY
+ * (another task is inside communicate on p, or is reading its stdout or
+ * stderr), -ESHUTDOWN (the stdout or stderr pipe was closed, or stdin was
+ * closed and input is given), -ECANCELED (entered cancelled); nothing is
+ * written or consumed then. Once running it returns 0 (the return code from
+ * cio_process_returncode), or -ECANCELED / -ETIMEDOUT (output read so far is
+ * dropped; stdin keeps what was queued and stays open; the child runs on),
+ * -ESHUTDOWN (p freed, or one of its pipes closed or aborted, by another
+ * task meanwhile), -ENOMEM, or a pipe's error (-EIO ...); a failure of the
+ * stdin writer other than EPIPE aborts stdin (the child sees EOF) and is
+ * returned at once, without reading the outputs to their end. Also -EINVAL
+ * (p NULL, input NULL with len, input given but stdin is not a pipe),
+ * -EPERM outside a task, -ECHILD as above. On every failure *out and *err
+ * are NULL.
+ */
+CIO_EXTERN int cio_process_communicate(cio_process_t *p, const void *input, size_t len,
+                                       char **out, size_t *out_len, char **err,
+                                       size_t *err_len);
+
+/*
+ * Sends signal sig to the child through its pidfd (no race with a reused
+ * pid). Once the child was reaped it does nothing and returns 0 (asyncio
+ * too ignores it then). After the loop's close, a child still running (its
+ * return code -ECHILD) is still signalled through a pidfd the object keeps,
+ * until the background thread reaps it; on kernels without pidfd_open it
+ * is not (the pid may be reused once that thread reaped it): 0, nothing
+ * sent. Returns 0, -EINVAL (NULL, sig out of range), or the kernel's error
+ * (-EPERM). terminate sends SIGTERM, kill SIGKILL.
+ */
+CIO_EXTERN int cio_process_send_signal(cio_process_t *p, int sig);
+CIO_EXTERN int cio_process_terminate(cio_process_t *p);
+CIO_EXTERN int cio_process_kill(cio_process_t *p);
+
+/*
+ * Releases p and its pipe streams (aborted: what is queued for stdin is
+ * dropped). It never kills the child: one still running is reaped by the
+ * loop when it exits (or, after the loop's close, by a background thread),
+ * so it never becomes a lasting zombie. Other tasks may be inside
+ * cio_process_wait or cio_process_communicate on p, or in calls on its
+ * streams: they return -ESHUTDOWN, and p and its streams are released when
+ * the last of them leaves (the caller must not use p after this call).
+ * NULL: no-op. Works after the loop's close too.
+ */
+CIO_EXTERN void cio_process_free(cio_process_t *p);
+
+/* ------------------------------------------------------------------------ */
+/* Process pool (ProcessPoolExecutor)                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A pool of worker processes for CPU-bound work (concurrent.futures.
+ * ProcessPoolExecutor, multiprocessing.Pool with the fork start method).
+ * The workers are fork()ed from the program when the pool is made (no exec),
+ * so a job names a plain function of the program; it runs there on a bytes
+ * argument and returns bytes.
+ *
+ * A worker runs nothing but a small blocking loop: read a job from its
+ * channel, call fn, send the result back. It never touches a loop, a task or
+ * a thread of the parent. Fork safety is as with multiprocessing's fork
+ * start method: fn (and what it calls) must not rely on locks held or
+ * threads running in the parent at the moment the worker was forked (a
+ * thread-pool job's mutex, another thread's stdio lock); memory the program
+ * had then is there as a copy. A worker keeps only stdin, stdout and stderr
+ * and its channel: every other descriptor is closed right after the fork, so
+ * a worker never holds the parent's sockets, pipes or the other workers'
+ * channels open. It starts with no signal blocked and every handled signal
+ * back to its default action, runs fn on a stack of its own of 8 MiB, and
+ * dies with its parent (PR_SET_PDEATHSIG and the end of its channel). What
+ * fn prints to stdout through stdio is flushed when the worker exits.
+ *
+ * fn returns a negative errno code for an error (passed to the caller as
+ * is), or >= 0 with its result in *out and *outlen: *out must come from the C
+ * library's malloc (the worker frees it after sending), or be NULL with
+ * *outlen 0. `in` is valid only during the call and read-only.
+ *
+ * Payloads up to 64 KiB travel inline over a SOCK_SEQPACKET socketpair;
+ * larger ones are put in a memfd (one copy) that is passed along with
+ * SCM_RIGHTS and mapped on the other side, so 64 MiB arguments and results
+ * move with one copy each way, never through small pipe writes.
+ *
+ * The pool belongs to one loop and is driven by it on both backends (fd
+ * readiness of the channels and of each worker's pidfd); every call is made
+ * from that loop's thread. No task is created: cio_loop_shutdown does not
+ * touch the pool, and cio_dump_tasks shows a task waiting for a job as
+ * waiting on a "process job".
+ *
+ * A worker that dies (a crash, SIGKILL, exit called by fn) fails the job it
+ * was running with -EPIPE (debug mode says which signal or status) and is
+ * reaped and replaced by a new one: the pool never hangs on a dead worker
+ * (a job sent ahead to it had not started: it goes to another worker). A
+ * live worker stuck in fn looks like a slow job: bound the wait with a
+ * deadline (cio_wait_for, a scope), which cancels the job. Every worker is
+ * reaped by the pool itself through its pidfd (no SIGCHLD handler, no
+ * waitpid(-1)); a program that reaps every child itself (SIGCHLD set to
+ * SIG_IGN, waitpid(-1)) does not disturb it.
+ *
+ * After fork() (cio_loop_fork): the workers belong to the parent. In the
+ * child, cio_loop_fork makes the copy of every pool of that loop unusable:
+ * its channels and pidfds are closed there (the workers are neither signalled
+ * nor waited for), every job queued or running at the fork ends with -ECHILD
+ * in the child (the parent's jobs go on normally), submit/run/map return
+ * -ECHILD, shutdown returns 0 at once and free frees the copy. In a child
+ * that has not called cio_loop_fork (which may only exec or _exit), submit,
+ * run, map and shutdown return -ECHILD and free does nothing.
+ */
+typedef struct cio_process_pool cio_process_pool_t;
+
+/* The function a job runs in a worker (see above). */
+typedef int (*cio_pool_fn)(const void *in, size_t len, void **out, size_t *outlen);
+
+/*
+ * The result of a job: len bytes at data (data is not NULL, also for 0
+ * bytes; aligned for any type; writable). A job's future owns its result:
+ * what cio_await or cio_future_result hand out stays valid until the last
+ * reference to the future is released, which frees it. To keep it longer,
+ * take it with cio_process_pool_take, and free it with cio_pool_bytes_free.
+ * cio_process_pool_run and cio_process_pool_map hand over results taken.
+ */
+typedef struct cio_pool_bytes {
+    void *data;
+    size_t len;
+} cio_pool_bytes_t;
+
+/* Frees a job result (a large one is unmapped). NULL is a no-op. */
+CIO_EXTERN void cio_pool_bytes_free(cio_pool_bytes_t *b);
+
+/*
+ * Takes the result out of a done job future: the caller owns it from now on
+ * (cio_pool_bytes_free), and the future's result becomes NULL. Returns NULL
+ * when there is nothing to take: f NULL, not a process pool job's future,
+ * not done, failed, or taken already. Not an await point.
+ */
+CIO_EXTERN cio_pool_bytes_t *cio_process_pool_take(cio_future_t *f);
+
+/* Options of cio_process_pool_new. Zero-initialise. */
+typedef struct cio_process_pool_opts {
+    unsigned workers;    /* worker processes; 0 = the online CPUs */
+    /* false (default): a busy worker is sent its next job ahead (only when
+     * no worker is idle), so it never waits for the round trip between two
+     * jobs; a job may then wait behind a long one while another worker
+     * frees up. true: one job per worker at a time (best for long jobs of
+     * uneven length). */
+    bool one_at_a_time;
+    void *reserved_[4];  /* must be zero */
+} cio_process_pool_opts_t;
+
+/*
+ * Creates a pool on `loop` (NULL = the running loop) and forks its workers
+ * now (opts NULL = defaults). Stores it in *out (NULL on failure). Returns 0,
+ * -EINVAL (out NULL, reserved fields not zero, more than 1024 workers),
+ * -EPERM (loop NULL and no loop runs), -ESHUTDOWN (loop closed), -ENOMEM,
+ * or the error of socketpair, fork or pidfd_open (-EAGAIN, -EMFILE,
+ * -ENOSYS before Linux 5.3, ...): then no worker is left behind. Not an
+ * await point. The caller ends it with cio_process_pool_shutdown and frees
+ * it with cio_process_pool_free.
+ */
+CIO_EXTERN int cio_process_pool_new(cio_process_pool_t **out, cio_loop_t *loop,
+                                    const cio_process_pool_opts_t *opts);
+
+/*
+ * Submits fn(in, len) (Executor.submit) and stores a future of its outcome
+ * in *out (a new reference, NULL on failure; the caller releases it). The
+ * argument is copied before the call returns (into a memfd above 64 KiB),
+ * so `in` may be reused at once. The future's status is fn's return value
+ * (>= 0, or its negative code), -EPIPE if the worker died running it,
+ * -ENOMEM if its result could not be received, -ECANCELED if cancelled or
+ * cut by the loop's close; its result is a cio_pool_bytes_t * on success,
+ * NULL otherwise. Cancelling the future (cio_future_cancel, or a cancelled
+ * cio_await) ends it at once with -ECANCELED: a job not yet sent to a worker
+ * is dropped, a job already sent runs to its end in the worker and its
+ * result is discarded. Jobs are sent in submission order, to idle workers
+ * first (and one ahead to busy ones, see one_at_a_time). A job sent ahead
+ * to a worker that dies never started: it goes to another worker. Not an
+ * await point. Returns 0, -EINVAL (out, pool or fn NULL, in NULL with
+ * len > 0), -ESHUTDOWN (after cio_process_pool_shutdown, or its loop
+ * closed), -ECHILD (in a child after fork), -ENOMEM, or the error of
+ * memfd_create/write for a large argument (-EMFILE, -ENOSPC, ...).
+ */
+CIO_EXTERN int cio_process_pool_submit(cio_future_t **out, cio_process_pool_t *pool,
+                                       cio_pool_fn fn, const void *in, size_t len);
+
+/*
+ * Await point: submits fn(in, len) and waits for it. Returns fn's status
+ * (>= 0) with the result in *out (the caller frees it with
+ * cio_pool_bytes_free), or a negative code with *out NULL: the codes of
+ * cio_process_pool_submit and of its future (above), -EPERM outside a task,
+ * -ECANCELED / -ETIMEDOUT when the caller is cancelled or its deadline
+ * passes (the job is cancelled as above: the caller does not wait for a
+ * running job), -ENOMEM (a deadline timer). out may be NULL (the result is
+ * discarded).
+ */
+CIO_EXTERN int cio_process_pool_run(cio_process_pool_t *pool, cio_pool_fn fn, const void *in,
+                                    size_t len, cio_pool_bytes_t **out);
+
+/*
+ * Await point (Executor.map): runs fn on each of the n arguments in[i]
+ * (iov_base, iov_len), all submitted at once, and stores the result of
+ * in[i] in out[i], in order. Returns 0, or the error of the first failing
+ * argument in order (as cio_process_pool_run), or -EINVAL (in or out NULL
+ * with n > 0), -EPERM outside a task, -ENOMEM (the array of futures); on
+ * any error every out[i] is NULL (results already received are freed) and
+ * the jobs still pending are cancelled as above.
+ */
+CIO_EXTERN int cio_process_pool_map(cio_process_pool_t *pool, cio_pool_fn fn,
+                                    const struct iovec *in, size_t n, cio_pool_bytes_t **out);
+
+/*
+ * Stops accepting jobs (Executor.shutdown): later submissions return
+ * -ESHUTDOWN. With cancel_futures, jobs not yet sent to a worker end with
+ * -ECANCELED; otherwise they still run. Each worker is told to exit (its
+ * channel is shut) once nothing is left for it, and reaped: no zombie and
+ * no descriptor remains once the pool has ended. With wait, an await point
+ * that returns when every job has finished and every worker is reaped;
+ * without, it returns at once and the loop finishes the rest. Returns 0,
+ * -EINVAL (NULL), -ECHILD (in a child after fork, before cio_loop_fork),
+ * and with wait: -EPERM outside a task, -ECANCELED / -ETIMEDOUT / -ENOMEM
+ * (as every await point; the pool is shut down all the same and ends in the
+ * background). Calling it again is allowed (and waits again). Closing the
+ * loop ends a pool at once: workers are killed (SIGKILL) and reaped, and
+ * pending jobs end with -ECANCELED.
+ */
+CIO_EXTERN int cio_process_pool_shutdown(cio_process_pool_t *pool, bool wait,
+                                         bool cancel_futures);
+
+/*
+ * Frees the pool: shuts it down first if that was not done (without
+ * waiting, jobs already submitted still run); its memory goes once every
+ * worker is reaped, which the loop (or its close) finishes. The futures of
+ * its jobs stay valid. pool must not be used afterwards. NULL is a no-op.
+ */
+CIO_EXTERN void cio_process_pool_free(cio_process_pool_t *pool);
+
+/* The number of workers the pool keeps (0 for NULL). */
+CIO_EXTERN unsigned cio_process_pool_workers(const cio_process_pool_t *pool);
+
+/* ------------------------------------------------------------------------ */
+/* Files                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Files without blocking the loop (Python's aiofiles, Go's os.File). Every
+ * call that may touch the disk is an await point of the current task
+ * (-EPERM outside one) and takes part in cancellation and deadlines. On
+ * io_uring each is a native operation (openat, read, write, fsync, statx,
+ * close); on epoll, where regular files never wait for readiness, each runs
+ * on a thread of the loop's default pool (cio_to_thread), so the loop keeps
+ * running while the disk works. A FIFO, character device (a terminal) or
+ * socket may wait forever, which a pool thread could not be stopped from
+ * doing: on epoll such a file is opened non-blocking and its reads and
+ * writes wait for readiness on the loop, as a socket's do, so they never
+ * hold a pool thread and are cancelled like any await point.
+ *
+ * Cancel safety, the same on both backends: a call that returns -ECANCELED
+ * or -ETIMEDOUT did nothing. A system call already under way when the task
+ * was cancelled is waited for (a pool thread cannot be interrupted; an
+ * io_uring operation is asked to cancel), and if it completed its result is
+ * returned as a success (bytes read handed over, bytes written counted in
+ * *written, an opened file returned); the next await point then reports the
+ * cancellation. So no byte is read or written without the caller knowing.
+ *
+ * Besides the codes each call lists, every await point here may return
+ * -ENOMEM (the pool job, or the io_uring submission), -EAGAIN (epoll: no
+ * pool thread exists and none can be created), -EBUSY (io_uring: the
+ * kernel takes no more submissions), and the system call's own errors.
+ */
+
+struct stat;
+
+/* An open file. Owned by the caller, ended with cio_file_close. */
+typedef struct cio_file cio_file_t;
+
+/* Bytes handed out by the reader generators; valid until the generator is
+ * resumed again. Not NUL-terminated (lines may hold NUL bytes). */
+typedef struct cio_file_chunk {
+    const char *data;
+    size_t len;
+} cio_file_chunk_t;
+
+/*
+ * Opens path (relative paths from the working directory) with open(2)'s
+ * flags and mode (for O_CREAT), O_CLOEXEC always added, and stores the file
+ * in *out (NULL on failure). Await point. Returns 0, -EINVAL (out or path
+ * NULL), -EPERM outside a task, -ENOMEM, -ECANCELED, -ETIMEDOUT, or open's
+ * errors (-ENOENT, -EACCES, -EISDIR for writing a directory, -EMFILE,
+ * -EEXIST with O_EXCL, ...). The caller ends the file with cio_file_close.
+ * A FIFO opened for writing waits for a reader as open(2) does (on epoll by
+ * retrying on a timer), cancellably; -ENXIO only with O_NONBLOCK. A FIFO
+ * opened for reading waits for a writer on io_uring; on epoll the open
+ * returns at once and the first read waits for a writer instead (data, or
+ * a writer that came and went: then 0).
+ */
+CIO_EXTERN int cio_file_open(cio_file_t **out, const char *path, int flags, mode_t mode);
+
+/*
+ * Reads up to len bytes at the file position, advancing it (one read(2)).
+ * Returns the count (0 at end of file; for a regular file short only at
+ * the end, or when len is above 0x7ffff000, the most one read(2) moves on
+ * Linux: read again for the rest), -EINVAL (f NULL, buf NULL with len),
+ * -EBADF (f closed or being closed, also by a close that stopped this
+ * read, or not open for reading), -EISDIR, -EPERM, -ECANCELED,
+ * -ETIMEDOUT, or read's errors.
+ */
+CIO_EXTERN ssize_t cio_file_read(cio_file_t *f, void *buf, size_t len);
+
+/* As cio_file_read at offset, leaving the position alone (pread). Also
+ * -EINVAL for a negative offset. */
+CIO_EXTERN ssize_t cio_file_pread(cio_file_t *f, void *buf, size_t len, int64_t offset);
+
+/*
+ * Writes all len bytes at the file position (at the end with O_APPEND),
+ * as many write(2) calls as needed (one takes at most 0x7ffff000 bytes, a
+ * pipe less): never a silent short write, whatever len. Returns 0 once
+ * everything is written, else the error (-EBADF, also when a close of f
+ * started meanwhile stops it; -ENOSPC, -EFBIG, -EINVAL, -EIO, -ECANCELED,
+ * -ETIMEDOUT, -EPERM, ...); *written (when not NULL) receives the bytes
+ * written in every case.
+ */
+CIO_EXTERN int cio_file_write(cio_file_t *f, const void *buf, size_t len, size_t *written);
+
+/* As cio_file_write at offset (pwrite; the position is left alone). Also
+ * -EINVAL for a negative offset. */
+CIO_EXTERN int cio_file_pwrite(cio_file_t *f, const void *buf, size_t len, int64_t offset,
+                               size_t *written);
+
+/* fsync(2), or fdatasync(2) with datasync. Await point. Returns 0,
+ * -EINVAL (NULL), -EBADF, -EIO, -ECANCELED, -ETIMEDOUT, -EPERM. */
+CIO_EXTERN int cio_file_fsync(cio_file_t *f, bool datasync);
+
+/* fstat: stores the file's status in *st. Await point. Returns 0, -EINVAL
+ * (f or st NULL), -EBADF, -ECANCELED, -ETIMEDOUT, -EPERM. */
+CIO_EXTERN int cio_file_stat(cio_file_t *f, struct stat *st);
+
+/* stat(2) of a path (symbolic links followed; aiofiles.os.stat). Await
+ * point. Returns 0, -EINVAL (NULL), -ENOENT, -ENOTDIR, -EACCES, -ELOOP,
+ * -ECANCELED, -ETIMEDOUT, -EPERM. */
+CIO_EXTERN int cio_stat(const char *path, struct stat *st);
+
+/* lseek(2): moves the file position; returns the new one, -EINVAL (NULL, a
+ * bad whence or a negative result), -EBADF, -ESPIPE. Not an await point. */
+CIO_EXTERN int64_t cio_file_seek(cio_file_t *f, int64_t offset, int whence);
+
+/* The descriptor (borrowed: cio_file_close closes it); -EINVAL for NULL,
+ * -EBADF once closing. */
+CIO_EXTERN int cio_file_fd(const cio_file_t *f);
+
+/*
+ * Closes the file and frees f: new calls on it are refused (-EBADF) at
+ * once; the calls other tasks are making on it are stopped where they
+ * wait, and waited for; then the descriptor is closed (natively on
+ * io_uring, on the pool on epoll), never while a call may still use it.
+ * Stopped means: on io_uring every call still in the kernel is cancelled
+ * and returns -EBADF (one that completed first keeps its result); on epoll
+ * the reads and writes of a FIFO, terminal or socket waiting for readiness
+ * return -EBADF, and a call on a regular file (a pool thread) runs to its
+ * end and keeps its result. The close is not cancellable: a cancelled task
+ * still closes its file (the cancellation shows at its next await point).
+ * Outside a task (a callback) with no call running the descriptor is
+ * closed at once; with calls running it cannot be waited for, so the close
+ * is deferred: they are stopped as above, cio_file_close returns 0, and
+ * the last of them to return closes the descriptor and frees f (close's
+ * error is then lost). Returns 0, close's error (-EIO: written data may be
+ * lost; the descriptor is closed all the same), or -EBADF for a second
+ * close while the first one waits. f must not be used after the call.
+ * NULL is a no-op (0).
+ */
+CIO_EXTERN int cio_file_close(cio_file_t *f);
+
+#define CIO_FILE_CHUNK_SIZE (64 * 1024) /* chunk size when 0 is given */
+#define CIO_FILE_LINE_MAX (1024 * 1024) /* line limit when 0 is given */
+
+/*
+ * The reader generators (seed 000, section 4.2): async generators that open
+ * path at their first resume and yield a cio_file_chunk_t * at each
+ * cio_gen_next (1), finish with 0 at the end of the file, or fail with the
+ * error of the open or a read (< 0; the file is closed either way). They
+ * must be driven from a task (their reads await; elsewhere they fail with
+ * -EPERM). Free them with cio_gen_free, also to stop early: the file is
+ * closed then. The generator owns a copy of path. These generators (and
+ * the follower) are started at creation, to a first yield that does
+ * nothing, so that freeing one never iterated still frees what it owns;
+ * so they take a stack of the running loop at once and, as every started
+ * generator, must be freed before that loop is closed (free them in the
+ * task that uses them). Creation returns 0,
+ * -EINVAL (out or path NULL, chunk_size above INT32_MAX), -ENOMEM.
+ *
+ * cio_file_chunks: chunks of up to chunk_size bytes (0: 64 KiB).
+ * cio_file_lines: each line with its '\n' (CRLF stays as bytes); the last
+ * line without a newline is yielded too; an empty file yields nothing. A
+ * line longer than max_line bytes, newline included (0: 1 MiB), ends the
+ * generator with -EOVERFLOW: never a silent truncation.
+ */
+CIO_EXTERN int cio_file_chunks(cio_gen_t **out, const char *path, size_t chunk_size);
+CIO_EXTERN int cio_file_lines(cio_gen_t **out, const char *path, size_t max_line);
+
+#define CIO_FOLLOW_FROM_START 1u /* yield the lines already there too */
+#define CIO_FOLLOW_POLL 2u       /* poll on a timer, no inotify */
+
+/* Options of cio_file_follow. Zero-initialise and set what you need. */
+typedef struct cio_follow_opts {
+    unsigned flags;       /* CIO_FOLLOW_* */
+    double poll_interval; /* seconds (0: 1 s): the poll period, or with
+                             inotify the period of a safety-net recheck */
+    size_t max_line;      /* 0: CIO_FILE_LINE_MAX */
+    void *reserved_[2];   /* must be zero */
+} cio_follow_opts_t;
+
+/*
+ * tail -F as an async generator: yields (cio_file_chunk_t *, as the line
+ * reader) each complete line appended to path from now on (from its start
+ * with CIO_FOLLOW_FROM_START), and never finishes by itself. It wakes up on
+ * inotify events (the file modified, moved, deleted; a file of that name
+ * created in its directory), read through the operation layer on both
+ * backends, and rechecks every poll_interval; where inotify is not
+ * available (or with CIO_FOLLOW_POLL) it polls. It survives:
+ *  - truncation (the size falls below what was read): reading restarts at 0;
+ *  - rotation (the name now points to another file, by rename or delete
+ *    and create): the old file is read to its end, then the new one is
+ *    followed from its start;
+ *  - deletion: the old file stays open and the follower waits for the name
+ *    to come back.
+ * At a truncation or a rotation a pending partial line (no newline yet) is
+ * yielded as it is, never dropped. Driven from a task: cancelling the task
+ * makes cio_gen_next return -ECANCELED, and cio_gen_free then frees
+ * everything (file, inotify descriptor, buffers). The first cio_gen_next
+ * fails with the open's error (-ENOENT when path does not exist). A line
+ * longer than max_line ends it with -EOVERFLOW. Creation returns 0, -EINVAL
+ * (out or path NULL, bad flags, negative or NaN interval, an infinite one
+ * with CIO_FOLLOW_POLL, reserved_ not zero), -ENOMEM. An infinite interval
+ * with inotify means no timed recheck (should inotify be unavailable, the
+ * follower then polls every second).
+ */
+CIO_EXTERN int cio_file_follow(cio_gen_t **out, const char *path, const cio_follow_opts_t *opts);
 
 #ifdef __cplusplus
 }

@@ -241,6 +241,19 @@ static unsigned to_events(int res)
     return ev;
 }
 
+/*
+ * A blocking operation that io-wq ran (an open of a FIFO) and that a cancel
+ * interrupted completes with one of the kernel's internal restart codes
+ * (ERESTARTSYS 512, ERESTARTNOINTR 513, ERESTARTNOHAND 514,
+ * ERESTART_RESTARTBLOCK 516), which user space never otherwise sees: they
+ * mean "interrupted", so they leave the backend as -EINTR, and every user of
+ * completions (the operation layer, callback operations) already handles it.
+ */
+static int32_t restart_as_eintr(int32_t res)
+{
+    return res == -512 || res == -513 || res == -514 || res == -516 ? -EINTR : res;
+}
+
 /* Turns one completion into an event; false if it is to be ignored. */
 static bool harvest(uring_state *st, const struct io_uring_cqe *cqe, cio__event *ev)
 {
@@ -248,7 +261,7 @@ static bool harvest(uring_state *st, const struct io_uring_cqe *cqe, cio__event 
     if (ud == 0)
         return false;
     if (!(ud & 1)) {
-        *ev = (cio__event){.kind = CIO__EV_DONE, .res = cqe->res, .fd = -1,
+        *ev = (cio__event){.kind = CIO__EV_DONE, .res = restart_as_eintr(cqe->res), .fd = -1,
                            .op = (cio__op *)(uintptr_t)ud};
         return true;
     }
@@ -323,6 +336,21 @@ static int prep(struct io_uring_sqe *sqe, cio__op *op)
     case CIO__OP_FSYNC:
         io_uring_prep_fsync(sqe, op->fd, op->flags ? IORING_FSYNC_DATASYNC : 0);
         break;
+    case CIO__OP_OPENAT:
+        io_uring_prep_openat(sqe, AT_FDCWD, op->buf, op->flags, (mode_t)op->len);
+        /* io_uring first tries an open inline with O_NONBLOCK added, and an
+         * open of a FIFO for writing with no reader then fails with ENXIO
+         * instead of waiting as open(2) does: without O_NONBLOCK from the
+         * caller, the open goes to an io-wq worker at once, where it may
+         * block (and a cancel interrupts it). */
+        if (!(op->flags & O_NONBLOCK))
+            sqe->flags |= IOSQE_ASYNC;
+        break;
+    case CIO__OP_STATX:
+        io_uring_prep_statx(sqe, (op->flags & AT_EMPTY_PATH) ? op->fd : AT_FDCWD, op->buf,
+                            op->flags, (unsigned)op->len, op->stx);
+        break;
+    case CIO__OP_CLOSE: io_uring_prep_close(sqe, op->fd); break;
     default: return -EINVAL;
     }
     return 0;

@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -132,6 +133,8 @@ static ssize_t run_submitted(cio__coro *c, cio__op *op)
         if (rc)
             return rc;
         ssize_t r = submit_once(c, op, &why);
+        if (r == -EINTR && op->code == CIO__OP_CLOSE)
+            return 0; /* the fd is closed all the same: never closed twice */
         if (r == -EINTR && !why)
             continue; /* retried, as on epoll: EINTR is never returned */
         if (r == -ECANCELED || r == -EINTR) {
@@ -169,6 +172,17 @@ static ssize_t attempt(cio__op *op)
     case CIO__OP_SENDMSG: r = sendmsg(op->fd, op->msg, op->flags | MSG_NOSIGNAL); break;
     case CIO__OP_ACCEPT: r = accept4(op->fd, op->addr, op->addrlen, op->flags); break;
     case CIO__OP_FSYNC: r = op->flags ? fdatasync(op->fd) : fsync(op->fd); break;
+    case CIO__OP_OPENAT: r = openat(AT_FDCWD, op->buf, op->flags, (mode_t)op->len); break;
+    case CIO__OP_STATX:
+        r = statx((op->flags & AT_EMPTY_PATH) ? op->fd : AT_FDCWD, op->buf, op->flags,
+                  (unsigned)op->len, op->stx);
+        break;
+    case CIO__OP_CLOSE:
+        /* Linux closes the fd even when close reports EINTR: never retried. */
+        r = close(op->fd);
+        if (r < 0 && errno == EINTR)
+            r = 0;
+        break;
     default: return -EINVAL;
     }
     return r < 0 ? -errno : r;

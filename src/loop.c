@@ -728,7 +728,9 @@ static void ts_close(cio_loop_t *loop)
     pthread_mutex_unlock(&loop->ts_lock);
     while (n) { /* discarded, as asyncio discards pending callbacks */
         cio__tsnode *next = n->next;
-        if (!n->owned)
+        if (n->owned == CIO__TS_NOTIFY)
+            n->cb(n->arg); /* the poster learns that it was not run */
+        else if (!n->owned)
             cio__free(n);
         n = next;
     }

@@ -102,8 +102,17 @@ enum cio__opcode {
     CIO__OP_SENDMSG,  /* msg, flags */
     CIO__OP_ACCEPT,   /* addr, addrlen (in/out), flags (accept4's) */
     CIO__OP_CONNECT,  /* addr, socklen */
-    CIO__OP_FSYNC     /* flags: 1 for fdatasync */
+    CIO__OP_FSYNC,    /* flags: 1 for fdatasync */
+    /* Files (file.c). Paths resolve from the working directory (AT_FDCWD);
+     * an operation that names no descriptor of its own is tracked on one
+     * of the loop's (its eventfd), which it does not touch. */
+    CIO__OP_OPENAT,   /* buf: path, flags: open flags, len: mode; res: the fd */
+    CIO__OP_STATX,    /* buf: path, flags: AT_* (AT_EMPTY_PATH: of fd), len:
+                         mask, stx: the result */
+    CIO__OP_CLOSE     /* fd */
 };
+
+struct statx;
 
 typedef struct cio__op {
     uint8_t code;          /* enum cio__opcode */
@@ -116,7 +125,10 @@ typedef struct cio__op {
     void *buf;
     size_t len;
     const struct iovec *iov;
-    struct msghdr *msg;
+    union {
+        struct msghdr *msg;
+        struct statx *stx; /* CIO__OP_STATX */
+    };
     struct sockaddr *addr;
     socklen_t *addrlen;
     int64_t offset;
@@ -241,7 +253,7 @@ typedef struct cio__loop_hooks {
     void (*fork)(cio_loop_t *loop);
 } cio__loop_hooks;
 
-#define CIO__LOOP_HOOKS 8
+#define CIO__LOOP_HOOKS 16
 
 /* Registers h with the loop (once: registering again does nothing).
  * Returns 0 or -ENOSPC. */
@@ -251,11 +263,18 @@ int cio__loop_hook(cio_loop_t *loop, const cio__loop_hooks *h);
 /* The loop                                                                   */
 /* ------------------------------------------------------------------------ */
 
+enum { CIO__TS_OWNED = 1, CIO__TS_NOTIFY = 2 };
+
 typedef struct cio__tsnode {
     struct cio__tsnode *next;
     cio_callback_fn cb;
     void *arg;
-    uint8_t owned;  /* the poster's storage: the loop does not free it */
+    /* 0: allocated by cio_call_soon_threadsafe, freed by the loop;
+     * CIO__TS_OWNED: the poster's storage, not freed (dropped if still
+     * queued at close); CIO__TS_NOTIFY: the poster's storage, and cb also
+     * runs when the close finds it still queued (loop->running is 0 then,
+     * and other threads already see the loop closed). */
+    uint8_t owned;
 } cio__tsnode;
 
 /*
@@ -309,6 +328,8 @@ struct cio_loop {
     const cio__loop_hooks *hooks[CIO__LOOP_HOOKS];
     void *executor;      /* the thread pool layer's default executor */
     void *net;           /* the network layer's state of this loop (net.h) */
+    void *sig;           /* signal handling state of this loop (os.h, signal.c) */
+    void *proc;          /* subprocess state of this loop (os.h, process.c) */
 
 #ifdef CIO__ASAN
     void *asan_fake;

@@ -85,11 +85,18 @@ typedef struct cio__bufproto {
     void (*flushed)(void *ctx);        /* the write buffer became empty; may be NULL */
 } cio__bufproto;
 
+/* What a transport's fd is: a connected stream socket, or one end of a
+ * pipe (subprocess stdio, os layer), which is read and written with
+ * read(2)/write(2) instead of recv/send. The read end refuses writes and
+ * write_eof (-EBADF); the write end never reads (its protocol hears EOF at
+ * once) and write_eof closes it once flushed. */
+enum { CIO__PIPE_NONE = 0, CIO__PIPE_READ, CIO__PIPE_WRITE };
+
 /* A transport for a buffered protocol (streams). Same contract as
- * cio_transport_new, without connection_made. */
+ * cio_transport_new, without connection_made; pipe is a CIO__PIPE_* kind. */
 int cio__transport_new_buffered(cio_transport_t **out, cio_loop_t *loop, int fd,
                                 const cio__bufproto *bp, void *ctx,
-                                const cio_transport_opts_t *opts);
+                                const cio_transport_opts_t *opts, int pipe);
 /* Stops every callback to the protocol: its context is going away. The
  * transport goes on closing by itself and frees itself. buf (cap bytes,
  * may be NULL) is the protocol's receive buffer, which a receive the kernel
@@ -99,6 +106,8 @@ void cio__transport_detach(cio_transport_t *t, void *buf, size_t cap);
  * paused (above the high-water mark, not yet down to the low one). */
 int cio__transport_error(const cio_transport_t *t);
 bool cio__transport_write_paused(const cio_transport_t *t);
+/* How many more bytes a write may queue before write_limit (-ENOBUFS). */
+size_t cio__transport_write_room(const cio_transport_t *t);
 /* True while a receive into the protocol's buffer is under way (the buffer
  * must not move or be released). */
 bool cio__transport_receiving(const cio_transport_t *t);
@@ -116,11 +125,25 @@ int cio__transport_opts(const cio_transport_opts_t *in, cio_transport_opts_t *ou
  * it but leave freeing to cio__stream_release. */
 int cio__stream_new_held(cio_stream_t **out, cio_loop_t *loop, int fd,
                          const cio_stream_opts_t *opts);
+/* A held stream over one end of a pipe (pipe: CIO__PIPE_READ or _WRITE),
+ * for subprocesses; fd is owned from then on (closed on failure too). */
+int cio__stream_new_pipe(cio_stream_t **out, cio_loop_t *loop, int fd, int pipe,
+                         const cio_stream_opts_t *opts);
 /* Closes s from its server (close_clients: flush = true; abort_clients:
  * false); the handler's calls return -ESHUTDOWN from then on. */
 void cio__stream_shutdown(cio_stream_t *s, bool flush);
 /* The server's last word, from the connection's task once the handler has
  * returned: closes s (flushing) unless closed, and frees it. */
 void cio__stream_release(cio_stream_t *s);
+/* Whether a read may start on s now: 0, -ESHUTDOWN (closed) or -EBUSY
+ * (another task is reading it). Not an await point; changes nothing. */
+int cio__stream_can_read(const cio_stream_t *s);
+/* How many bytes a write may queue on s before its write_limit; 0 once the
+ * connection is gone or s is closed. */
+size_t cio__stream_write_room(const cio_stream_t *s);
+/* Await point: waits until everything queued on s was written (no
+ * deadline). 0, -ESHUTDOWN (closed), -ECANCELED / -ETIMEDOUT, -EPERM outside
+ * a task, or the connection's error. */
+int cio__stream_wait_flushed(cio_stream_t *s);
 
 #endif /* CIO_NET_H */

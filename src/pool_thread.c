@@ -18,10 +18,28 @@
  * queued or running on executors made with cio_executor_new, and the loop's
  * default executor is shut down, waited for, and its results delivered by
  * the close hook; results already posted are delivered by the close hook
- * too. So a job is never posted to a closed loop. An executor's memory
+ * too. So a job is never posted to a closed loop. The close hook waits for
+ * the running jobs while it runs what other threads post (the loop does not
+ * run then, see flush_until): a job that waits for something it submitted
+ * to its own loop (cio_run_coroutine_threadsafe) gets its answer (refused)
+ * instead of blocking the close forever. An executor's memory
  * lives until it is shut down, its threads have ended and every job of it
  * has been finished on its loop (`unfinished`): job_finish and the cancel
  * hook may always use j->ex.
+ *
+ * The default executor (loop->executor) is made on first use or handed
+ * over with cio_loop_set_default_executor, and is the loop's: the close
+ * hook (or cio_loop_shutdown) shuts it down and joins its threads.
+ * Shutting it down without blocking the loop (cio_shutdown_default_executor,
+ * and cio_loop_shutdown through cio__pool_drain_default) is asyncio's
+ * executor.shutdown(wait=True): no more submissions, the queued jobs still
+ * run, and the caller waits on a node (in its frame, on the executor's
+ * `drain` list) that the last worker posts to the loop as it leaves, after
+ * the results of the jobs it ran. After cio_shutdown_default_executor the
+ * executor stays the loop's default, shut down, so later submissions get
+ * -ESHUTDOWN, and the close joins the threads, which have ended. After
+ * cio_loop_shutdown, or a shutdown with no pool made yet, loop->executor is
+ * POOL_GONE, which refuses the same way and owns nothing.
  *
  * fork(): the child has none of the parent's threads. The pthread_atfork
  * handlers take every executor's mutex around the fork, so the child finds
@@ -34,6 +52,7 @@
  */
 #include "task.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 enum { J_QUEUED, J_RUNNING, J_DONE };
@@ -51,6 +70,17 @@ typedef struct job {
     cio__tsnode post;   /* the hand-off to the loop */
 } job;
 
+/* A task in cio_shutdown_default_executor, waiting for the last worker to
+ * leave; lives in that task's frame. */
+typedef struct drain_wait {
+    struct drain_wait *next; /* ex->drain (under ex->mu) */
+    cio__tsnode node;        /* posted to `loop` by the last worker */
+    cio_loop_t *loop;
+    cio__waiter *w;          /* woken by the node (loop thread) */
+    bool posted;             /* under ex->mu */
+    bool ran;                /* the node has run (loop thread) */
+} drain_wait;
+
 struct cio_executor {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -60,6 +90,7 @@ struct cio_executor {
     unsigned max, nthreads, idle, alive;
     bool shutdown;      /* no more submissions */
     bool released;      /* the owner is done with it (cio_executor_shutdown) */
+    drain_wait *drain;  /* tasks waiting for the last worker to leave */
     unsigned fork_gen;  /* the fork generation the threads belong to */
     pthread_t *threads;
     struct cio_executor *all_next, *all_prev; /* every executor, under all_mu */
@@ -69,6 +100,12 @@ struct cio_executor {
 typedef struct jlist {
     job *head, *tail;
 } jlist;
+
+/* loop->executor once the default pool is shut down for good with nothing
+ * left to join (cio_loop_shutdown, or a shutdown before any pool existed):
+ * default-pool submissions get -ESHUTDOWN. Only compared, never used. */
+static char pool_gone_mark;
+#define POOL_GONE ((void *)&pool_gone_mark)
 
 static atomic_uint fork_gen;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -242,6 +279,8 @@ static void cancel_locked(job *j, jlist *mine)
         send_locked(j);
 }
 
+static void post_drained_locked(cio_executor_t *ex);
+
 /*
  * Under ex->mu. In a child after fork, the parent's threads are not here:
  * their count is reset and the condition variable made anew (the mutex is
@@ -262,6 +301,20 @@ static void refresh_locked(cio_executor_t *ex, jlist *mine)
         unlink_job(ex, j);
         cancel_locked(j, mine);
     }
+    post_drained_locked(ex);
+}
+
+/* Under ex->mu, once no worker is left: wakes the tasks waiting in
+ * cio_shutdown_default_executor. Their loops are open (the tasks are
+ * unfinished), and the results of the jobs posted before reach them first. */
+static void post_drained_locked(cio_executor_t *ex)
+{
+    for (drain_wait *d = ex->drain, *next; d; d = next) {
+        next = d->next; /* d may be gone once its node is posted */
+        d->posted = true;
+        (void)cio__loop_post(d->loop, &d->node);
+    }
+    ex->drain = NULL;
 }
 
 static void *worker(void *arg)
@@ -286,7 +339,8 @@ static void *worker(void *arg)
         unlink_job(ex, j);
         send_locked(j);
     }
-    ex->alive--;
+    if (!--ex->alive)
+        post_drained_locked(ex);
     bool done = ex_unused(ex);
     pthread_mutex_unlock(&ex->mu);
     if (done)
@@ -323,14 +377,49 @@ static int pool_busy(cio_loop_t *loop)
     return -EBUSY;
 }
 
+static bool drain_begin(cio_executor_t *ex, drain_wait *d, bool cancel_queued);
+static void drained(void *arg);
+
+/*
+ * At close (the loop does not run, no task is left): runs what other
+ * threads post until *done. Their jobs' results are delivered, and their
+ * submissions (cio_run_coroutine_threadsafe) end at once, refused, since
+ * the loop is not running: a job waiting for one returns instead of keeping
+ * the close waiting forever. Blocks on the loop's wake-up eventfd, which a
+ * post writes whenever it finds the queue drained (ts_pending clear), so no
+ * post is missed between the check and the poll; the loop core reads the
+ * same counter in its watcher, and nothing else does at close.
+ */
+static void flush_until(cio_loop_t *loop, const bool *done)
+{
+    while (!*done) {
+        if (!atomic_load(&loop->ts_pending)) {
+            struct pollfd p = {.fd = loop->wakefd, .events = POLLIN};
+            if (poll(&p, 1, -1) > 0) {
+                uint64_t n;
+                ssize_t r = read(loop->wakefd, &n, sizeof n);
+                (void)r; /* EAGAIN: another wake-up was already counted */
+            }
+        }
+        cio__loop_run_posts(loop);
+    }
+}
+
 /* At close: the default executor's queued jobs are cancelled, running ones
- * waited for, and every result posted (by any executor) is delivered
- * before the loop discards its callbacks. */
+ * waited for while posts are delivered (flush_until), and every result
+ * posted (by any executor) is delivered before the loop discards its
+ * callbacks. */
 static void pool_close(cio_loop_t *loop)
 {
     cio_executor_t *ex = loop->executor;
     loop->executor = NULL;
-    cio_executor_shutdown(ex, true);
+    if (ex && ex != POOL_GONE) {
+        drain_wait d = {.loop = loop};
+        d.node = (cio__tsnode){.cb = drained, .arg = &d, .owned = CIO__TS_OWNED};
+        if (drain_begin(ex, &d, true))
+            flush_until(loop, &d.ran);
+        cio_executor_shutdown(ex, true); /* its threads have ended */
+    }
     cio__loop_run_posts(loop);
 }
 
@@ -421,6 +510,8 @@ int cio_run_in_executor(cio_future_t **out, cio_loop_t *loop, cio_executor_t *ex
                 loop->executor = def;
         }
         ex = loop->executor;
+        if (ex == POOL_GONE)
+            rc = -ESHUTDOWN;
     }
     if (rc)
         return rc;
@@ -465,22 +556,31 @@ static int job_cancel_hook(cio_future_t *f)
     return cio_future_cancelled(f);
 }
 
+/* Under ex->mu: no more submissions; idle workers wake up to leave once
+ * the queue is empty. With cancel_queued, jobs that never started finish
+ * cancelled, on their loop's thread (those of this thread's loops go on
+ * *mine); without, the workers still run them (executor.shutdown(wait=True)
+ * of concurrent.futures). */
+static void stop_locked(cio_executor_t *ex, jlist *mine, bool cancel_queued)
+{
+    /* In a child after fork, the parent's threads must not be waited for. */
+    refresh_locked(ex, mine);
+    ex->shutdown = true;
+    while (cancel_queued && ex->head) {
+        job *j = ex->head;
+        unlink_job(ex, j);
+        cancel_locked(j, mine);
+    }
+    pthread_cond_broadcast(&ex->cv);
+}
+
 void cio_executor_shutdown(cio_executor_t *ex, bool wait)
 {
     if (!ex)
         return;
     jlist mine = {0};
     pthread_mutex_lock(&ex->mu);
-    /* In a child after fork, the parent's threads must not be joined. */
-    refresh_locked(ex, &mine);
-    ex->shutdown = true;
-    /* Jobs that never started finish cancelled, on their loop's thread. */
-    while (ex->head) {
-        job *j = ex->head;
-        unlink_job(ex, j);
-        cancel_locked(j, &mine);
-    }
-    pthread_cond_broadcast(&ex->cv);
+    stop_locked(ex, &mine, true);
     unsigned nthreads = ex->nthreads;
     pthread_mutex_unlock(&ex->mu);
     finish_all(&mine); /* ex is not released yet: they cannot free it */
@@ -515,4 +615,155 @@ int cio_to_thread(cio_task_fn fn, void *arg, void **result)
     rc = cio_await(f, result);
     cio_future_release(f);
     return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The default executor                                                      */
+/* ------------------------------------------------------------------------ */
+
+int cio_loop_set_default_executor(cio_loop_t *loop, cio_executor_t *ex)
+{
+    if (!loop || !ex || loop->executor == ex)
+        return -EINVAL;
+    if (loop->closed)
+        return -ESHUTDOWN;
+    cio_executor_t *old = loop->executor;
+    if (old == POOL_GONE)
+        return -ESHUTDOWN;
+    int rc = 0;
+    if (old) {
+        jlist mine = {0};
+        pthread_mutex_lock(&old->mu);
+        refresh_locked(old, &mine);
+        rc = old->shutdown ? -ESHUTDOWN : old->first ? -EBUSY : 0;
+        pthread_mutex_unlock(&old->mu);
+        finish_all(&mine);
+    }
+    if (!rc)
+        rc = cio__loop_hook(loop, &pool_hooks);
+    if (rc)
+        return rc;
+    loop->executor = ex;
+    cio_executor_shutdown(old, true); /* idle threads only: they leave at once */
+    return 0;
+}
+
+/* The loop thread: the last worker has left. d->w is NULL when no task
+ * waits (cio_loop_shutdown and the close watch d->ran). */
+static void drained(void *arg)
+{
+    drain_wait *d = arg;
+    d->ran = true;
+    if (d->w)
+        cio__wake(d->w, 0);
+}
+
+/* Shuts ex down (see stop_locked) and, if a worker is still alive, puts d
+ * on its drain list: true then (d's node will be posted), false when no
+ * worker is left to wait for. */
+static bool drain_begin(cio_executor_t *ex, drain_wait *d, bool cancel_queued)
+{
+    jlist mine = {0};
+    pthread_mutex_lock(&ex->mu);
+    stop_locked(ex, &mine, cancel_queued);
+    bool alive = ex->alive != 0;
+    if (alive) {
+        d->next = ex->drain;
+        ex->drain = d;
+    }
+    pthread_mutex_unlock(&ex->mu);
+    finish_all(&mine); /* ex is not released: they cannot free it */
+    return alive;
+}
+
+/* Under ex->mu: takes d off ex's list if it is still there. */
+static void drain_unlink_locked(cio_executor_t *ex, drain_wait *d)
+{
+    for (drain_wait **p = &ex->drain; *p; p = &(*p)->next)
+        if (*p == d) {
+            *p = d->next;
+            return;
+        }
+}
+
+/* Parks the current task until the last worker of ex has left, or the
+ * deadline or a cancellation: see cio_shutdown_default_executor. */
+static int drain_wait_for(cio_executor_t *ex, cio__coro *c, int64_t deadline)
+{
+    cio__waiter w;
+    cio__waiter_init(&w, c, "executor shutdown", ex, NULL);
+    drain_wait d = {.loop = c->loop, .w = &w};
+    d.node = (cio__tsnode){.cb = drained, .arg = &d, .owned = CIO__TS_OWNED};
+    if (!drain_begin(ex, &d, false))
+        return 0;
+    int rc = cio__wait(&w, deadline);
+    if (d.ran)
+        return 0;
+    /* Interrupted: leave the list, or wait for the node already posted
+     * (it lives in this frame). */
+    pthread_mutex_lock(&ex->mu);
+    bool posted = d.posted;
+    if (!posted)
+        drain_unlink_locked(ex, &d);
+    pthread_mutex_unlock(&ex->mu);
+    if (posted && !d.ran) {
+        cio__waiter w2;
+        cio__waiter_init(&w2, c, "executor shutdown", ex, NULL);
+        w2.nointr = 1;
+        d.w = &w2;
+        (void)cio__wait(&w2, CIO__NO_DEADLINE);
+    }
+    if (rc == CIO__OWN_DEADLINE)
+        return posted ? 0 : -ETIMEDOUT;
+    return rc;
+}
+
+int cio_shutdown_default_executor(double timeout)
+{
+    cio__coro *c = cio__current;
+    if (!c)
+        return -EPERM;
+    int64_t deadline;
+    if (cio__deadline_after(timeout, &deadline))
+        return -EINVAL;
+    int rc = cio__check_cancel(c);
+    if (rc)
+        return rc;
+    cio_loop_t *loop = c->loop;
+    if (!loop->executor)
+        loop->executor = POOL_GONE; /* records the shutdown: nothing to wait for */
+    if (loop->executor == POOL_GONE)
+        return 0;
+    return drain_wait_for(loop->executor, c, deadline);
+}
+
+/*
+ * cio_loop_shutdown's part of this layer (runner.c, which declares it: the
+ * layer has no internal header). On the loop's thread, the loop entered
+ * and its tasks finished: shuts the default pool down as asyncio.run's
+ * shutdown_default_executor does, while the loop runs (each iteration is
+ * followed by each(loop), which cancels the tasks spawned meanwhile): no
+ * more submissions, queued jobs still run, and a job that waits for this
+ * loop gets its answer. Then joins the threads, which have ended. The
+ * default pool stays shut down for good: loop->executor is POOL_GONE, so
+ * tasks that still run (the shutdown's last iterations, or a later run of
+ * the loop) get -ESHUTDOWN instead of a new pool that nobody would shut
+ * down.
+ */
+void cio__pool_drain_default(cio_loop_t *loop, void (*each)(cio_loop_t *loop));
+void cio__pool_drain_default(cio_loop_t *loop, void (*each)(cio_loop_t *loop))
+{
+    cio_executor_t *ex = loop->executor;
+    loop->executor = POOL_GONE;
+    if (!ex || ex == POOL_GONE)
+        return;
+    drain_wait d = {.loop = loop};
+    d.node = (cio__tsnode){.cb = drained, .arg = &d, .owned = CIO__TS_OWNED};
+    /* The drain node wakes the iteration that waits for it. */
+    if (drain_begin(ex, &d, false))
+        while (!d.ran) {
+            cio__loop_run_once(loop);
+            each(loop);
+        }
+    cio_executor_shutdown(ex, true);
 }

@@ -606,6 +606,9 @@ static void drop_transport(cio_stream_t *s, bool flush_it)
     } else {
         cio__transport_detach(t, NULL, 0);
     }
+    /* Detached, the transport never calls lost: a task inside close,
+     * waiting for the flush, would otherwise wait out close_timeout. */
+    cio__waitq_wake_all(&s->flushers, -ESHUTDOWN);
     if (flush_it)
         cio_transport_close(t);
     else
@@ -705,7 +708,7 @@ static void obj_abort(cio__netobj *o)
 }
 
 static int create(cio_stream_t **out, cio_loop_t *loop, int fd, const cio_stream_opts_t *opts,
-                  bool held)
+                  bool held, int pipe)
 {
     cio_stream_opts_t o;
     int rc = cio__transport_opts(opts, &o);
@@ -724,7 +727,7 @@ static int create(cio_stream_t **out, cio_loop_t *loop, int fd, const cio_stream
     s->obj.kind = "stream";
     s->obj.describe = obj_describe;
     s->obj.abort = obj_abort;
-    rc = cio__transport_new_buffered(&s->t, loop, fd, &stream_proto, s, &o);
+    rc = cio__transport_new_buffered(&s->t, loop, fd, &stream_proto, s, &o, pipe);
     if (rc) {
         cio__free(s);
         return rc;
@@ -744,13 +747,19 @@ int cio_stream_new(cio_stream_t **out, int fd, const cio_stream_opts_t *opts)
             cio__close_fd(loop, fd);
         return loop ? -EINVAL : -EPERM;
     }
-    return create(out, loop, fd, opts, false);
+    return create(out, loop, fd, opts, false, CIO__PIPE_NONE);
 }
 
 int cio__stream_new_held(cio_stream_t **out, cio_loop_t *loop, int fd,
                          const cio_stream_opts_t *opts)
 {
-    return create(out, loop, fd, opts, true);
+    return create(out, loop, fd, opts, true, CIO__PIPE_NONE);
+}
+
+int cio__stream_new_pipe(cio_stream_t **out, cio_loop_t *loop, int fd, int pipe,
+                         const cio_stream_opts_t *opts)
+{
+    return create(out, loop, fd, opts, true, pipe);
 }
 
 void cio__stream_shutdown(cio_stream_t *s, bool flush_it)
@@ -776,4 +785,39 @@ void cio__stream_release(cio_stream_t *s)
     }
     drop_transport(s, false);
     release(s);
+}
+
+int cio__stream_can_read(const cio_stream_t *s)
+{
+    if (s->closed)
+        return -ESHUTDOWN;
+    return s->reading ? -EBUSY : 0;
+}
+
+size_t cio__stream_write_room(const cio_stream_t *s)
+{
+    return s->closed || !s->t ? 0 : cio__transport_write_room(s->t);
+}
+
+int cio__stream_wait_flushed(cio_stream_t *s)
+{
+    cio__coro *c;
+    int rc = enter(s, &c);
+    if (rc)
+        return rc;
+    while (!rc && s->t && cio_transport_get_write_buffer_size(s->t) && !s->closed &&
+           !cio__transport_error(s->t)) {
+        cio__waiter w;
+        cio__waiter_init(&w, c, "stream flush", s, cio__wlist_unlink);
+        cio__wlist_push(&s->flushers, &w);
+        rc = cio__wait(&w, CIO__NO_DEADLINE);
+    }
+    if (!rc && s->closed)
+        rc = -ESHUTDOWN;
+    else if (!rc && !s->t)
+        rc = conn_error(s);
+    else if (!rc)
+        rc = cio__transport_error(s->t);
+    leave(s);
+    return rc;
 }

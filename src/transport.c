@@ -62,6 +62,7 @@ struct cio_transport {
     uint8_t closed;                /* the fd is closed */
     uint8_t lost_called, lost_sched, detached;
     uint8_t in_rd, in_wr;          /* inside rd_done / wr_done */
+    uint8_t pipe;                  /* CIO__PIPE_READ / _WRITE: one end of a pipe */
     cio_handle_t lost_h;           /* defers connection_lost to the loop */
     void (*gone_fn)(void *);
     void *gone_arg;
@@ -480,6 +481,12 @@ static void flushed(cio_transport_t *t)
 {
     if (t->eof_asked && !t->eof_sent && !t->closed) {
         t->eof_sent = 1;
+        /* A pipe has no half-close: its reader sees EOF once the write end
+         * is closed, which ends the transport (a write end reads nothing). */
+        if (t->pipe == CIO__PIPE_WRITE) {
+            finish(t, 0);
+            return;
+        }
         if (shutdown(t->fd, SHUT_WR) && errno != ENOTCONN)
             fail(t, -errno);
     }
@@ -542,6 +549,8 @@ static void start_writing(cio_transport_t *t)
 
 static int write_check(cio_transport_t *t, size_t n)
 {
+    if (t->pipe == CIO__PIPE_READ)
+        return -EBADF; /* the read end of a pipe: write(2)'s own error */
     if (t->closed && t->err != -ESHUTDOWN)
         return t->err;
     if (t->closing || t->eof_asked)
@@ -561,7 +570,9 @@ static ssize_t send_now(cio_transport_t *t, const struct iovec *iov, int iovcnt)
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
     cio__op op = {.code = iovcnt == 1 ? CIO__OP_SEND : CIO__OP_SENDMSG, .fd = t->fd,
                   .buf = iov[0].iov_base, .len = iov[0].iov_len, .msg = &msg,
-                  .offset = -1};
+                  .iov = iov, .iovcnt = iovcnt, .offset = -1};
+    if (t->pipe) /* send(2) is for sockets only: ENOTSOCK on a pipe */
+        op.code = iovcnt == 1 ? CIO__OP_WRITE : CIO__OP_WRITEV;
     ssize_t r = cio__op_try(&op);
     if (r == -EAGAIN)
         return 0;
@@ -624,6 +635,8 @@ int cio_transport_write_eof(cio_transport_t *t)
 {
     if (!t)
         return -EINVAL;
+    if (t->pipe == CIO__PIPE_READ)
+        return -EBADF;
     if (t->closed && t->err != -ESHUTDOWN)
         return t->err;
     if (t->closing || t->eof_asked)
@@ -704,7 +717,8 @@ static void obj_abort(cio__netobj *o)
     maybe_free(t);
 }
 
-static int create(cio_transport_t **out, cio_loop_t *loop, int fd, const cio_transport_opts_t *opts)
+static int create(cio_transport_t **out, cio_loop_t *loop, int fd, const cio_transport_opts_t *opts,
+                  int pipe)
 {
     cio_transport_opts_t o;
     int rc = cio__transport_opts(opts, &o);
@@ -729,8 +743,11 @@ static int create(cio_transport_t **out, cio_loop_t *loop, int fd, const cio_tra
     t->obj.kind = "transport";
     t->obj.describe = obj_describe;
     t->obj.abort = obj_abort;
-    cio__aop_init(&t->rd, loop, CIO__OP_RECV, fd, rd_prepare, rd_done);
-    cio__aop_init(&t->wr, loop, CIO__OP_SEND, fd, wr_prepare, wr_done);
+    /* Pipes are read and written with read(2)/write(2) (recv/send fail
+     * with ENOTSOCK on them); sockets keep recv/send for MSG_NOSIGNAL. */
+    t->pipe = (uint8_t)pipe;
+    cio__aop_init(&t->rd, loop, pipe ? CIO__OP_READ : CIO__OP_RECV, fd, rd_prepare, rd_done);
+    cio__aop_init(&t->wr, loop, pipe ? CIO__OP_WRITE : CIO__OP_SEND, fd, wr_prepare, wr_done);
     cio__net_add(net, &t->obj);
     *out = t;
     return 0;
@@ -749,7 +766,7 @@ int cio_transport_new(cio_transport_t **out, int fd, const cio_protocol_t *proto
         return loop ? -EINVAL : -EPERM;
     }
     cio_transport_t *t;
-    int rc = create(&t, loop, fd, opts);
+    int rc = create(&t, loop, fd, opts, CIO__PIPE_NONE);
     if (rc)
         return rc;
     t->proto = proto;
@@ -766,17 +783,27 @@ int cio_transport_new(cio_transport_t **out, int fd, const cio_protocol_t *proto
 
 int cio__transport_new_buffered(cio_transport_t **out, cio_loop_t *loop, int fd,
                                 const cio__bufproto *bp, void *ctx,
-                                const cio_transport_opts_t *opts)
+                                const cio_transport_opts_t *opts, int pipe)
 {
-    int rc = create(out, loop, fd, opts);
+    int rc = create(out, loop, fd, opts, pipe);
     if (rc)
         return rc;
-    (*out)->bp = bp;
-    (*out)->ctx = ctx;
+    cio_transport_t *t = *out;
+    t->bp = bp;
+    t->ctx = ctx;
     /* Its stream is on the loop's list and releases it at the loop's
      * close: listed too, the transport could be released first. */
-    cio__net_remove((*out)->net, &(*out)->obj);
-    start_reading(*out);
+    cio__net_remove(t->net, &t->obj);
+    if (pipe == CIO__PIPE_WRITE) {
+        /* The write end of a pipe never reads: the protocol hears EOF at
+         * once (reads return 0) and the transport stays open for writing.
+         * A reader that goes away shows as EPIPE on the next write. */
+        t->reading = 0;
+        t->eof_rcvd = 1;
+        bp->eof_received(ctx);
+        return 0;
+    }
+    start_reading(t);
     return 0;
 }
 
@@ -801,6 +828,11 @@ int cio__transport_error(const cio_transport_t *t)
 bool cio__transport_write_paused(const cio_transport_t *t)
 {
     return t->wpaused;
+}
+
+size_t cio__transport_write_room(const cio_transport_t *t)
+{
+    return t->limit > t->wsize ? t->limit - t->wsize : 0;
 }
 
 bool cio__transport_receiving(const cio_transport_t *t)

@@ -1355,6 +1355,40 @@ START_TEST(stream_abort)
 }
 END_TEST
 
+/* A task inside close, waiting for a peer that never reads, when another
+ * task aborts the stream: the close returns -ESHUTDOWN at once rather than
+ * wait out close_timeout (the aborted transport never reports its end to
+ * the stream), and s is freed once the closer left (ASan). */
+static int main_abort_wakes_close(void *arg, void **result)
+{
+    (void)result;
+    (void)arg;
+    int peer;
+    cio_stream_opts_t o = {.close_timeout = 30};
+    cio_stream_t *s = slow_stream(&peer, &o);
+    size_t n = 4 * MIB;
+    unsigned char *data = pattern_buf(0, n);
+    ck_assert_int_eq(cio_stream_write(s, data, n), 0);
+    closer c = {.s = s, .rc = 12345};
+    cio_task_t *t = spawn(closer_body, &c);
+    settle();
+    ck_assert(!c.done);
+    int64_t t0 = loop_ns();
+    cio_stream_abort(s);
+    ck_assert_int_eq(finish(t), 0);
+    ck_assert_int_eq(c.rc, -ESHUTDOWN);
+    ck_assert_int_lt(since(t0), (int64_t)(HANG_BOUND_S * 1e9));
+    ck_assert_int_eq(cio_close(peer), 0);
+    free(data);
+    return 0;
+}
+
+START_TEST(stream_abort_wakes_close)
+{
+    run_net(main_abort_wakes_close, NULL);
+}
+END_TEST
+
 /* close while other tasks are inside calls: they get -ESHUTDOWN. */
 static int main_close_wakes(void *arg, void **result)
 {
@@ -2332,6 +2366,7 @@ static Suite *stream_suite(void)
     tcase_add_loop_test(tc, stream_close_cut, 0, 3);
     tcase_add_test(tc, stream_abort);
     tcase_add_test(tc, stream_close_wakes);
+    tcase_add_test(tc, stream_abort_wakes_close);
 
     tc = add_tcase(s, "misc", TEST_TIMEOUT);
     tcase_add_test(tc, stream_extra_info);
