@@ -2715,20 +2715,28 @@ CIO_EXTERN void cio_process_free(cio_process_t *p);
  * had then is there as a copy. A worker keeps only stdin, stdout and stderr
  * and its channel: every other descriptor is closed right after the fork, so
  * a worker never holds the parent's sockets, pipes or the other workers'
- * channels open. It starts with no signal blocked and every handled signal
- * back to its default action, runs fn on a stack of its own of 8 MiB, and
- * dies with its parent (PR_SET_PDEATHSIG and the end of its channel). What
- * fn prints to stdout through stdio is flushed when the worker exits.
+ * channels open. (The pool's own descriptors are never 0-2, even when the
+ * program closed those, and the channel keeps the number it had in the
+ * program, which no other file had: a stdio stream of the program that fn
+ * flushes, by calling exit for instance, writes into a closed descriptor,
+ * never into the channel.) It starts with no signal blocked and every
+ * handled signal back to its default action, runs fn on a stack of its own
+ * of 8 MiB, and dies with its parent (PR_SET_PDEATHSIG and the end of its
+ * channel). What fn prints to stdout or stderr through stdio is flushed when
+ * the worker exits (only those two streams: the others are the program's).
  *
  * fn returns a negative errno code for an error (passed to the caller as
  * is), or >= 0 with its result in *out and *outlen: *out must come from the C
  * library's malloc (the worker frees it after sending), or be NULL with
  * *outlen 0. `in` is valid only during the call and read-only.
  *
- * Payloads up to 64 KiB travel inline over a SOCK_SEQPACKET socketpair;
- * larger ones are put in a memfd (one copy) that is passed along with
- * SCM_RIGHTS and mapped on the other side, so 64 MiB arguments and results
- * move with one copy each way, never through small pipe writes.
+ * Payloads up to 64 KiB travel inline over a SOCK_SEQPACKET socketpair
+ * (whose buffers the pool sizes for two such messages, whatever the
+ * system's defaults, within net.core.wmem_max); larger ones are put in a
+ * memfd (one copy) that is passed along with SCM_RIGHTS and mapped on the
+ * other side, so 64 MiB arguments and results move with one copy each way,
+ * never through small pipe writes. A large argument's memfd is kept until
+ * its job ends, so a job sent again (below) still has its argument.
  *
  * The pool belongs to one loop and is driven by it on both backends (fd
  * readiness of the channels and of each worker's pidfd); every call is made
@@ -2738,8 +2746,16 @@ CIO_EXTERN void cio_process_free(cio_process_t *p);
  *
  * A worker that dies (a crash, SIGKILL, exit called by fn) fails the job it
  * was running with -EPIPE (debug mode says which signal or status) and is
- * reaped and replaced by a new one: the pool never hangs on a dead worker
- * (a job sent ahead to it had not started: it goes to another worker). A
+ * reaped and replaced by a new one: the pool never hangs on a dead worker.
+ * The results it sent before it died still count. The jobs sent to it that
+ * it had not read yet never started (the pool knows: a worker counts the
+ * jobs it reads in a page shared with the pool, before calling fn): they go
+ * back to the front of the queue, in order, for another worker; a job that
+ * has gone back three times fails with -EPIPE the fourth, so that workers
+ * dying at their start cannot make the pool fork for ever. (When the pool
+ * loses a worker that is not known to be dead, its channel closed under the
+ * pool or broken, the worker is killed, the oldest job it held fails with
+ * -EPIPE and the one sent ahead goes back to the queue.) A
  * live worker stuck in fn looks like a slow job: bound the wait with a
  * deadline (cio_wait_for, a scope), which cancels the job. Every worker is
  * reaped by the pool itself through its pidfd (no SIGCHLD handler, no
@@ -2814,19 +2830,32 @@ CIO_EXTERN int cio_process_pool_new(cio_process_pool_t **out, cio_loop_t *loop,
  * in *out (a new reference, NULL on failure; the caller releases it). The
  * argument is copied before the call returns (into a memfd above 64 KiB),
  * so `in` may be reused at once. The future's status is fn's return value
- * (>= 0, or its negative code), -EPIPE if the worker died running it,
- * -ENOMEM if its result could not be received, -ECANCELED if cancelled or
- * cut by the loop's close; its result is a cio_pool_bytes_t * on success,
+ * (>= 0, or its negative code), or: -EPIPE if the worker died running it
+ * (or its workers died before reading it four times, see above); -EINVAL if
+ * fn returned >= 0 with *out NULL and *outlen > 0; -EMFILE if its result
+ * (over 64 KiB, passed as a descriptor) arrived when the program had no
+ * descriptor free (the worker stays); -ENOMEM if its result could not be
+ * received; the worker's error mapping a large argument or making a memfd
+ * for a large result (-ENOMEM, -EMFILE, -ENOSPC, ...); the error of sending
+ * it that no retry would cure (-EMSGSIZE, -ENOBUFS, -ENOMEM, ...);
+ * -EPROTO for a malformed message from a broken worker; the error of
+ * socketpair, fork or pidfd_open (-EAGAIN, -EMFILE, -ENOMEM, ...) when
+ * every worker died and none could be started while it was queued;
+ * -ECHILD in a child after fork (below); -ECANCELED if cancelled or cut
+ * by the loop's close. Its result is a cio_pool_bytes_t * on success,
  * NULL otherwise. Cancelling the future (cio_future_cancel, or a cancelled
  * cio_await) ends it at once with -ECANCELED: a job not yet sent to a worker
  * is dropped, a job already sent runs to its end in the worker and its
  * result is discarded. Jobs are sent in submission order, to idle workers
- * first (and one ahead to busy ones, see one_at_a_time). A job sent ahead
- * to a worker that dies never started: it goes to another worker. Not an
- * await point. Returns 0, -EINVAL (out, pool or fn NULL, in NULL with
- * len > 0), -ESHUTDOWN (after cio_process_pool_shutdown, or its loop
- * closed), -ECHILD (in a child after fork), -ENOMEM, or the error of
- * memfd_create/write for a large argument (-EMFILE, -ENOSPC, ...).
+ * first (and one ahead to busy ones, see one_at_a_time). A job sent to a
+ * worker that dies before reading it never started: it goes to another
+ * worker (see above). Not an await point. Returns 0, -EINVAL (out, pool or
+ * fn NULL, in NULL with len > 0), -ESHUTDOWN (after
+ * cio_process_pool_shutdown, or its loop closed), -ECHILD (in a child after
+ * fork), -ENOMEM, the error of memfd_create/write for a large argument
+ * (-EMFILE, -ENOSPC, ...), or, when no worker is alive (they died and could
+ * not be replaced) and none can be started now, the error of socketpair,
+ * fork or pidfd_open (-EAGAIN, -EMFILE, -ENOMEM, ...).
  */
 CIO_EXTERN int cio_process_pool_submit(cio_future_t **out, cio_process_pool_t *pool,
                                        cio_pool_fn fn, const void *in, size_t len);

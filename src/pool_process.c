@@ -21,12 +21,22 @@
  * and, unless opts.one_at_a_time, the next one, sent ahead so that the worker
  * finds it waiting when it finishes rather than sleep through the round trip
  * (which on a VM includes waking an idle virtual CPU). The worker reads one
- * message at a time, so when it dies, jobs[0] is the one it was running (or
- * had not read yet) and jobs[1] certainly never started: jobs[0] fails,
- * jobs[1] goes back to the front of the queue. Idle workers get jobs first;
- * a second job goes to a busy worker only when none is idle. The channel
- * holds two small messages at most, so a send hardly ever waits (a full
- * socket buffer is still handled, by waiting for it to be writable).
+ * message at a time and counts the messages it read in a page it shares
+ * with the pool (w->taken) before it calls fn. When it dies, the pool first
+ * reads the results it sent (they count), then compares: of the jobs it
+ * still holds, that many started and fail with -EPIPE, the others never
+ * started and go back to the front of the queue (a bounded number of
+ * times). Idle workers get jobs first; a second job goes to a busy worker
+ * only when none is idle. The channel holds two messages at most and its
+ * buffers are sized for that, so a send hardly ever waits (a full socket
+ * buffer is still handled, by waiting for it to be writable).
+ *
+ * A send that fails because the worker is gone puts the job back in the
+ * queue and marks the worker (w->gone: no more jobs); its death is handled
+ * where every death is, when its channel ends or its pidfd fires, after its
+ * results are read, never from inside dispatch. A send that fails for
+ * another reason fails that job with the error. A large argument's memfd
+ * stays with its job until the job ends, as it may be sent again.
  *
  * Jobs are either queued on the pool (FIFO) or sent to a worker. Each holds
  * a reference to its future until it ends. A future cancelled while its job
@@ -940,6 +950,10 @@ static int receive(cio_process_pool_t *p, worker *w)
 {
     int pfd;
     ssize_t n = recv_msg(w->chan, p->rbuf, sizeof(wire) + INLINE_MAX, &pfd, MSG_DONTWAIT);
+    /* A worker that died with jobs unread makes the kernel report
+     * ECONNRESET once, ahead of the results it sent, which still count. */
+    if (n == -ECONNRESET)
+        n = recv_msg(w->chan, p->rbuf, sizeof(wire) + INLINE_MAX, &pfd, MSG_DONTWAIT);
     if (n == -EAGAIN)
         return 0;
     if (n <= 0 || !w->njobs) {

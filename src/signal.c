@@ -487,11 +487,11 @@ int cio_signal_add(cio_loop_t *loop, int signo, cio_callback_fn cb, void *arg)
         return -EPERM;
     if (!catchable(signo) || !cb)
         return -EINVAL;
-    sigloop *sl;
+    sigloop *sl = NULL; /* set when sigloop_get returns 0 (gcc -O3 cannot tell) */
     int rc = sigloop_get(loop, &sl);
     if (rc)
         return rc;
-    sigent *e;
+    sigent *e = NULL;
     if ((rc = ent_get(sl, signo, &e))) {
         tidy(sl, 0);
         return rc;
@@ -533,10 +533,10 @@ int cio_signal_wait(int signo)
     int rc = cio__check_cancel(t);
     if (rc)
         return rc;
-    sigloop *sl;
+    sigloop *sl = NULL; /* set when sigloop_get returns 0 (gcc -O3 cannot tell) */
     if ((rc = sigloop_get(t->loop, &sl)))
         return rc;
-    sigent *e;
+    sigent *e = NULL;
     if ((rc = ent_get(sl, signo, &e))) {
         tidy(sl, 0);
         return rc;

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 /* ThreadSanitizer cannot start threads in the child of a multi-threaded
@@ -1173,6 +1174,57 @@ static int t_unread(void *arg, void **result)
 START_TEST(unread_jobs_resent) { run_main(t_unread, NULL); }
 END_TEST
 
+/* Shrinks the send buffer of every SOCK_SEQPACKET socket of the program
+ * (the pool's ends of its channels): returns how many. */
+static int shrink_channels(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    ck_assert_ptr_nonnull(d);
+    int n = 0, small = 1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name), type = 0;
+        socklen_t l = sizeof type;
+        if (e->d_name[0] == '.' || fd == dirfd(d) ||
+            getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) || type != SOCK_SEQPACKET)
+            continue;
+        ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* A send that fails for a reason other than the worker's death (here
+ * EMSGSIZE: a 64 KiB message and a send buffer made tiny under the pool)
+ * fails that job with the error, at once: no retry, no worker lost. */
+static int t_send_error(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    cio_process_pool_t *p = new_pool(1);
+    cio_pool_bytes_t *o;
+    ck_assert_int_eq(cio_process_pool_run(p, fn_pid, NULL, 0, &o), 0);
+    int pid = *(int *)o->data;
+    cio_pool_bytes_free(o);
+    ck_assert_int_eq(shrink_channels(), 1);
+    unsigned char *in = calloc(1, 65536);
+    ck_assert_ptr_nonnull(in);
+    double t0 = mono_now();
+    ck_assert_int_eq(cio_process_pool_run(p, fn_inc, in, 65536, NULL), -EMSGSIZE);
+    ck_assert(mono_now() - t0 < HANG_BOUND_S);
+    free(in);
+    ck_assert_int_eq(cio_process_pool_run(p, fn_pid, NULL, 0, &o), 0);
+    ck_assert_int_eq(*(int *)o->data, pid); /* the same worker */
+    cio_pool_bytes_free(o);
+    end_pool(p);
+    assert_no_children();
+    return 0;
+}
+
+START_TEST(send_error_fails_job) { run_main(t_send_error, NULL); }
+END_TEST
+
 /* 200,000 zero bytes: a result passed in a memfd. */
 static int fn_zeros(const void *in, size_t len, void **out, size_t *outlen)
 {
@@ -1238,7 +1290,8 @@ static int fn_exit_stdio(const void *in, size_t len, void **out, size_t *outlen)
  * free number of a program, and where a worker's channel used to be): a
  * worker whose fn calls exit() flushes its copy into nothing (the
  * descriptor is closed in the worker), never into its channel. What the
- * test harness has on fd 3 is moved away meanwhile. */
+ * test harness has on fd 3 (check's message file) is moved away meanwhile,
+ * so nothing in between calls check. */
 static int t_stdio(void *arg, void **result)
 {
     (void)arg;
@@ -1248,26 +1301,43 @@ static int t_stdio(void *arg, void **result)
     ck_assert_int_ge(tmp, 0);
     unlink(path);
     int saved3 = fcntl(3, F_DUPFD_CLOEXEC, 10); /* -1: fd 3 was free */
-    int fd = 3;
-    ck_assert_int_eq(dup2(tmp, fd), fd);
-    close(tmp);
-    FILE *log = fdopen(fd, "w+");
-    ck_assert_ptr_nonnull(log);
+    int moved = 3;
+    if (tmp != 3) {
+        moved = dup2(tmp, 3);
+        close(tmp);
+    }
     const char *line = "a line the program has not flushed yet\n";
-    fputs(line, log);
-    cio_process_pool_t *p = new_pool(1);
-    ck_assert_int_eq(cio_process_pool_run(p, fn_exit_stdio, NULL, 0, NULL), -EPIPE);
-    ck_assert_int_eq(cio_process_pool_run(p, fn_exit_stdio, NULL, 0, NULL), -EPIPE);
-    end_pool(p);
-    /* The file has the line once: the program's own flush. */
+    int rc_new = -1, rc1 = 0, rc2 = 0, rc_end = -1, flushed = -1;
+    ssize_t got = -1;
     char buf[256] = {0};
-    ck_assert_int_eq(fflush(log), 0);
-    ck_assert_int_eq(pread(fd, buf, sizeof buf - 1, 0), (ssize_t)strlen(line));
-    fclose(log);
+    FILE *log = fdopen(3, "w+");
+    if (log) {
+        fputs(line, log);
+        cio_process_pool_t *p = NULL;
+        rc_new = cio_process_pool_new(&p, NULL, &(cio_process_pool_opts_t){.workers = 1});
+        if (!rc_new) {
+            rc1 = cio_process_pool_run(p, fn_exit_stdio, NULL, 0, NULL);
+            rc2 = cio_process_pool_run(p, fn_exit_stdio, NULL, 0, NULL);
+            rc_end = cio_process_pool_shutdown(p, true, false);
+            cio_process_pool_free(p);
+        }
+        flushed = fflush(log);
+        got = pread(3, buf, sizeof buf - 1, 0);
+        fclose(log); /* closes fd 3 */
+    }
     if (saved3 >= 0) {
-        ck_assert_int_eq(dup2(saved3, 3), 3);
+        dup2(saved3, 3);
         close(saved3);
     }
+    ck_assert_int_eq(moved, 3);
+    ck_assert_ptr_nonnull(log);
+    ck_assert_int_eq(rc_new, 0);
+    ck_assert_int_eq(rc1, -EPIPE);
+    ck_assert_int_eq(rc2, -EPIPE);
+    ck_assert_int_eq(rc_end, 0);
+    ck_assert_int_eq(flushed, 0);
+    /* The file has the line once: the program's own flush. */
+    ck_assert_int_eq(got, (ssize_t)strlen(line));
     ck_assert_str_eq(buf, line);
     assert_no_children();
     return 0;
@@ -1339,6 +1409,7 @@ static Suite *suite(void)
     tcase_add_test(tc, ahead_big_arg_resent);
     tcase_add_test(tc, result_kept_when_send_fails);
     tcase_add_test(tc, unread_jobs_resent);
+    tcase_add_test(tc, send_error_fails_job);
     tcase_add_test(tc, emfile_on_big_result);
     tcase_add_test(tc, stale_stdio_stream);
     tcase_add_test(tc, stdin_closed);

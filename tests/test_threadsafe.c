@@ -1391,53 +1391,38 @@ static int sleep_forever(void *arg, void **result)
     return cio_sleep(INFINITY);
 }
 
-static int return_now(void *arg, void **result)
+/* Lives across one loop iteration, as any task that awaits something. */
+static int yield_once(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    return 0;
+    return cio_yield();
 }
 
-/* Submits tasks that end at once, fire and forget, as fast as it can,
- * until the loop says it is closed. */
-static void *flood_forget(void *arg)
-{
-    flood_t *f = arg;
-    for (;;) {
-        cio_cfuture_t *cf;
-        int rc = cio_run_coroutine_threadsafe(&cf, f->loop, return_now, NULL);
-        if (rc) {
-            if (rc != -ESHUTDOWN)
-                atomic_fetch_add(&f->bad, 1);
-            return NULL;
-        }
-        cio_cfuture_release(cf);
-        atomic_fetch_add(&f->submitted, 1);
-    }
-}
-
-/* A task that never returns by itself ends cancelled (started before the
- * shutdown) or refused (reached the loop once the shutdown had begun). */
-static void flood_end(flood_t *f, cio_cfuture_t *cf)
+/* Ends a cfuture of the flood: a task that never returns by itself ends
+ * cancelled (started before the shutdown) or refused (reached the loop once
+ * the shutdown had begun); a short one may also end normally. */
+static void flood_end(flood_t *f, cio_cfuture_t *cf, bool short_task)
 {
     int rc = cio_cfuture_wait(cf, INFINITY, NULL);
-    if (rc != -ECANCELED && rc != -ESHUTDOWN)
+    if (rc != -ECANCELED && rc != -ESHUTDOWN && !(short_task && rc == 0))
         atomic_fetch_add(&f->bad, 1);
     cio_cfuture_release(cf);
 }
 
-/* Submits as fast as it can, at most 64 in flight (each waits until it is
- * cancelled), until the loop says it is closed: the documented signal to
- * stop. */
-static void *flooder(void *arg)
+/* Submits as fast as it can, at most `ring` in flight, until the loop says
+ * it is closed: the documented signal to stop. Long tasks wait until they
+ * are cancelled; short ones yield once, so that while the flood goes on the
+ * loop has some alive at the end of every iteration. */
+static void flood(flood_t *f, bool short_task, int ring)
 {
-    flood_t *f = arg;
-    cio_cfuture_t *ring[64] = {0};
+    cio_cfuture_t *cfs[256] = {0};
+    cio_task_fn fn = short_task ? yield_once : sleep_forever;
     for (long i = 0;; i++) {
-        cio_cfuture_t **slot = &ring[i % 64];
+        cio_cfuture_t **slot = &cfs[i % ring];
         if (*slot)
-            flood_end(f, *slot);
-        int rc = cio_run_coroutine_threadsafe(slot, f->loop, sleep_forever, NULL);
+            flood_end(f, *slot, short_task);
+        int rc = cio_run_coroutine_threadsafe(slot, f->loop, fn, NULL);
         if (rc) {
             if (rc != -ESHUTDOWN)
                 atomic_fetch_add(&f->bad, 1);
@@ -1445,9 +1430,20 @@ static void *flooder(void *arg)
         }
         atomic_fetch_add(&f->submitted, 1);
     }
-    for (int k = 0; k < 64; k++)
-        if (ring[k])
-            flood_end(f, ring[k]);
+    for (int k = 0; k < ring; k++)
+        if (cfs[k])
+            flood_end(f, cfs[k], short_task);
+}
+
+static void *flood_long(void *arg)
+{
+    flood(arg, false, 64);
+    return NULL;
+}
+
+static void *flood_short(void *arg)
+{
+    flood(arg, true, 256);
     return NULL;
 }
 
@@ -1462,14 +1458,16 @@ static int until_flooded(void *arg, void **result)
 
 /* Submissions that keep coming while cio_loop_shutdown runs are refused, so
  * they cannot keep its "run until no task is left" going: the shutdown
- * returns, the close stops the submitters. */
+ * returns, the close stops the submitters, and every cfuture ends with a
+ * code its task may end with. (Bounded, so that the loop keeps up before
+ * the shutdown; shutdown_refuses_submissions checks the refusal itself.) */
 START_TEST(shutdown_refuses_flood)
 {
     flood_t f = {0};
     f.loop = new_loop();
     pthread_t th[2];
-    ck_assert_int_eq(pthread_create(&th[0], NULL, flooder, &f), 0);
-    ck_assert_int_eq(pthread_create(&th[1], NULL, flood_forget, &f), 0);
+    ck_assert_int_eq(pthread_create(&th[0], NULL, flood_long, &f), 0);
+    ck_assert_int_eq(pthread_create(&th[1], NULL, flood_short, &f), 0);
     ck_assert_int_eq(run_task(f.loop, until_flooded, &f), 0);
     ck_assert_int_eq(cio_loop_shutdown(f.loop), 0);
     ck_assert_int_eq(cio_loop_close(f.loop), 0);
@@ -1477,6 +1475,49 @@ START_TEST(shutdown_refuses_flood)
         pthread_join(th[i], NULL);
     ck_assert_int_eq(atomic_load(&f.bad), 0);
     ck_assert_int_eq(cio_loop_free(f.loop), 0);
+}
+END_TEST
+
+/* A submission that reaches the loop once cio_loop_shutdown has begun (here
+ * made by a task as the shutdown cancels it) is refused: fn does not run,
+ * the cfuture ends -ESHUTDOWN (at the latest when the loop closes). */
+typedef struct late {
+    cio_cfuture_t *cf;
+    atomic_int ran;
+} late_t;
+
+static int mark_late(void *arg, void **result)
+{
+    (void)result;
+    atomic_store(&((late_t *)arg)->ran, 1);
+    return 0;
+}
+
+static int submits_when_cancelled(void *arg, void **result)
+{
+    (void)result;
+    late_t *l = arg;
+    int rc = cio_sleep(INFINITY);
+    ck_assert_int_eq(rc, -ECANCELED);
+    ck_assert_int_eq(cio_run_coroutine_threadsafe(&l->cf, cio_get_running_loop(), mark_late, l),
+                     0);
+    return rc;
+}
+
+START_TEST(shutdown_refuses_submissions)
+{
+    late_t l = {0};
+    cio_loop_t *loop = new_loop();
+    cio_task_t *t;
+    ck_assert_int_eq(cio_spawn_ex(&t, loop, submits_when_cancelled, &l, NULL), 0);
+    ck_assert_int_eq(cio_loop_shutdown(loop), 0);
+    ck_assert_int_eq(cio_future_result(t, NULL), -ECANCELED);
+    cio_future_release(t);
+    ck_assert_int_eq(cio_loop_close(loop), 0);
+    ck_assert_int_eq(cio_cfuture_wait(l.cf, 0, NULL), -ESHUTDOWN);
+    ck_assert_int_eq(atomic_load(&l.ran), 0);
+    cio_cfuture_release(l.cf);
+    ck_assert_int_eq(cio_loop_free(loop), 0);
 }
 END_TEST
 
@@ -1688,6 +1729,7 @@ static Suite *suite(void)
     tcase_add_test(tc, close_answers_pool_job);
     tcase_add_test(tc, pool_stays_shut_down);
     tcase_add_test(tc, shutdown_refuses_flood);
+    tcase_add_test(tc, shutdown_refuses_submissions);
     tcase_add_test(tc, cfuture_ref_shared);
     tcase_add_test(tc, alloc_failures);
     tcase_add_test(tc, alloc_failures_pool);
