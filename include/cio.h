@@ -304,7 +304,11 @@ CIO_EXTERN int64_t cio_loop_time_ns(const cio_loop_t *loop);
  * Cancels every task of the loop, runs the loop until they have all finished
  * and shuts down the default thread pool (asyncio.run's cleanup). Returns 0
  * (also for NULL, a no-op), -EBUSY if called while the loop runs (or another
- * loop runs in this thread), -ESHUTDOWN if closed.
+ * loop runs in this thread), -ESHUTDOWN if closed. Tasks that other threads
+ * submit while it runs (cio_run_coroutine_threadsafe) are not started:
+ * their cfutures end with -ESHUTDOWN. The default pool's queued jobs still
+ * run, while the loop runs (a job may wait for this loop); afterwards the
+ * default pool refuses work (-ESHUTDOWN).
  */
 CIO_EXTERN int cio_loop_shutdown(cio_loop_t *loop);
 
@@ -571,8 +575,9 @@ CIO_EXTERN ssize_t cio_writev(int fd, const struct iovec *iov, int iovcnt);
 /*
  * Positioned reads and writes and fsync for files (pread/pwrite/fsync;
  * datasync selects fdatasync). On io_uring they run asynchronously; on epoll
- * they run at once on the loop thread (regular files never report EAGAIN;
- * the file layer will route them through the thread pool there). Returns the
+ * they run at once on the loop thread (regular files never report EAGAIN:
+ * use the cio_file_* calls, which run them on the thread pool there, to keep
+ * the loop free on both backends). Returns the
  * count (or 0 for fsync), -EINVAL for a negative offset, -EPERM outside a
  * task, or the system call's errors.
  */
@@ -2755,9 +2760,9 @@ CIO_EXTERN void cio_process_free(cio_process_t *p);
  * dying at their start cannot make the pool fork for ever. (When the pool
  * loses a worker that is not known to be dead, its channel closed under the
  * pool or broken, the worker is killed, the oldest job it held fails with
- * -EPIPE and the one sent ahead goes back to the queue.) A
- * live worker stuck in fn looks like a slow job: bound the wait with a
- * deadline (cio_wait_for, a scope), which cancels the job. Every worker is
+ * -EPIPE and the one sent ahead goes back to the queue.) A live worker
+ * stuck in fn looks like a slow job: bound the wait with a deadline
+ * (cio_wait_for, a scope), which cancels the job. Every worker is
  * reaped by the pool itself through its pidfd (no SIGCHLD handler, no
  * waitpid(-1)); a program that reaps every child itself (SIGCHLD set to
  * SIG_IGN, waitpid(-1)) does not disturb it.

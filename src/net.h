@@ -9,7 +9,7 @@
 #define CIO_NET_H
 
 #include "io.h"
-#include "waitq.h"
+#include "pool.h"
 
 #include <netdb.h>
 #include <netinet/in.h>

@@ -50,7 +50,7 @@
  * those that were running in a parent thread (which completes normally in
  * the parent).
  */
-#include "task.h"
+#include "pool.h"
 
 #include <poll.h>
 #include <unistd.h>
@@ -750,7 +750,6 @@ int cio_shutdown_default_executor(double timeout)
  * the loop) get -ESHUTDOWN instead of a new pool that nobody would shut
  * down.
  */
-void cio__pool_drain_default(cio_loop_t *loop, void (*each)(cio_loop_t *loop));
 void cio__pool_drain_default(cio_loop_t *loop, void (*each)(cio_loop_t *loop))
 {
     cio_executor_t *ex = loop->executor;

@@ -26,10 +26,6 @@ static void cancel_all(cio_loop_t *loop)
 
 int cio_loop_shutdown(cio_loop_t *loop)
 {
-    /* The thread layer's part (threadsafe.c and pool_thread.c, layer 10,
-     * which has no internal header). */
-    void cio__threadsafe_refuse(cio_loop_t *loop, bool refuse);
-    void cio__pool_drain_default(cio_loop_t *loop, void (*each)(cio_loop_t *loop));
     if (!loop)
         return 0;
     int rc = cio__loop_enter(loop);

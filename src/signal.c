@@ -481,12 +481,13 @@ static cio_loop_t *which_loop(cio_loop_t *loop)
     return loop ? loop : cio__running;
 }
 
-int cio_signal_add(cio_loop_t *loop, int signo, cio_callback_fn cb, void *arg)
+/*
+ * Readies signo on loop for a handler or a waiter: the loop's signal state,
+ * signo's entry in it and the process-wide handler. Returns 0 with the two in
+ * *slp and *ep, or a negative errno with whatever it created undone.
+ */
+static int sig_attach(cio_loop_t *loop, int signo, sigloop **slp, sigent **ep)
 {
-    if (!(loop = which_loop(loop)))
-        return -EPERM;
-    if (!catchable(signo) || !cb)
-        return -EINVAL;
     sigloop *sl = NULL; /* set when sigloop_get returns 0 (gcc -O3 cannot tell) */
     int rc = sigloop_get(loop, &sl);
     if (rc)
@@ -500,6 +501,22 @@ int cio_signal_add(cio_loop_t *loop, int signo, cio_callback_fn cb, void *arg)
         tidy(sl, signo);
         return rc;
     }
+    *slp = sl;
+    *ep = e;
+    return 0;
+}
+
+int cio_signal_add(cio_loop_t *loop, int signo, cio_callback_fn cb, void *arg)
+{
+    if (!(loop = which_loop(loop)))
+        return -EPERM;
+    if (!catchable(signo) || !cb)
+        return -EINVAL;
+    sigloop *sl = NULL;
+    sigent *e = NULL; /* set when sig_attach returns 0 (gcc -O3 cannot tell) */
+    int rc = sig_attach(loop, signo, &sl, &e);
+    if (rc)
+        return rc;
     e->cb = cb;
     e->arg = arg;
     return 0;
@@ -533,18 +550,10 @@ int cio_signal_wait(int signo)
     int rc = cio__check_cancel(t);
     if (rc)
         return rc;
-    sigloop *sl = NULL; /* set when sigloop_get returns 0 (gcc -O3 cannot tell) */
-    if ((rc = sigloop_get(t->loop, &sl)))
-        return rc;
+    sigloop *sl = NULL; /* set when sig_attach returns 0 (gcc -O3 cannot tell) */
     sigent *e = NULL;
-    if ((rc = ent_get(sl, signo, &e))) {
-        tidy(sl, 0);
+    if ((rc = sig_attach(t->loop, signo, &sl, &e)))
         return rc;
-    }
-    if ((rc = catch_on(sl, signo))) {
-        tidy(sl, signo);
-        return rc;
-    }
     /* The reference keeps e while this task is woken but not yet resumed. */
     e->refs++;
     cio__waiter w;

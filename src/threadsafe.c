@@ -40,7 +40,7 @@
  * (the close refuses while tasks are unfinished) and only drops its
  * reference.
  */
-#include "task.h"
+#include "pool.h"
 
 #include <time.h>
 
@@ -133,11 +133,9 @@ static void task_done(cio_future_t *f, void *arg)
 static _Thread_local const cio_loop_t *refusing;
 
 /*
- * cio_loop_shutdown (runner.c, which declares it: this layer has no
- * internal header) marks its loop while it runs: submissions delivered
+ * cio_loop_shutdown (runner.c) marks its loop while it runs: submissions delivered
  * meanwhile are refused (see deliver). Called on the loop's thread.
  */
-void cio__threadsafe_refuse(cio_loop_t *loop, bool refuse);
 void cio__threadsafe_refuse(cio_loop_t *loop, bool refuse)
 {
     refusing = refuse ? loop : NULL;

@@ -28,6 +28,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* UNDER_TSAN is defined in a ThreadSanitizer build (gcc's macro, clang's
+ * feature test): the few checks TSan cannot model (fork of a threaded
+ * process, a handler re-raising its own signal) skip themselves there. */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+
 /* Delays that are exact in binary, so that seconds -> ns is exact too. */
 #define D_SHORT 0.03125 /* 31.25 ms */
 #define D_MED 0.0625    /* 62.5 ms */

@@ -4,9 +4,9 @@
  * works in a temporary directory of its own under /tmp.
  */
 #include "cio_test.h"
+#include "cio_fail_alloc.h"
 
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <math.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -57,6 +57,20 @@ static int count_fds(void)
     for (int fd = 0; fd < 4096; fd++)
         n += fcntl(fd, F_GETFD) >= 0;
     return n;
+}
+
+/* Runs fn as the main task with a fresh temporary directory as its argument,
+ * then removes the directory; with same_fds, asserts that the run left the
+ * process's descriptors as it found them. */
+static void run_in_dir(cio_task_fn fn, bool same_fds)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    int before = count_fds();
+    RUN_MAIN(fn, dir);
+    if (same_fds)
+        ck_assert_int_eq(count_fds(), before);
+    remove_dir(dir);
 }
 
 static uint8_t pattern(size_t i)
@@ -153,10 +167,7 @@ static int roundtrip_main(void *arg, void **result)
 
 START_TEST(file_roundtrip)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    RUN_MAIN(roundtrip_main, dir);
-    remove_dir(dir);
+    run_in_dir(roundtrip_main, false);
 }
 END_TEST
 
@@ -204,10 +215,7 @@ static int big_main(void *arg, void **result)
 
 START_TEST(file_big)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    RUN_MAIN(big_main, dir);
-    remove_dir(dir);
+    run_in_dir(big_main, false);
 }
 END_TEST
 
@@ -287,12 +295,7 @@ static int errors_main(void *arg, void **result)
 
 START_TEST(file_errors)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    int before = count_fds();
-    RUN_MAIN(errors_main, dir);
-    ck_assert_int_eq(count_fds(), before);
-    remove_dir(dir);
+    run_in_dir(errors_main, true);
     /* Outside a task. */
     cio_file_t *f = NOT_SET;
     ck_assert_int_eq(cio_file_open(&f, "/", O_RDONLY, 0), -EPERM);
@@ -317,17 +320,25 @@ static int big_reader(void *arg, void **result)
     return 0;
 }
 
-static int close_main(void *arg, void **result)
+/* Writes BIG bytes to the file name in dir and opens it for reading into
+ * c->f; c->buf (the caller's to free) holds the same bytes, to read over. */
+static void big_open(closing_t *c, const char *dir, const char *name)
 {
-    (void)result;
     char path[256];
-    path_in(path, sizeof path, arg, "c");
+    path_in(path, sizeof path, dir, name);
     char *data = malloc(BIG);
     ck_assert_ptr_nonnull(data);
     memset(data, 'q', BIG);
     put_file(path, data, BIG);
-    closing_t c = {.buf = data, .got = -1};
-    ck_assert_int_eq(cio_file_open(&c.f, path, O_RDONLY, 0), 0);
+    *c = (closing_t){.buf = data, .got = -1};
+    ck_assert_int_eq(cio_file_open(&c->f, path, O_RDONLY, 0), 0);
+}
+
+static int close_main(void *arg, void **result)
+{
+    (void)result;
+    closing_t c;
+    big_open(&c, arg, "c");
     cio_task_t *t = spawn(big_reader, &c);
     ck_assert_int_eq(cio_yield(), 0); /* the reader has started its read */
     cio_file_t *f = c.f;
@@ -335,18 +346,13 @@ static int close_main(void *arg, void **result)
     ck_assert_int_eq(cio_file_close(f), 0); /* waits for the read */
     ck_assert_int_eq(finish(t), 0);
     ck_assert_int_eq(c.got, BIG);
-    free(data);
+    free(c.buf);
     return 0;
 }
 
 START_TEST(file_close_waits)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    int before = count_fds();
-    RUN_MAIN(close_main, dir);
-    ck_assert_int_eq(count_fds(), before);
-    remove_dir(dir);
+    run_in_dir(close_main, true);
 }
 END_TEST
 
@@ -370,14 +376,8 @@ static int late_caller(void *arg, void **result)
 static int late_main(void *arg, void **result)
 {
     (void)result;
-    char path[256];
-    path_in(path, sizeof path, arg, "l");
-    char *data = malloc(BIG);
-    ck_assert_ptr_nonnull(data);
-    memset(data, 'q', BIG);
-    put_file(path, data, BIG);
-    closing_t c = {.buf = data, .got = -1};
-    ck_assert_int_eq(cio_file_open(&c.f, path, O_RDONLY, 0), 0);
+    closing_t c;
+    big_open(&c, arg, "l");
     late_t l = {.f = c.f};
     cio_task_t *t = spawn(big_reader, &c);
     ck_assert_int_eq(cio_yield(), 0);
@@ -389,16 +389,13 @@ static int late_main(void *arg, void **result)
     ck_assert_int_eq(l.rc_read, -EBADF);
     ck_assert_int_eq(l.rc_fd, -EBADF);
     ck_assert_int_eq(l.rc_close, -EBADF);
-    free(data);
+    free(c.buf);
     return 0;
 }
 
 START_TEST(file_refused_while_closing)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    RUN_MAIN(late_main, dir);
-    remove_dir(dir);
+    run_in_dir(late_main, false);
 }
 END_TEST
 
@@ -469,12 +466,7 @@ static int lines_main(void *arg, void **result)
 
 START_TEST(file_lines)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    int before = count_fds();
-    RUN_MAIN(lines_main, dir);
-    ck_assert_int_eq(count_fds(), before);
-    remove_dir(dir);
+    run_in_dir(lines_main, true);
 }
 END_TEST
 
@@ -523,10 +515,7 @@ static int long_lines_main(void *arg, void **result)
 
 START_TEST(file_lines_long)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    RUN_MAIN(long_lines_main, dir);
-    remove_dir(dir);
+    run_in_dir(long_lines_main, false);
 }
 END_TEST
 
@@ -563,10 +552,7 @@ static int early_main(void *arg, void **result)
 
 START_TEST(file_reader_early_exit)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    RUN_MAIN(early_main, dir);
-    remove_dir(dir);
+    run_in_dir(early_main, false);
 }
 END_TEST
 
@@ -594,17 +580,26 @@ static int fifo_reader(void *arg, void **result)
     return 0;
 }
 
+/* Makes a FIFO named "fifo" in dir (its path in path), opens it read-write
+ * (so the open does not wait for a writer) into r->f and spawns a task that
+ * reads it into r. */
+static cio_task_t *fifo_read_start(fifo_read_t *r, char *path, size_t n, const char *dir)
+{
+    path_in(path, n, dir, "fifo");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    *r = (fifo_read_t){.got = -1};
+    ck_assert_int_eq(cio_file_open(&r->f, path, O_RDWR, 0), 0);
+    return spawn(fifo_reader, r);
+}
+
 /* A read that blocks in the kernel (a FIFO with no data): the loop goes on,
  * and a task of the same loop writes what the read gets. */
 static int responsive_main(void *arg, void **result)
 {
     (void)result;
     char path[256];
-    path_in(path, sizeof path, arg, "fifo");
-    ck_assert_int_eq(mkfifo(path, 0600), 0);
-    fifo_read_t r = {.got = -1};
-    ck_assert_int_eq(cio_file_open(&r.f, path, O_RDWR, 0), 0); /* no open wait */
-    cio_task_t *t = spawn(fifo_reader, &r);
+    fifo_read_t r;
+    cio_task_t *t = fifo_read_start(&r, path, sizeof path, arg);
     long ticks = 0;
     while (ticks < 200 && cio_yield() == 0)
         ticks++;
@@ -623,10 +618,7 @@ static int responsive_main(void *arg, void **result)
 
 START_TEST(file_loop_responsive)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    RUN_MAIN(responsive_main, dir);
-    remove_dir(dir);
+    run_in_dir(responsive_main, false);
 }
 END_TEST
 
@@ -637,11 +629,8 @@ static int cancel_main(void *arg, void **result)
 {
     (void)result;
     char path[256];
-    path_in(path, sizeof path, arg, "fifo");
-    ck_assert_int_eq(mkfifo(path, 0600), 0);
-    fifo_read_t r = {.got = -1};
-    ck_assert_int_eq(cio_file_open(&r.f, path, O_RDWR, 0), 0);
-    cio_task_t *t = spawn(fifo_reader, &r);
+    fifo_read_t r;
+    cio_task_t *t = fifo_read_start(&r, path, sizeof path, arg);
     settle();
     ck_assert(r.started);
     int wfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
@@ -669,12 +658,7 @@ static int cancel_main(void *arg, void **result)
 
 START_TEST(file_cancelled_read)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    int before = count_fds();
-    RUN_MAIN(cancel_main, dir);
-    ck_assert_int_eq(count_fds(), before);
-    remove_dir(dir);
+    run_in_dir(cancel_main, true);
 }
 END_TEST
 
@@ -732,11 +716,8 @@ static int close_blocked_main(void *arg, void **result)
 {
     (void)result;
     char path[256];
-    path_in(path, sizeof path, arg, "fifo");
-    ck_assert_int_eq(mkfifo(path, 0600), 0);
-    fifo_read_t r = {.got = -1};
-    ck_assert_int_eq(cio_file_open(&r.f, path, O_RDWR, 0), 0);
-    cio_task_t *t = spawn(fifo_reader, &r);
+    fifo_read_t r;
+    cio_task_t *t = fifo_read_start(&r, path, sizeof path, arg);
     settle();
     ck_assert(r.started);
     closer_t c = {.f = r.f, .rc = 1};
@@ -754,12 +735,7 @@ static int close_blocked_main(void *arg, void **result)
 
 START_TEST(file_close_blocked_read)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    int before = count_fds();
-    RUN_MAIN(close_blocked_main, dir);
-    ck_assert_int_eq(count_fds(), before);
-    remove_dir(dir);
+    run_in_dir(close_blocked_main, true);
 }
 END_TEST
 
@@ -986,55 +962,6 @@ START_TEST(file_emfile)
 }
 END_TEST
 
-/* A counting allocator that fails the Nth allocation (0: none), or with
- * a_sticky the Nth and every later one (memory stays exhausted). */
-static atomic_long a_count, a_live, a_fail_at;
-static atomic_bool a_sticky;
-
-static bool a_fails(void)
-{
-    long n = atomic_fetch_add(&a_count, 1) + 1;
-    long at = atomic_load(&a_fail_at);
-    return at && (n == at || (atomic_load(&a_sticky) && n > at));
-}
-
-static void *a_malloc(size_t n)
-{
-    if (a_fails())
-        return NULL;
-    void *p = malloc(n);
-    if (p)
-        atomic_fetch_add(&a_live, 1);
-    return p;
-}
-
-static void *a_calloc(size_t c, size_t n)
-{
-    if (a_fails())
-        return NULL;
-    void *p = calloc(c, n);
-    if (p)
-        atomic_fetch_add(&a_live, 1);
-    return p;
-}
-
-static void *a_realloc(void *old, size_t n)
-{
-    if (a_fails())
-        return NULL;
-    void *p = realloc(old, n);
-    if (p && !old)
-        atomic_fetch_add(&a_live, 1);
-    return p;
-}
-
-static void a_free(void *p)
-{
-    if (p)
-        atomic_fetch_sub(&a_live, 1);
-    free(p);
-}
-
 /* Every file call, with its allocations counted. */
 static int alloc_main(void *arg, void **result)
 {
@@ -1088,18 +1015,16 @@ static int alloc_run(const char *path, long fail_at, bool sticky, long *count)
         alarm(20);
         close(p[0]);
         int fds = count_fds();
-        atomic_store(&a_fail_at, fail_at);
-        atomic_store(&a_sticky, sticky);
-        atomic_store(&a_count, 0);
+        cio_fail_alloc_arm(fail_at, sticky);
         int rc = cio_run(alloc_main, (void *)path);
-        long n = atomic_load(&a_count);
+        long n = cio_fail_alloc_count();
         ck_assert_int_eq(write(p[1], &n, sizeof n), sizeof n);
         if (rc != 0 && rc != -ENOMEM) {
             fprintf(stderr, "fail_at %ld: %s\n", fail_at, cio_err_name(rc));
             _exit(1);
         }
-        if (atomic_load(&a_live) != 0) {
-            fprintf(stderr, "fail_at %ld: %ld blocks leaked\n", fail_at, atomic_load(&a_live));
+        if (cio_fail_alloc_live() != 0) {
+            fprintf(stderr, "fail_at %ld: %ld blocks leaked\n", fail_at, cio_fail_alloc_live());
             _exit(2);
         }
         if (count_fds() != fds) {
@@ -1121,7 +1046,7 @@ static int alloc_run(const char *path, long fail_at, bool sticky, long *count)
 
 START_TEST(file_alloc_failure)
 {
-    ck_assert_int_eq(cio_replace_allocator(a_malloc, a_realloc, a_calloc, a_free), 0);
+    ck_assert_int_eq(cio_fail_alloc_install(), 0);
     char dir[64], path[256];
     make_dir(dir, sizeof dir);
     path_in(path, sizeof path, dir, "x");
@@ -1232,12 +1157,7 @@ static int fifo_deadline_main(void *arg, void **result)
 
 START_TEST(file_fifo_deadlines)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    int before = count_fds();
-    RUN_MAIN(fifo_deadline_main, dir);
-    ck_assert_int_eq(count_fds(), before);
-    remove_dir(dir);
+    run_in_dir(fifo_deadline_main, true);
 }
 END_TEST
 
@@ -1301,12 +1221,7 @@ static int fifo_pair_main(void *arg, void **result)
 
 START_TEST(file_fifo_pair)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    int before = count_fds();
-    RUN_MAIN(fifo_pair_main, dir);
-    ck_assert_int_eq(count_fds(), before);
-    remove_dir(dir);
+    run_in_dir(fifo_pair_main, true);
 }
 END_TEST
 
@@ -1354,12 +1269,7 @@ static int starve_main(void *arg, void **result)
 
 START_TEST(file_fifo_no_starvation)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    int before = count_fds();
-    RUN_MAIN(starve_main, dir);
-    ck_assert_int_eq(count_fds(), before);
-    remove_dir(dir);
+    run_in_dir(starve_main, true);
 }
 END_TEST
 
@@ -1420,12 +1330,9 @@ static int close_cb_main(void *arg, void **result)
 {
     (void)result;
     char path[256], pa[256];
-    path_in(path, sizeof path, arg, "fifo");
-    ck_assert_int_eq(mkfifo(path, 0600), 0);
     /* A read waiting on a FIFO is stopped with -EBADF, then f freed. */
-    fifo_read_t r = {.got = -1};
-    ck_assert_int_eq(cio_file_open(&r.f, path, O_RDWR, 0), 0);
-    cio_task_t *t = spawn(fifo_reader, &r);
+    fifo_read_t r;
+    cio_task_t *t = fifo_read_start(&r, path, sizeof path, arg);
     settle();
     cb_close_t c = {.f = r.f};
     close_from_callback(&c);
@@ -1471,12 +1378,7 @@ static int close_cb_main(void *arg, void **result)
 
 START_TEST(file_close_from_callback)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    int before = count_fds();
-    RUN_MAIN(close_cb_main, dir);
-    ck_assert_int_eq(count_fds(), before);
-    remove_dir(dir);
+    run_in_dir(close_cb_main, true);
 }
 END_TEST
 
@@ -1526,26 +1428,15 @@ static int big_rw_main(void *arg, void **result)
 
 /* ThreadSanitizer marks every byte of a read(2) or write(2) buffer in its
  * shadow memory: 8 GiB of buffers take minutes there, so the test runs in
- * the other builds only (it has no cross-thread path of its own). */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
+ * the other builds only (it has no cross-thread path of its own; UNDER_TSAN
+ * is cio_test.h's). */
 
 START_TEST(file_big_transfers)
 {
 #ifdef UNDER_TSAN
     return;
 #endif
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    int before = count_fds();
-    RUN_MAIN(big_rw_main, dir);
-    ck_assert_int_eq(count_fds(), before);
-    remove_dir(dir);
+    run_in_dir(big_rw_main, true);
 }
 END_TEST
 
@@ -1583,12 +1474,7 @@ static int gen_rules_main(void *arg, void **result)
 
 START_TEST(file_generator_rules)
 {
-    char dir[64];
-    make_dir(dir, sizeof dir);
-    int before = count_fds();
-    RUN_MAIN(gen_rules_main, dir);
-    ck_assert_int_eq(count_fds(), before);
-    remove_dir(dir);
+    run_in_dir(gen_rules_main, true);
 }
 END_TEST
 

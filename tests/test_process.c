@@ -28,11 +28,11 @@
  * waitid(P_ALL, WNOHANG | WNOWAIT) failing with ECHILD in that process.
  */
 #include "cio_test.h"
+#include "cio_fail_alloc.h"
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -41,14 +41,8 @@ extern int cio__process_no_pidfd;
 extern int cio__process_no_pidfd_wait;
 
 /* ThreadSanitizer does not see the fork as ordering the parent's threads
- * before the child's writes: the fork test runs without it. */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
+ * before the child's writes: the fork test runs without it (UNDER_TSAN,
+ * cio_test.h). */
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                    */
@@ -92,6 +86,31 @@ static bool no_children(void)
 {
     siginfo_t si;
     return waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD;
+}
+
+/* Options with the child's three standard streams all piped to us. */
+static cio_process_opts_t all_pipes(void)
+{
+    return (cio_process_opts_t){.stdin_mode = CIO_PROC_PIPE, .stdout_mode = CIO_PROC_PIPE,
+                                .stderr_mode = CIO_PROC_PIPE};
+}
+
+/* In a task: lets the loop reap what is left (up to 5 s), then asserts
+ * that no child remains. */
+static void await_no_children(void)
+{
+    for (int i = 0; i < 500 && !no_children(); i++)
+        ck_assert_int_eq(cio_sleep(0.01), 0);
+    ck_assert(no_children());
+}
+
+/* n bytes of c, from malloc (the caller's to free). */
+static char *filled(size_t n, int c)
+{
+    char *b = malloc(n);
+    ck_assert_ptr_nonnull(b);
+    memset(b, c, n);
+    return b;
 }
 
 static cio_process_t *sh(const char *cmd, const cio_process_opts_t *o)
@@ -141,8 +160,7 @@ static int main_communicate_big(void *arg, void **result)
      * stderr: with either pipe left unread both would block for good. yes
      * dies of SIGPIPE when head is done (the child's SIGPIPE is back at its
      * default although the loop ignores it here). */
-    cio_process_opts_t o = {.stdin_mode = CIO_PROC_PIPE, .stdout_mode = CIO_PROC_PIPE,
-                            .stderr_mode = CIO_PROC_PIPE};
+    cio_process_opts_t o = all_pipes();
     cio_process_t *p = sh("(yes abcdefg | head -c 10485760 >&2) & cat; wait", &o);
     char *in = malloc(BIG);
     ck_assert_ptr_nonnull(in);
@@ -183,8 +201,7 @@ static int main_communicate_unread(void *arg, void **result)
     (void)result;
     cio_process_opts_t o = {.stdin_mode = CIO_PROC_PIPE, .stdout_mode = CIO_PROC_PIPE};
     cio_process_t *p = sh("echo bye; exit 4", &o);
-    char *in = calloc(1, BIG);
-    ck_assert_ptr_nonnull(in);
+    char *in = filled(BIG, 0);
     char *out;
     size_t olen;
     ck_assert_int_eq(cio_process_communicate(p, in, BIG, &out, &olen, NULL, NULL), 0);
@@ -219,8 +236,7 @@ static int main_communicate_cancel(void *arg, void **result)
     (void)result;
     fdset before;
     fds_snap(&before);
-    cio_process_opts_t o = {.stdin_mode = CIO_PROC_PIPE, .stdout_mode = CIO_PROC_PIPE,
-                            .stderr_mode = CIO_PROC_PIPE};
+    cio_process_opts_t o = all_pipes();
     cio_process_t *p = sh("echo partial; exec sleep 30", &o);
     cio_scope_t sc;
     ck_assert_int_eq(cio_scope_enter(&sc, D_MED, 0), 0);
@@ -485,9 +501,7 @@ static int main_free_early(void *arg, void **result)
     close(pidfd);
     /* The loop reaps it in the iteration that sees the pidfd (or, on the
      * fallback, once its thread has posted): nothing to await for that. */
-    for (int i = 0; i < 500 && !no_children(); i++)
-        ck_assert_int_eq(cio_sleep(0.01), 0);
-    ck_assert(no_children());
+    await_no_children();
     fds_same(&before);
     return 0;
 }
@@ -525,6 +539,20 @@ static int main_outlive(void *arg, void **result)
     return 0;
 }
 
+/* Outside the loop: waits (up to 10 s) for the child watched by exit_fd to
+ * exit and closes exit_fd, then asserts that the hand-off thread reaps it.
+ * The thread reaps it right after it exits: no event tells when, so this
+ * polls for up to 5 s. */
+static void exited_and_reaped(void)
+{
+    struct pollfd pf = {.fd = exit_fd, .events = POLLIN};
+    ck_assert_int_eq(poll(&pf, 1, 10000), 1);
+    close(exit_fd);
+    for (int i = 0; i < 500 && !no_children(); i++)
+        usleep(10000);
+    ck_assert(no_children());
+}
+
 static void outlive(bool keep)
 {
     RUN_MAIN(main_outlive, keep ? "keep" : NULL);
@@ -536,13 +564,7 @@ static void outlive(bool keep)
         cio_process_free(kept);
     }
     close(ctl_w);
-    struct pollfd pf = {.fd = exit_fd, .events = POLLIN};
-    ck_assert_int_eq(poll(&pf, 1, 10000), 1);
-    close(exit_fd);
-    /* The thread reaps it right after it exits: no event tells when. */
-    for (int i = 0; i < 500 && !no_children(); i++)
-        usleep(10000);
-    ck_assert(no_children());
+    exited_and_reaped();
 }
 
 START_TEST(outlive_loop) { outlive(false); }
@@ -916,59 +938,12 @@ END_TEST
 /* Allocation failure and descriptor exhaustion                               */
 /* ------------------------------------------------------------------------ */
 
-static atomic_long fail_at = -1; /* the allocation number to fail, -1: none */
-static atomic_long n_allocs, live;
-
-static bool fail_now(void)
-{
-    long at = atomic_load(&fail_at);
-    return at >= 0 && atomic_fetch_add(&n_allocs, 1) == at;
-}
-
-static void *t_malloc(size_t n)
-{
-    if (fail_now())
-        return NULL;
-    void *p = malloc(n);
-    if (p)
-        atomic_fetch_add(&live, 1);
-    return p;
-}
-
-static void *t_calloc(size_t c, size_t n)
-{
-    if (fail_now())
-        return NULL;
-    void *p = calloc(c, n);
-    if (p)
-        atomic_fetch_add(&live, 1);
-    return p;
-}
-
-static void *t_realloc(void *old, size_t n)
-{
-    if (fail_now())
-        return NULL;
-    void *p = realloc(old, n);
-    if (p && !old)
-        atomic_fetch_add(&live, 1);
-    return p;
-}
-
-static void t_free(void *p)
-{
-    if (p)
-        atomic_fetch_sub(&live, 1);
-    free(p);
-}
-
 static int main_alloc(void *arg, void **result)
 {
     (void)arg;
     (void)result;
     /* Warm the loop's caches (buffers, hooks, fd table) first. */
-    cio_process_opts_t o = {.stdin_mode = CIO_PROC_PIPE, .stdout_mode = CIO_PROC_PIPE,
-                            .stderr_mode = CIO_PROC_PIPE};
+    cio_process_opts_t o = all_pipes();
     cio_process_t *p = sh("cat", &o);
     char *out;
     ck_assert_int_eq(cio_process_communicate(p, "w", 1, &out, NULL, NULL, NULL), 0);
@@ -977,14 +952,13 @@ static int main_alloc(void *arg, void **result)
     settle();
     fdset before;
     fds_snap(&before);
-    long base = atomic_load(&live);
+    long base = cio_fail_alloc_live();
     int failures = 0;
-    for (long n = 0;; n++) {
-        atomic_store(&n_allocs, 0);
-        atomic_store(&fail_at, n);
+    for (long n = 1;; n++) {
+        cio_fail_alloc_arm(n, false);
         p = NOT_SET;
         int rc = cio_process_shell(&p, "cat", &o);
-        atomic_store(&fail_at, -1);
+        cio_fail_alloc_disarm();
         if (rc == 0) {
             ck_assert_int_eq(cio_process_communicate(p, "abc", 3, &out, NULL, NULL, NULL), 0);
             ck_assert_str_eq(out, "abc");
@@ -997,10 +971,10 @@ static int main_alloc(void *arg, void **result)
         settle(); /* an aborted transport frees itself from the loop */
         ck_assert(no_children());
         fds_same(&before);
-        ck_assert_msg(atomic_load(&live) == base, "allocation %ld failed: %ld live, %ld before",
-                      n, atomic_load(&live), base);
+        ck_assert_msg(cio_fail_alloc_live() == base, "allocation %ld failed: %ld live, %ld before",
+                      n, cio_fail_alloc_live(), base);
         failures++;
-        ck_assert_int_lt(n, 100);
+        ck_assert_int_le(n, 100);
     }
     ck_assert_int_gt(failures, 0);
     /* Each allocation of a communicate failing in turn (its helper tasks,
@@ -1009,14 +983,13 @@ static int main_alloc(void *arg, void **result)
      * the child is still there to be killed and reaped. Leaks are the leak
      * checker's (the loop's buffer cache makes a live count unreliable). */
     failures = 0;
-    for (long n = 0;; n++) {
+    for (long n = 1;; n++) {
         p = sh("cat", &o);
         out = NOT_SET;
-        atomic_store(&n_allocs, 0);
-        atomic_store(&fail_at, n);
+        cio_fail_alloc_arm(n, false);
         int rc = cio_process_communicate(p, "abc", 3, &out, NULL, NULL, NULL);
-        atomic_store(&fail_at, -1);
-        bool injected = atomic_load(&n_allocs) > n;
+        cio_fail_alloc_disarm();
+        bool injected = cio_fail_alloc_injected();
         if (rc == 0) {
             ck_assert_str_eq(out, "abc");
             free(out);
@@ -1033,7 +1006,7 @@ static int main_alloc(void *arg, void **result)
         ck_assert(code == -SIGKILL || code == 0);
         cio_process_free(p);
         failures++;
-        ck_assert_int_lt(n, 200);
+        ck_assert_int_le(n, 200);
     }
     ck_assert_int_gt(failures, 0);
     ck_assert(no_children());
@@ -1043,7 +1016,7 @@ static int main_alloc(void *arg, void **result)
 
 START_TEST(alloc_failure)
 {
-    ck_assert_int_eq(cio_replace_allocator(t_malloc, t_realloc, t_calloc, t_free), 0);
+    ck_assert_int_eq(cio_fail_alloc_install(), 0);
     RUN_MAIN(main_alloc, NULL);
 }
 END_TEST
@@ -1053,8 +1026,7 @@ static int main_emfile(void *arg, void **result)
     (void)arg;
     (void)result;
     /* Warm up, then lower the limit to just above the highest open fd. */
-    cio_process_opts_t o = {.stdin_mode = CIO_PROC_PIPE, .stdout_mode = CIO_PROC_PIPE,
-                            .stderr_mode = CIO_PROC_PIPE};
+    cio_process_opts_t o = all_pipes();
     cio_process_t *p = sh("true", &o);
     ck_assert_int_eq(wait_code(p), 0);
     cio_process_free(p);
@@ -1150,9 +1122,7 @@ static int main_wait_free(void *arg, void **result)
     ck_assert_int_eq(kill(pid, SIGKILL), 0);
     ck_assert_int_eq(cio_wait_fd(pidfd, CIO_READABLE), CIO_READABLE);
     close(pidfd);
-    for (int i = 0; i < 500 && !no_children(); i++)
-        ck_assert_int_eq(cio_sleep(0.01), 0);
-    ck_assert(no_children());
+    await_no_children();
     return 0;
 }
 
@@ -1177,6 +1147,16 @@ static int comm_body(void *arg, void **result)
     return 0;
 }
 
+/* Spawns a task running communicate with a and asserts that it is still
+ * inside the call once the loop has settled. */
+static cio_task_t *comm_started(comm_arg *a)
+{
+    cio_task_t *t = spawn(comm_body, a);
+    settle();
+    ck_assert_int_eq(a->rc, 1);
+    return t;
+}
+
 /* A free while another task is inside communicate (feeding a child that
  * does not read, reading both outputs): communicate returns -ESHUTDOWN
  * promptly, nothing is touched after the free (ASan), the child gets EOF
@@ -1187,17 +1167,12 @@ static int main_free_communicate(void *arg, void **result)
     (void)result;
     fdset before;
     fds_snap(&before);
-    cio_process_opts_t o = {.stdin_mode = CIO_PROC_PIPE, .stdout_mode = CIO_PROC_PIPE,
-                            .stderr_mode = CIO_PROC_PIPE};
+    cio_process_opts_t o = all_pipes();
     cio_process_t *p = sh("sleep 0.3; cat >/dev/null", &o);
     size_t n = 4u << 20;
-    char *in = malloc(n);
-    ck_assert_ptr_nonnull(in);
-    memset(in, 'q', n);
+    char *in = filled(n, 'q');
     comm_arg a = {.p = p, .in = in, .len = n, .rc = 1};
-    cio_task_t *t = spawn(comm_body, &a);
-    settle();
-    ck_assert_int_eq(a.rc, 1);
+    cio_task_t *t = comm_started(&a);
     double t0 = mono_now();
     cio_process_free(p);
     ck_assert_int_eq(finish(t), 0);
@@ -1206,9 +1181,7 @@ static int main_free_communicate(void *arg, void **result)
     ck_assert_ptr_null(a.out);
     ck_assert_ptr_null(a.err);
     free(in);
-    for (int i = 0; i < 500 && !no_children(); i++)
-        ck_assert_int_eq(cio_sleep(0.01), 0);
-    ck_assert(no_children());
+    await_no_children();
     fds_same(&before);
     return 0;
 }
@@ -1257,15 +1230,12 @@ static int main_comm_busy(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    cio_process_opts_t o = {.stdin_mode = CIO_PROC_PIPE, .stdout_mode = CIO_PROC_PIPE,
-                            .stderr_mode = CIO_PROC_PIPE};
+    cio_process_opts_t o = all_pipes();
     /* A second communicate while one runs: -EBUSY, and the first's input
      * and output stay exactly its own. */
     cio_process_t *p = sh("cat", &o);
     size_t n = 1u << 20;
-    char *in = malloc(n);
-    ck_assert_ptr_nonnull(in);
-    memset(in, 'a', n);
+    char *in = filled(n, 'a');
     comm_arg a1 = {.p = p, .in = in, .len = n, .rc = 1};
     comm_arg a2 = {.p = p, .in = "INJECTED", .len = 8, .rc = 1};
     cio_task_t *t1 = spawn(comm_body, &a1);
@@ -1369,12 +1339,9 @@ static int main_comm_limits(void *arg, void **result)
     cio_process_opts_t o = {.stdin_mode = CIO_PROC_PIPE, .stdout_mode = CIO_PROC_PIPE};
     cio_process_t *p = sh("exec sleep 30", &o);
     size_t n = 1u << 20;
-    char *in = calloc(1, n);
-    ck_assert_ptr_nonnull(in);
+    char *in = filled(n, 0);
     comm_arg a = {.p = p, .in = in, .len = n, .rc = 1};
-    cio_task_t *t = spawn(comm_body, &a);
-    settle();
-    ck_assert_int_eq(a.rc, 1);
+    cio_task_t *t = comm_started(&a);
     double t0 = mono_now();
     ck_assert_int_eq(finish(spawn(abort_stdin_body, p)), 0);
     ck_assert_int_eq(finish(t), 0);
@@ -1486,12 +1453,7 @@ START_TEST(signal_after_close)
 {
     RUN_MAIN(main_outlive, "keep");
     ck_assert_int_eq(cio_process_kill(kept), 0);
-    struct pollfd pf = {.fd = exit_fd, .events = POLLIN};
-    ck_assert_int_eq(poll(&pf, 1, 10000), 1);
-    close(exit_fd);
-    for (int i = 0; i < 500 && !no_children(); i++)
-        usleep(10000);
-    ck_assert(no_children());
+    exited_and_reaped();
     ck_assert_int_eq(cio_process_kill(kept), 0); /* reaped: nothing, 0 */
     cio_process_free(kept);
     close(ctl_w);

@@ -9,6 +9,7 @@
  * child ended (killed by SIGINT, or the exit status the test expects).
  */
 #include "cio_test.h"
+#include "cio_fail_alloc.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -840,14 +841,6 @@ START_TEST(sigint_eintr_option)
 }
 END_TEST
 
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-
 /*
  * The second SIGINT ends the child at once, whether its cleanup hangs in an
  * await point or blocks the loop in a system call. Not under
@@ -1020,84 +1013,32 @@ END_TEST
 /* Resource failures                                                         */
 /* ------------------------------------------------------------------------ */
 
-/* A counting allocator that fails the fail_at-th allocation from arming. */
-static atomic_long g_live, g_allocs, g_fail_at;
-
-static bool alloc_fails(void)
-{
-    long n = atomic_fetch_add(&g_allocs, 1) + 1;
-    return atomic_load(&g_fail_at) == n;
-}
-
-static void *t_malloc(size_t n)
-{
-    if (alloc_fails())
-        return NULL;
-    void *p = malloc(n);
-    if (p)
-        atomic_fetch_add(&g_live, 1);
-    return p;
-}
-
-static void *t_calloc(size_t c, size_t n)
-{
-    if (alloc_fails())
-        return NULL;
-    void *p = calloc(c, n);
-    if (p)
-        atomic_fetch_add(&g_live, 1);
-    return p;
-}
-
-static void *t_realloc(void *q, size_t n)
-{
-    if (alloc_fails())
-        return NULL;
-    void *p = realloc(q, n);
-    if (p && !q)
-        atomic_fetch_add(&g_live, 1);
-    return p;
-}
-
-static void t_free(void *p)
-{
-    if (p)
-        atomic_fetch_sub(&g_live, 1);
-    free(p);
-}
-
-static void arm(long n)
-{
-    atomic_store(&g_allocs, 0);
-    atomic_store(&g_fail_at, n);
-}
-
 static int g_wait_rc;
 
 static int main_alloc_wait(void *arg, void **result)
 {
     (void)result;
-    arm(*(long *)arg);
+    cio_fail_alloc_arm(*(long *)arg, false);
     cio_scope_t sc;
     cio_scope_enter(&sc, 0.001, 0);
     g_wait_rc = cio_signal_wait(SIGUSR1);
     cio_scope_exit(&sc);
-    arm(0);
+    cio_fail_alloc_disarm();
     return 0;
 }
 
 START_TEST(allocation_failures)
 {
     /* Each test is a fresh process where cio has not run yet. */
-    ck_assert_int_eq(cio_replace_allocator(t_malloc, t_realloc, t_calloc, t_free), 0);
+    ck_assert_int_eq(cio_fail_alloc_install(), 0);
     int failures = 0;
     for (long n = 1;; n++) {
         cio_loop_t *l = new_loop();
-        arm(n);
+        cio_fail_alloc_arm(n, false);
         int rc = cio_signal_add(l, SIGUSR1, count_cb, NULL);
-        long used = atomic_load(&g_allocs);
-        arm(0);
-        if (n <= used) {
+        bool injected = cio_fail_alloc_injected();
+        cio_fail_alloc_disarm();
+        if (injected) {
             ck_assert_int_eq(rc, -ENOMEM);
             ck_assert(disposition_is(SIGUSR1, SIG_DFL));
             failures++;
@@ -1106,7 +1047,7 @@ START_TEST(allocation_failures)
         }
         close_free(l);
         ck_assert(disposition_is(SIGUSR1, SIG_DFL));
-        ck_assert_int_eq(atomic_load(&g_live), 0);
+        ck_assert_int_eq(cio_fail_alloc_live(), 0);
         if (rc == 0)
             break;
     }
@@ -1116,15 +1057,15 @@ START_TEST(allocation_failures)
     for (long n = 1;; n++) {
         cio_loop_t *l = new_loop();
         ck_assert_int_eq(cio_signal_add(l, SIGUSR1, count_cb, NULL), 0);
-        arm(n);
+        cio_fail_alloc_arm(n, false);
         int rc = cio_signal_add(l, SIGUSR2, count_cb, NULL);
-        long used = atomic_load(&g_allocs);
-        arm(0);
-        ck_assert_int_eq(rc, n <= used ? -ENOMEM : 0);
+        bool injected = cio_fail_alloc_injected();
+        cio_fail_alloc_disarm();
+        ck_assert_int_eq(rc, injected ? -ENOMEM : 0);
         ck_assert(disposition_is(SIGUSR2, SIG_DFL) == (rc != 0));
         ck_assert(!disposition_is(SIGUSR1, SIG_DFL));
         close_free(l);
-        ck_assert_int_eq(atomic_load(&g_live), 0);
+        ck_assert_int_eq(cio_fail_alloc_live(), 0);
         if (rc == 0)
             break;
     }
@@ -1138,7 +1079,7 @@ START_TEST(allocation_failures)
         cio_future_release(t);
         ck_assert(disposition_is(SIGUSR1, SIG_DFL));
         close_free(l);
-        ck_assert_int_eq(atomic_load(&g_live), 0);
+        ck_assert_int_eq(cio_fail_alloc_live(), 0);
         if (g_wait_rc == -ETIMEDOUT)
             break;
         ck_assert_int_eq(g_wait_rc, -ENOMEM);
