@@ -2319,7 +2319,10 @@ CIO_EXTERN int cio_multi_stop(cio_multi_t *m);
 CIO_EXTERN int cio_multi_wait(cio_multi_t *m);
 /* Cancels every loop's main task and returns at once, without waiting or
  * freeing (for a signal thread while main is in cio_multi_wait, which then
- * returns). Any thread, any number of times. Returns 0, -EINVAL for NULL. */
+ * returns). Any thread, any number of times, as long as m is alive:
+ * cio_multi_wait frees m once the main tasks end, so a call must not start
+ * after that (a call already under way is waited for). Returns 0, -EINVAL
+ * for NULL. */
 CIO_EXTERN int cio_multi_cancel(cio_multi_t *m);
 
 /* ------------------------------------------------------------------------ */

@@ -135,6 +135,11 @@ static int multi_join(cio_multi_t *m)
         if (m->slots[i].created)
             pthread_join(m->slots[i].thread, NULL);
     int err = m->err;
+    /* A cio_multi_cancel from another thread may still be between its
+     * posts (which let the loops end) and its unlock: taking the lock
+     * waits for it to leave before the mutex and m go. */
+    pthread_mutex_lock(&m->mu);
+    pthread_mutex_unlock(&m->mu);
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);
     cio__free(m);

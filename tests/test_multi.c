@@ -28,6 +28,8 @@ typedef struct shared {
     int fail_index;              /* this index returns fail_code */
     int fail_code;
     bool sleep_forever;          /* wait to be cancelled */
+    atomic_int hold;             /* once cancelled, block until release */
+    atomic_int release;
     int port;                    /* bind a UDP endpoint here (reuse_port) */
     atomic_int bound;
 } shared_t;
@@ -75,6 +77,11 @@ static int main_fn(void *arg, void **result)
         rc = cio_sleep(INFINITY);
         if (rc == -ECANCELED)
             atomic_fetch_add(&s->cancelled, 1);
+        /* Blocks the loop thread on purpose: m must outlive every
+         * cio_multi_cancel call, so the test ends the loops only after
+         * its canceller is done with m. */
+        while (atomic_load(&s->hold) && !atomic_load(&s->release))
+            usleep(1000);
     }
     cio_udp_close(u);
     if (i == s->fail_index)
@@ -241,12 +248,20 @@ END_TEST
 
 /* The signal-thread pattern: main waits, another thread cancels. Also
  * twice, and the second cancel does not post the loops' nodes again. */
+typedef struct canceller {
+    cio_multi_t *m;
+    shared_t *s;
+} canceller_t;
+
 static void *cancel_later(void *arg)
 {
-    cio_multi_t *m = arg;
+    canceller_t *c = arg;
     usleep(30000);
-    ck_assert_int_eq(cio_multi_cancel(m), 0);
-    ck_assert_int_eq(cio_multi_cancel(m), 0);
+    ck_assert_int_eq(cio_multi_cancel(c->m), 0);
+    ck_assert_int_eq(cio_multi_cancel(c->m), 0);
+    /* m is freed by cio_multi_wait once the main tasks end: they end only
+     * after this thread's last call on m. */
+    atomic_store(&c->s->release, 1);
     return NULL;
 }
 
@@ -255,11 +270,13 @@ START_TEST(multi_cancel_while_waiting)
     shared_t s;
     shared_init(&s);
     s.sleep_forever = true;
+    atomic_store(&s.hold, 1);
     cio_multi_t *m;
     ck_assert_int_eq(cio_multi_start(&m, 3, main_fn, &s), 0);
     wait_started(&s, 3);
     pthread_t th;
-    ck_assert_int_eq(pthread_create(&th, NULL, cancel_later, m), 0);
+    canceller_t c = {.m = m, .s = &s};
+    ck_assert_int_eq(pthread_create(&th, NULL, cancel_later, &c), 0);
     ck_assert_int_eq(cio_multi_wait(m), 0); /* cancelled main tasks are no error */
     ck_assert_int_eq(pthread_join(th, NULL), 0);
     ck_assert_int_eq(atomic_load(&s.cancelled), 3);
