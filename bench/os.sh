@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The operating-system benchmarks of cio (issue 8): the process pool, the
-# subprocess spawn/wait/reap round trip next to Python asyncio, and file
-# reads under load on both backends. Each prints RESULT lines and a
+# subprocess spawn/wait/reap round trip next to Python asyncio, file reads
+# under load on both backends, and run_coroutine_threadsafe round trips. Each prints RESULT lines and a
 # Markdown table of the medians of RUNS runs.
 #
-#   bench/os.sh [-n RUNS] [pool|subprocess|files ...]   (default: all three)
+#   bench/os.sh [-n RUNS] [pool|subprocess|files|threads ...]   (default: all four)
 #
 # Environment: CIO_BENCH_BUILD (build dir, default <repo>/build-bench).
 set -uo pipefail
@@ -15,11 +15,11 @@ RUNS=3
 while getopts n: opt; do
   case $opt in
     n) RUNS=$OPTARG ;;
-    *) echo "usage: $0 [-n RUNS] [pool|subprocess|files ...]" >&2; exit 2 ;;
+    *) echo "usage: $0 [-n RUNS] [pool|subprocess|files|threads ...]" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || set -- pool subprocess files
+[ $# -gt 0 ] || set -- pool subprocess files threads
 
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
   -DCIO_BUILD_TESTS=OFF -DCIO_BUILD_EXAMPLES=OFF -DCIO_BUILD_BENCH=ON >/dev/null \
@@ -139,11 +139,44 @@ bench_files() {
   done
 }
 
+# --------------------------------------------------------- threads ---
+bench_threads() {
+  # bench_threadsafe: 20,000 submissions to a loop in another thread, each
+  # awaited from a plain thread, from a task of another loop, and pipelined.
+  local be mode v out
+  echo
+  echo "| run_coroutine_threadsafe, 20,000 each (median of $RUNS) | epoll | io_uring |"
+  echo "| --- | ---: | ---: |"
+  declare -A res
+  for be in epoll uring; do
+    for ((i = 0; i < RUNS; i++)); do
+      out=$(CIO_BACKEND=$be "$BIN/bench_threadsafe" 20000) || { echo "threads: bench_threadsafe failed" >&2; return 1; }
+      echo "$out" >&2
+      for mode in thread task pipelined; do
+        v=$(sed -n "s/.*mode=$mode .*ns_per_op=\([0-9.]*\).*/\1/p" <<<"$out")
+        res[$be.$mode]="${res[$be.$mode]:-} $v"
+      done
+    done
+  done
+  for mode in thread task pipelined; do
+    case $mode in
+      thread) label="round trip, a plain thread blocking (µs)" ;;
+      task) label="round trip, a task of another loop awaiting (µs)" ;;
+      pipelined) label="submission alone, pipelined (µs)" ;;
+    esac
+    # shellcheck disable=SC2086 # the lists are space-separated numbers
+    printf '| %s | %.2f | %.2f |\n' "$label" \
+      "$(awk '{print $1/1000}' <<<"$(median ${res[epoll.$mode]})")" \
+      "$(awk '{print $1/1000}' <<<"$(median ${res[uring.$mode]})")"
+  done
+}
+
 for w in "$@"; do
   case $w in
     pool) bench_pool ;;
     subprocess) bench_subprocess ;;
     files) bench_files ;;
+    threads) bench_threads ;;
     *) echo "os.sh: unknown workload $w" >&2; exit 2 ;;
   esac
 done
