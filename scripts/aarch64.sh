@@ -43,6 +43,11 @@ asyncq
 chained
 chess
 sock_echo
+file_stream
+tail_follow --selftest
+ls_capture
+cpu_bound
+ctrl_c --selftest
 LIST
 echo "aarch64: $((n - fail)) of $n examples ran correctly under qemu"
 echo "$((n - fail))" >"$out/passed"
