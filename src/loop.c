@@ -231,8 +231,8 @@ void cio__loop_run_posts(cio_loop_t *loop)
     }
 }
 
-/* The eventfd's watcher: empties the counter (the queue is drained in
- * phase 2 whatever woke the poll). */
+/* The eventfd's watcher: empties the counter (the queue is drained, and
+ * the signals caught are taken, in phase 2 whatever woke the poll). */
 static void wake_ready(void *arg, int fd, unsigned events)
 {
     (void)arg;
@@ -422,6 +422,10 @@ void cio__loop_run_once(cio_loop_t *loop)
         poll_phase(loop, timeout);
     if (atomic_load_explicit(&loop->ts_pending, memory_order_acquire))
         cio__loop_run_posts(loop);
+    /* Signals caught for this loop (signal.c's handlers set the flag and
+     * wake the eventfd): like ts_pending, no watcher and no poll. */
+    if (cio__unlikely(atomic_load_explicit(&loop->sig_pending, memory_order_acquire)))
+        loop->sig_run(loop);
     loop->now_valid = 0;
     if (loop->timers.n) {
         loop->now = cio__clock_ns();

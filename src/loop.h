@@ -317,6 +317,12 @@ struct cio_loop {
     cio__tsnode *ts_head, *ts_tail;
     atomic_int ts_pending;
     atomic_int ts_closed;
+    /* Signals (signal.c, layer 12): its handlers set sig_pending (and write
+     * wakefd on the 0 -> 1 transition); each iteration that finds it set
+     * calls sig_run, which signal.c installs before any handler can set it:
+     * the loop core calls the layer above only through this pointer. */
+    atomic_int sig_pending;
+    void (*sig_run)(cio_loop_t *loop);
 
     size_t ntasks;       /* unfinished coroutines (maintained by the task layer) */
     void *all;           /* the task layer's list of live tasks */

@@ -6,18 +6,24 @@
  * that unblock), so cio catches signals the classic way: one process-wide
  * sigaction handler per signal that some loop handles. The handler does
  * only what is async-signal-safe: atomic operations and write(2). For each
- * loop that catches the signal it counts the delivery (per loop and signal)
- * and writes the loop's own eventfd, which the loop watches (an internal fd
- * watcher: readiness on epoll, a poll on io_uring). The loop then moves the
- * counts to a caller-owned handle per signal, and the callback runs from the
- * ready list as an ordinary callback, once per delivery.
+ * loop that catches the signal it counts the delivery (per loop and signal),
+ * sets the loop's sig_pending flag and, when the flag was clear, writes the
+ * loop's own wake-up eventfd (loop->wakefd, the one cio_call_soon_threadsafe
+ * writes). Each loop iteration checks the flag with one load, as it checks
+ * ts_pending, and calls sig_run through loop->sig_run: no descriptor is
+ * watched for signals, so a loop with handlers polls no more than one
+ * without. sig_run moves the counts to a caller-owned handle per signal,
+ * and the callback runs from the ready list as an ordinary callback, once
+ * per delivery.
  *
  * The process-wide state:
  *  - the list of loops with signal state (g_loops), read by handlers on
  *    any thread while loop threads change it: nodes are linked and unlinked
- *    with atomic stores under g_lock, and a node is freed (and its eventfd
- *    closed) only after it was unlinked and no handler call is running
- *    (g_busy, which every call raises while it walks the list);
+ *    with atomic stores under g_lock, and a node is freed only after it was
+ *    unlinked and no handler call is running (g_busy, which every call
+ *    raises while it walks the list). The loop core closes loop->wakefd only
+ *    after the close hooks ran, and ours frees the node first: a handler
+ *    never writes into a closed or reused descriptor;
  *  - per signal, the number of loops that catch it and the disposition
  *    saved when the first one did (under g_lock), restored when the last
  *    one stops.
@@ -26,23 +32,22 @@
  * Per loop, a signal's entry lives while it has a callback, a task waits
  * for it (cio_signal_wait), its callback is running or queued; the loop's
  * state lives while it catches anything or has entries. Once it has neither,
- * it is freed and the loop stops watching the eventfd, so a loop without
- * handlers pays nothing.
+ * it is freed.
  *
  * fork(): the child inherits every loop's handlers (dispositions are the
- * process's). Its copy of each loop gets a fresh eventfd under the same
- * number at once (pthread_atfork), so the parent and the child never share
- * a wake-up, and the child's pending counts start at zero (pending signals
- * are not inherited). cio_loop_fork then registers that eventfd with the
- * child's new backend like every other watched fd.
+ * process's). Its copy of each loop still holds the parent's wake-up
+ * eventfd until cio_loop_fork gives it its own, so at the fork
+ * (pthread_atfork) the child's pending counts are dropped (pending signals
+ * are not inherited) and each loop's sig_pending is set: the child's
+ * handlers then only count, never writing the parent's eventfd. Our fork
+ * hook, run by cio_loop_fork after the loop core made the new eventfd,
+ * writes it, so the loop takes those deliveries when it runs.
  */
 #include "os.h"
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 /* Signals 1..64: bit s - 1 of a 64-bit mask. */
@@ -71,8 +76,6 @@ typedef struct sigent {
 typedef struct sigloop {
     _Atomic(struct sigloop *) next; /* in g_loops */
     cio_loop_t *loop;
-    int efd;                        /* the eventfd handlers write */
-    uint8_t efd_shared;             /* a fork child could not renew it */
     _Atomic uint64_t want;          /* signals this loop catches */
     _Atomic uint64_t mask;          /* signals with deliveries counted */
     atomic_uint pending[SIG_MAX];   /* deliveries not yet seen by the loop */
@@ -120,8 +123,8 @@ static bool catchable(int s)
 }
 
 /* Waits until no handler call walks the list: unlinked nodes may then be
- * freed and their eventfds closed. Handler calls are short (a few atomic
- * operations and a write per loop). */
+ * freed, and their loops' wake-up eventfds closed. Handler calls are short
+ * (a few atomic operations and at most a write per loop). */
 static void quiesce(void)
 {
     while (atomic_load(&g_busy))
@@ -143,9 +146,15 @@ static void on_signal(int s)
             continue;
         atomic_fetch_add(&sl->pending[s], 1);
         atomic_fetch_or(&sl->mask, bit);
-        uint64_t one = 1;
-        ssize_t r = write(sl->efd, &one, sizeof one);
-        (void)r; /* EAGAIN: the counter is already non-zero */
+        /* Only the call that sets the flag writes: the loop clears it before
+         * it takes the counts (sig_run), so a delivery it does not take
+         * finds the flag clear and wakes it again. */
+        cio_loop_t *loop = sl->loop;
+        if (!atomic_exchange(&loop->sig_pending, 1)) {
+            uint64_t one = 1;
+            ssize_t r = write(loop->wakefd, &one, sizeof one);
+            (void)r; /* EAGAIN: the counter is already non-zero */
+        }
     }
     atomic_fetch_sub(&g_busy, 1);
     errno = saved;
@@ -210,22 +219,20 @@ static void atfork_parent(void)
 
 /*
  * In the child: only this thread exists, so no handler call runs elsewhere.
- * Each loop's eventfd is replaced, under the same number, by a fresh one of
- * the child's (the old file stays the parent's), and the counts of
- * deliveries the parent had not yet seen are dropped: a child starts with no
- * pending signals. Only system calls here (the child of a threaded process).
+ * The counts of deliveries the parent had not yet seen are dropped (a child
+ * starts with no pending signals), and each loop's sig_pending is set: its
+ * wakefd is still the parent's eventfd, which a handler must not write (it
+ * would wake the parent), and with the flag set the handlers only count.
+ * sig_fork wakes the loop once cio_loop_fork gave it an eventfd of its own.
  */
 static void atfork_child(void)
 {
     atomic_store(&g_busy, 0);
     for (sigloop *sl = atomic_load(&g_loops); sl; sl = atomic_load(&sl->next)) {
+        atomic_store(&sl->loop->sig_pending, 1);
         atomic_store(&sl->mask, 0);
         for (int s = 1; s < SIG_MAX; s++)
             atomic_store(&sl->pending[s], 0);
-        int nfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        sl->efd_shared = nfd < 0 || dup3(nfd, sl->efd, O_CLOEXEC) < 0;
-        if (nfd >= 0)
-            close(nfd);
     }
     pthread_mutex_unlock(&g_lock);
 }
@@ -295,7 +302,7 @@ static void catch_off(sigloop *sl, int s)
 /* Per-loop state                                                             */
 /* ------------------------------------------------------------------------ */
 
-static void sig_ready(void *arg, int fd, unsigned events);
+static void sig_run(cio_loop_t *loop);
 static void sig_close(cio_loop_t *loop);
 static void sig_fork(cio_loop_t *loop);
 
@@ -305,8 +312,10 @@ static const cio__loop_hooks sig_hooks = {
     .fork = sig_fork,
 };
 
-/* Unlinks sl from the process-wide list and frees it, closing its eventfd
- * once no handler call can be writing to it. It catches nothing by now. */
+/* Unlinks sl from the process-wide list and frees it once no handler call
+ * can be walking toward its loop (after that, none writes the loop's
+ * wakefd). It catches nothing by now. A flag still set only makes the
+ * loop's next sig_run find no state. */
 static void sigloop_free(sigloop *sl)
 {
     pthread_mutex_lock(&g_lock);
@@ -316,13 +325,12 @@ static void sigloop_free(sigloop *sl)
     atomic_store(p, atomic_load(&sl->next));
     pthread_mutex_unlock(&g_lock);
     quiesce();
-    cio__close_fd(sl->loop, sl->efd);
     sl->loop->sig = NULL;
     cio__free(sl);
 }
 
-/* The loop's signal state, created on first use: 0, -ENOMEM, -EMFILE,
- * -ENFILE (the eventfd), -ENOSPC (the loop's hook table), -ESHUTDOWN. */
+/* The loop's signal state, created on first use: 0, -ENOMEM, -ENOSPC (the
+ * loop's hook table), -ESHUTDOWN. */
 static int sigloop_get(cio_loop_t *loop, sigloop **out)
 {
     if (loop->closed)
@@ -340,20 +348,13 @@ static int sigloop_get(cio_loop_t *loop, sigloop **out)
     if (!sl)
         return -ENOMEM;
     sl->loop = loop;
-    sl->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (sl->efd < 0) {
-        rc = -errno;
-        cio__free(sl);
-        return rc;
-    }
     rc = cio__loop_hook(loop, &sig_hooks);
-    if (!rc)
-        rc = cio__fd_set(loop, sl->efd, CIO_READABLE, sig_ready, sl);
     if (rc) {
-        close(sl->efd);
         cio__free(sl);
         return rc;
     }
+    /* Before the link: a handler may set the flag from then on. */
+    loop->sig_run = sig_run;
     pthread_mutex_lock(&g_lock);
     atomic_store(&sl->next, atomic_load(&g_loops));
     atomic_store(&g_loops, sl);
@@ -408,16 +409,17 @@ static void run_ent(void *arg)
     tidy(e->sl, e->signo);
 }
 
-/* The eventfd is readable: move the counted deliveries to their entries. */
-static void sig_ready(void *arg, int fd, unsigned events)
+/* loop->sig_run, called by the loop core when it finds sig_pending set:
+ * moves the counted deliveries to their entries. */
+static void sig_run(cio_loop_t *loop)
 {
-    sigloop *sl = arg;
-    if (events & CIO__FD_CLOSING)
-        return; /* our own close (sigloop_free) */
-    uint64_t v;
-    ssize_t r = read(fd, &v, sizeof v);
-    (void)r;
-    /* After the read: a handler that runs from here on writes again. */
+    /* Cleared before the counts are taken: a delivery counted after the
+     * exchanges below sets the flag again (and wakes the loop), so it is
+     * taken next time rather than lost. */
+    atomic_store(&loop->sig_pending, 0);
+    sigloop *sl = loop->sig;
+    if (!sl)
+        return;
     uint64_t m = atomic_exchange(&sl->mask, 0);
     while (m) {
         int s = __builtin_ctzll(m) + 1;
@@ -452,23 +454,17 @@ static void sig_close(cio_loop_t *loop)
     sigloop_free(sl);
 }
 
-/* Fork hook (cio_loop_fork, in the child): the eventfd was renewed at the
- * fork; if that failed (no descriptor), try once more, and failing that
- * remove the loop's handlers rather than share a wake-up with the parent. */
+/* Fork hook (cio_loop_fork, in the child, after the loop core gave the loop
+ * a wake-up eventfd of its own): the flag set at the fork keeps the
+ * handlers from writing, so the deliveries counted since are announced
+ * here, on the new eventfd. */
 static void sig_fork(cio_loop_t *loop)
 {
-    sigloop *sl = loop->sig;
-    if (!sl || !sl->efd_shared)
+    if (!loop->sig || !atomic_load(&loop->sig_pending))
         return;
-    int nfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    sl->efd_shared = nfd < 0 || dup3(nfd, sl->efd, O_CLOEXEC) < 0;
-    if (nfd >= 0)
-        close(nfd);
-    if (!sl->efd_shared)
-        return;
-    if (loop->debug)
-        fprintf(stderr, "cio: cio_loop_fork: no eventfd for signals; handlers removed\n");
-    sig_close(loop);
+    uint64_t one = 1;
+    ssize_t r = write(loop->wakefd, &one, sizeof one);
+    (void)r;
 }
 
 /* ------------------------------------------------------------------------ */
