@@ -155,6 +155,10 @@ void cio__fd_ready(cio_loop_t *loop, int fd, uint32_t gen, unsigned events)
 
 int cio__fd_track(cio_loop_t *loop, cio__op *op)
 {
+    /* An operation on a path (open, stat) has no descriptor to track: no
+     * cio_close can concern it. */
+    if (op->fd < 0)
+        return 0;
     int rc = fd_slot(loop, op->fd);
     if (rc)
         return rc;
@@ -169,6 +173,8 @@ int cio__fd_track(cio_loop_t *loop, cio__op *op)
 
 void cio__fd_untrack(cio_loop_t *loop, cio__op *op)
 {
+    if (op->fd < 0)
+        return;
     if (op->fd_prev)
         op->fd_prev->fd_next = op->fd_next;
     else

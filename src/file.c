@@ -106,14 +106,6 @@ static ssize_t run_op(cio_file_t *f, cio__op *op)
     return j.ran ? j.res : rc;
 }
 
-/* An operation that names a path and no descriptor: it is tracked on the
- * loop's eventfd on io_uring (see CIO__OP_OPENAT in loop.h). */
-static int path_fd(void)
-{
-    cio__coro *c = cio__current;
-    return c ? c->loop->wakefd : -1;
-}
-
 static int file_enter(cio_file_t *f)
 {
     if (!f)
@@ -265,7 +257,7 @@ int cio_file_open(cio_file_t **out, const char *path, int flags, mode_t mode)
         return -ENOMEM;
     ssize_t fd;
     if (cio__loop_completes(c->loop)) {
-        cio__op op = {.code = CIO__OP_OPENAT, .fd = path_fd(), .buf = (void *)path,
+        cio__op op = {.code = CIO__OP_OPENAT, .fd = -1, .buf = (void *)path,
                       .flags = flags | O_CLOEXEC, .len = mode};
         fd = run_op(NULL, &op);
     } else {
@@ -457,7 +449,7 @@ int cio_stat(const char *path, struct stat *st)
         return -EINVAL;
     if (!cio__current)
         return -EPERM;
-    return do_statx(path_fd(), path, 0, st);
+    return do_statx(-1, path, 0, st);
 }
 
 /* Closes fd from a task whose scope is shielded: natively or on the pool. */

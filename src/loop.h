@@ -104,8 +104,7 @@ enum cio__opcode {
     CIO__OP_CONNECT,  /* addr, socklen */
     CIO__OP_FSYNC,    /* flags: 1 for fdatasync */
     /* Files (file.c). Paths resolve from the working directory (AT_FDCWD);
-     * an operation that names no descriptor of its own is tracked on one
-     * of the loop's (its eventfd), which it does not touch. */
+     * an operation on a path has fd -1 and is not tracked per descriptor. */
     CIO__OP_OPENAT,   /* buf: path, flags: open flags, len: mode; res: the fd */
     CIO__OP_STATX,    /* buf: path, flags: AT_* (AT_EMPTY_PATH: of fd), len:
                          mask, stx: the result */
@@ -230,7 +229,7 @@ void cio__fd_forget(cio_loop_t *loop, int fd);
 /* Frees the table at close. */
 void cio__fd_close(cio_loop_t *loop);
 /* Records a submitted op as in flight on its fd (0 or -ENOMEM/-EBADF), and
- * forgets it at its completion. */
+ * forgets it at its completion; an op with fd -1 (a path) is not recorded. */
 int cio__fd_track(cio_loop_t *loop, cio__op *op);
 void cio__fd_untrack(cio_loop_t *loop, cio__op *op);
 
