@@ -709,6 +709,16 @@ CIO_EXTERN int cio_sleep_until_ns(int64_t when_ns);
  */
 CIO_EXTERN int cio_yield(void);
 
+/*
+ * Not an await point (it never suspends): returns what an await point
+ * called now would return before waiting, that is -ECANCELED when the task
+ * or an enclosing scope is cancelled, -ETIMEDOUT when an enclosing deadline
+ * has passed, else 0; -EPERM outside a task. For code about to start
+ * something it could not take back once begun (a statement sent to a
+ * server), so that a cancelled task does not start it at all.
+ */
+CIO_EXTERN int cio_check_cancel(void);
+
 /* ------------------------------------------------------------------------ */
 /* Futures                                                                   */
 /* ------------------------------------------------------------------------ */

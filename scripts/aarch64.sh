@@ -15,7 +15,7 @@ out="${1:-$root/build-aarch64}"
 rm -rf "$out"
 cmake -S "$root" -B "$out" -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 \
   -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc -DCMAKE_ASM_COMPILER=aarch64-linux-gnu-gcc \
-  -DCIO_URING=OFF -DCIO_BUILD_TESTS=OFF -DCIO_BUILD_BENCH=OFF -DCIO_BUILD_EXAMPLES=ON >/dev/null
+  -DCIO_URING=OFF -DCIO_PG=OFF -DCIO_BUILD_TESTS=OFF -DCIO_BUILD_BENCH=OFF -DCIO_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$out" -j"$(nproc)" >/dev/null
 # The assembly switch, not the ucontext fallback, must be the one built.
 grep -q 'switch_aarch64.S' "$out/CMakeFiles/cio.dir/build.make"

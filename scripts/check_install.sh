@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs cio from a build directory into a temporary prefix, moves the whole
 # prefix elsewhere (cio.pc must be relocatable), then builds and runs a small
-# program against the moved copy with pkg-config, shared and static.
+# program against the moved copy with pkg-config, shared and static. When
+# cio-pg was built (cio-pg.pc installed), a program that uses it is built and
+# run the same way (it needs no server: it checks that a connection to a port
+# nothing listens on fails cleanly).
 #
 #   scripts/check_install.sh BUILD_DIR
 set -euo pipefail
@@ -48,3 +51,45 @@ for b in epoll uring; do
   CIO_BACKEND=$b "$tmp/prog_static" >/dev/null
 done
 echo "install: relocated prefix, pkg-config build (shared and static) ran on both backends"
+
+[ -f "$pc/cio-pg.pc" ] || exit 0
+# cio-pg: its own header, library and pkg-config name; only cio.h and
+# cio-pg.h are installed, and cio-pg.pc follows the prefix too.
+[ "$(pkg-config --variable=libdir cio-pg)" = "$(pkg-config --variable=libdir cio)" ] || {
+  echo "install: cio-pg.pc does not follow its prefix: $(pkg-config --variable=libdir cio-pg)"; exit 1; }
+cat >"$tmp/prog_pg.c" <<'C'
+#include <cio-pg.h>
+#include <errno.h>
+#include <stdio.h>
+
+static int main_task(void *arg, void **result)
+{
+    (void)arg; (void)result;
+    cio_pg_t *c = (cio_pg_t *)&c;
+    /* Nothing listens on port 1 of the loopback: the connection is refused. */
+    int rc = cio_pg_connect(&c, "host=127.0.0.1 port=1 dbname=cio", 10.0);
+    if (rc >= 0 || c != NULL) {
+        fprintf(stderr, "cio-pg: connect to a closed port returned %d\n", rc);
+        cio_pg_close(c);
+        return -1;
+    }
+    printf("cio-pg: %s (%s)\n", cio_strerror(rc), cio_pg_connect_error());
+    return rc == -ECONNREFUSED ? 0 : -1;
+}
+
+int main(void) { return cio_run(main_task, NULL) == 0 ? 0 : 1; }
+C
+# shellcheck disable=SC2046
+cc -o "$tmp/prog_pg" "$tmp/prog_pg.c" $(pkg-config --cflags --libs cio-pg) \
+   -Wl,-rpath,"$(pkg-config --variable=libdir cio-pg)"
+# Static cio and cio-pg; libpq stays shared (Debian ships no static
+# libpgcommon/libpgport, which a static libpq needs).
+# shellcheck disable=SC2046
+cc -o "$tmp/prog_pg_static" "$tmp/prog_pg.c" $(pkg-config --cflags cio-pg) \
+   "$(pkg-config --variable=libdir cio)/libcio-pg.a" "$(pkg-config --variable=libdir cio)/libcio.a" \
+   $(pkg-config --libs-only-l --static cio | sed 's/-lcio//') $(pkg-config --libs libpq)
+for b in epoll uring; do
+  CIO_BACKEND=$b "$tmp/prog_pg" >/dev/null
+  CIO_BACKEND=$b "$tmp/prog_pg_static" >/dev/null
+done
+echo "install: cio-pg built with pkg-config (shared and static) against the moved prefix, ran on both backends"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing cio needs on Debian 12 (idempotent).
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config check clang libclang-rt-14-dev time util-linux liburing-dev)
+# postgresql and libpq-dev: cio-pg (built when libpq is found) and its tests,
+# which run a throw-away PostgreSQL 15 cluster (tests/pg_server.sh).
+pkgs=(build-essential cmake pkg-config check clang libclang-rt-14-dev time util-linux liburing-dev
+      postgresql libpq-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

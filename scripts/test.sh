@@ -3,7 +3,10 @@
 #   1. builds with gcc (-Wall -Wextra -Werror) and runs every test with CTest
 #      (each test program twice: on epoll and on io_uring), then installs into
 #      a temporary prefix, moves it, and builds a program against it with
-#      pkg-config (scripts/check_install.sh);
+#      pkg-config (scripts/check_install.sh). cio-pg's tests run against a
+#      real PostgreSQL: CTest's fixture starts a throw-away cluster in the
+#      build directory (tests/pg_server.sh, as an unprivileged user when run
+#      as root) and removes it after them, in this step and in step 3;
 #   2. builds with clang (-Werror) to keep both compilers clean, and with
 #      gcc in Release (-O3 warns where -O2 does not);
 #   3. builds with AddressSanitizer + UndefinedBehaviorSanitizer and runs
@@ -18,6 +21,10 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/deps.sh"
 jobs="$(nproc)"
 out="${CIO_TEST_DIR:-$root/build-test}"
+# A run that was killed may have left a test server running in a build dir.
+for d in "$out"/*/pgdata; do
+  if [ -d "$d" ]; then bash "$root/tests/pg_server.sh" stop "$d" || true; fi
+done
 rm -rf "$out"
 
 step() { printf '\n=== %s\n' "$*"; }

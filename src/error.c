@@ -38,7 +38,10 @@
     X(EPROTO, "protocol error")                                           \
     X(ENODATA, "end of stream before the expected data")                  \
     X(ESRCH, "no such process")                                           \
-    X(ECHILD, "no child processes")
+    X(ECHILD, "no child processes")                                       \
+    X(EREMOTEIO, "the server reported an error")                          \
+    X(ECONNABORTED, "aborted (a pipeline statement after a failed one)")   \
+    X(ESTALE, "stale (a task queue lease was lost)")
 
 /*
  * getaddrinfo's codes, returned as CIO_EAI(code) (cio.h). The GNU ones are

@@ -266,6 +266,12 @@ void cio__coro_cancel(cio__coro *c)
 /* Sleeping and yielding                                                     */
 /* ------------------------------------------------------------------------ */
 
+int cio_check_cancel(void)
+{
+    cio__coro *c = cio__current;
+    return c ? cio__check_cancel(c) : -EPERM;
+}
+
 int cio_yield(void)
 {
     cio__coro *c = cio__current;

@@ -16,7 +16,7 @@ static const struct known known[] = {
     {-ECANCELED, "ECANCELED"}, {-ETIMEDOUT, "ETIMEDOUT"}, {-EINVAL, "EINVAL"},
     {-ENOMEM, "ENOMEM"},       {-EPERM, "EPERM"},         {-EBUSY, "EBUSY"},
     {-EALREADY, "EALREADY"},   {-EAGAIN, "EAGAIN"},       {-EDEADLK, "EDEADLK"},
-    {-ESHUTDOWN, "ESHUTDOWN"}, {-EINTR, "EINTR"},
+    {-ESHUTDOWN, "ESHUTDOWN"}, {-EINTR, "EINTR"},     {-EREMOTEIO, "EREMOTEIO"},
 };
 
 START_TEST(error_names)
