@@ -46,16 +46,13 @@
  * timed part divided by N: the client's own cost per query, which a loaded
  * machine disturbs less than the wall-clock rate.
  */
-#include "bench_common.h"
+#define BENCH_NAME "bench_pg"
+#include "bench_pg_common.h"
 
-#include <cio-pg.h>
-#include <cio.h>
 #include <libpq-fe.h>
 
-#include <errno.h>
+#include <limits.h>
 #include <math.h>
-#include <stdbool.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #define STMT "bench_pg_select"
@@ -76,39 +73,9 @@ typedef struct bench {
     long done;                    /* queries completed */
     cio_pg_t *prepared[MAX_CONNS]; /* connections that hold STMT */
     unsigned nprepared;
-    int64_t t0, t1;       /* wall clock of the timed part */
-    int64_t cpu0, cpu1;   /* this process's CPU time (user + system) */
+    bench_pg_clock clock; /* the timed part */
 } bench;
 
-/* This process's CPU time so far, user + system, in nanoseconds. */
-static int64_t cpu_now_ns(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
-           ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
-}
-
-static void start_clock(bench *b)
-{
-    b->cpu0 = cpu_now_ns();
-    b->t0 = bench_now_ns();
-}
-
-static void stop_clock(bench *b)
-{
-    b->t1 = bench_now_ns();
-    b->cpu1 = cpu_now_ns();
-}
-
-/* Reports a failed call with the connection's message; returns rc. */
-static int fail(cio_pg_t *c, const char *what, long i, int rc)
-{
-    const char *msg = c ? cio_pg_error_message(c) : "";
-    fprintf(stderr, "bench_pg: %s (query %ld): %s%s%s\n", what, i, cio_strerror(rc),
-            *msg ? ": " : "", msg);
-    return rc < 0 ? rc : -EPROTO;
-}
 
 /* Checks that r holds one row whose only value is the text in want. */
 static int check(cio_pg_result_t *r, const char *want, long i)
@@ -131,7 +98,7 @@ static int one_prepared(cio_pg_t *c, long i)
     cio_pg_result_t *r;
     int64_t n = cio_pg_query_prepared(c, &r, STMT, 1, v, NULL, NULL, 0);
     if (n < 0)
-        return fail(c, "cio_pg_query_prepared", i, (int)n);
+        return bench_pg_fail(c, "cio_pg_query_prepared", i, (int)n);
     int rc = check(r, buf, i);
     cio_pg_result_free(r);
     return rc;
@@ -146,7 +113,7 @@ static int one_unprepared(cio_pg_t *c, long i)
     cio_pg_result_t *r;
     int64_t n = cio_pg_query(c, &r, SQL, 1, v);
     if (n < 0)
-        return fail(c, "cio_pg_query", i, (int)n);
+        return bench_pg_fail(c, "cio_pg_query", i, (int)n);
     int rc = check(r, buf, i);
     cio_pg_result_free(r);
     return rc;
@@ -155,7 +122,7 @@ static int one_unprepared(cio_pg_t *c, long i)
 static int prepare(cio_pg_t *c)
 {
     int rc = cio_pg_prepare(c, STMT, SQL, 1, NULL);
-    return rc < 0 ? fail(c, "cio_pg_prepare", -1, rc) : 0;
+    return rc < 0 ? bench_pg_fail(c, "cio_pg_prepare", -1, rc) : 0;
 }
 
 /* ------------------------------------------------ one connection ---- */
@@ -167,13 +134,13 @@ static int run_sequential(bench *b, cio_pg_t *c, bool prepared)
         rc = prepared ? one_prepared(c, i) : one_unprepared(c, i);
     if (rc < 0)
         return rc;
-    start_clock(b);
+    bench_pg_clock_start(&b->clock);
     for (long i = 0; i < b->n; i++) {
         rc = prepared ? one_prepared(c, i) : one_unprepared(c, i);
         if (rc < 0)
             return rc;
     }
-    stop_clock(b);
+    bench_pg_clock_stop(&b->clock);
     return 0;
 }
 
@@ -186,15 +153,15 @@ static int pipeline_batch(cio_pg_t *c, long first, long count, char (*bufs)[24])
         snprintf(bufs[k], sizeof bufs[k], "%ld", first + k);
         const char *v[1] = {bufs[k]};
         if ((rc = cio_pg_pipeline_send_prepared(c, STMT, 1, v)) < 0)
-            return fail(c, "cio_pg_pipeline_send_prepared", first + k, rc);
+            return bench_pg_fail(c, "cio_pg_pipeline_send_prepared", first + k, rc);
     }
     if ((rc = cio_pg_pipeline_sync(c)) < 0)
-        return fail(c, "cio_pg_pipeline_sync", first, rc);
+        return bench_pg_fail(c, "cio_pg_pipeline_sync", first, rc);
     for (long k = 0; k < count; k++) {
         cio_pg_result_t *r;
         int64_t n = cio_pg_pipeline_result(c, &r);
         if (n < 0)
-            return fail(c, "cio_pg_pipeline_result", first + k, (int)n);
+            return bench_pg_fail(c, "cio_pg_pipeline_result", first + k, (int)n);
         rc = check(r, bufs[k], first + k);
         cio_pg_result_free(r);
         if (rc < 0)
@@ -215,30 +182,28 @@ static int run_pipeline(bench *b, cio_pg_t *c)
     rc = cio_pg_pipeline_enter(c);
     if (rc < 0) {
         free(bufs);
-        return fail(c, "cio_pg_pipeline_enter", -1, rc);
+        return bench_pg_fail(c, "cio_pg_pipeline_enter", -1, rc);
     }
     rc = pipeline_batch(c, 0, b->batch < WARMUP ? b->batch : WARMUP, bufs);
     if (rc == 0) {
-        start_clock(b);
+        bench_pg_clock_start(&b->clock);
         for (long i = 0; rc == 0 && i < b->n; i += b->batch)
             rc = pipeline_batch(c, i, b->n - i < b->batch ? b->n - i : b->batch, bufs);
-        stop_clock(b);
+        bench_pg_clock_stop(&b->clock);
     }
     free(bufs);
     int xrc = cio_pg_pipeline_exit(c);
     if (rc == 0 && xrc < 0)
-        rc = fail(c, "cio_pg_pipeline_exit", -1, xrc);
+        rc = bench_pg_fail(c, "cio_pg_pipeline_exit", -1, xrc);
     return rc;
 }
 
 static int run_one_connection(bench *b)
 {
     cio_pg_t *c;
-    int rc = cio_pg_connect(&c, b->dsn, 30);
-    if (rc < 0) {
-        fprintf(stderr, "bench_pg: connect: %s: %s\n", cio_strerror(rc), cio_pg_connect_error());
+    int rc = bench_pg_connect(&c, b->dsn);
+    if (rc < 0)
         return rc;
-    }
     if (strcmp(b->workload, "pipeline") == 0)
         rc = run_pipeline(b, c);
     else
@@ -274,13 +239,13 @@ static int pool_worker(void *arg, void **result)
         cio_pg_t *c;
         int rc = cio_pg_pool_acquire(b->pool, &c, INFINITY);
         if (rc < 0)
-            return fail(NULL, "cio_pg_pool_acquire", i, rc);
+            return bench_pg_fail(NULL, "cio_pg_pool_acquire", i, rc);
         rc = ensure_prepared(b, c);
         if (rc == 0)
             rc = one_prepared(c, i);
         int rrc = cio_pg_pool_release(b->pool, c);
         if (rc == 0 && rrc < 0)
-            rc = fail(NULL, "cio_pg_pool_release", i, rrc);
+            rc = bench_pg_fail(NULL, "cio_pg_pool_release", i, rrc);
         if (rc < 0)
             return rc;
         b->done++;
@@ -299,7 +264,7 @@ static int pool_warm(bench *b)
     while (got < b->conns && rc == 0) {
         rc = cio_pg_pool_acquire(b->pool, &cs[got], 30);
         if (rc < 0)
-            rc = fail(NULL, "cio_pg_pool_acquire (warm-up)", -1, rc);
+            rc = bench_pg_fail(NULL, "cio_pg_pool_acquire (warm-up)", -1, rc);
         else
             got++;
     }
@@ -319,25 +284,25 @@ static int run_pool(bench *b)
     cio_pg_pool_opts_t o = {.max_size = b->conns, .connect_timeout = 30};
     int rc = cio_pg_pool_new(&b->pool, b->dsn, &o);
     if (rc < 0)
-        return fail(NULL, "cio_pg_pool_new", -1, rc);
+        return bench_pg_fail(NULL, "cio_pg_pool_new", -1, rc);
     rc = pool_warm(b);
     cio_task_t **ts = bench_alloc(b->tasks * sizeof *ts);
     int *st = bench_alloc(b->tasks * sizeof *st);
     unsigned spawned = 0;
     if (rc == 0) {
-        start_clock(b);
+        bench_pg_clock_start(&b->clock);
         for (; spawned < b->tasks; spawned++) {
             rc = cio_spawn(&ts[spawned], pool_worker, b);
             if (rc < 0) {
-                fail(NULL, "cio_spawn", -1, rc);
+                bench_pg_fail(NULL, "cio_spawn", -1, rc);
                 b->next = b->n; /* the others stop after their query */
                 break;
             }
         }
         int grc = cio_gather((cio_future_t *const *)ts, spawned, NULL, st, CIO_GATHER_ALL);
-        stop_clock(b);
+        bench_pg_clock_stop(&b->clock);
         if (rc == 0 && grc < 0)
-            rc = fail(NULL, "cio_gather", -1, grc);
+            rc = bench_pg_fail(NULL, "cio_gather", -1, grc);
         for (unsigned k = 0; k < spawned; k++) {
             if (rc == 0 && st[k] < 0)
                 rc = st[k];
@@ -348,7 +313,7 @@ static int run_pool(bench *b)
     free(st);
     int frc = cio_pg_pool_free(b->pool);
     if (rc == 0 && frc < 0)
-        rc = fail(NULL, "cio_pg_pool_free", -1, frc);
+        rc = bench_pg_fail(NULL, "cio_pg_pool_free", -1, frc);
     if (rc == 0 && b->done != b->n) {
         fprintf(stderr, "bench_pg: pool: %ld queries done, expected %ld\n", b->done, b->n);
         rc = -EPROTO;
@@ -430,10 +395,10 @@ static int run_libpq_on(bench *b, PGconn *c, bool prepared, bool pipelined)
         for (long i = 0; rc == 0 && i < WARMUP; i++)
             rc = pq_one(c, i, prepared);
         if (rc == 0) {
-            start_clock(b);
+            bench_pg_clock_start(&b->clock);
             for (long i = 0; rc == 0 && i < b->n; i++)
                 rc = pq_one(c, i, prepared);
-            stop_clock(b);
+            bench_pg_clock_stop(&b->clock);
         }
         return rc;
     }
@@ -444,10 +409,10 @@ static int run_libpq_on(bench *b, PGconn *c, bool prepared, bool pipelined)
     char(*bufs)[24] = bench_alloc((size_t)b->batch * 24);
     rc = pq_batch(c, 0, b->batch < WARMUP ? b->batch : WARMUP, prepared, bufs);
     if (rc == 0) {
-        start_clock(b);
+        bench_pg_clock_start(&b->clock);
         for (long i = 0; rc == 0 && i < b->n; i += b->batch)
             rc = pq_batch(c, i, b->n - i < b->batch ? b->n - i : b->batch, prepared, bufs);
-        stop_clock(b);
+        bench_pg_clock_stop(&b->clock);
     }
     free(bufs);
     return rc;
@@ -487,11 +452,11 @@ static const char *const workloads[] = {
 
 static void report(const bench *b, const char *backend)
 {
-    double s = (double)(b->t1 - b->t0) / 1e9;
+    double s = bench_pg_clock_s(&b->clock);
     printf("RESULT bench=pg_%s backend=%s queries=%ld qps=%.0f us_per_query=%.2f "
            "cpu_us_per_query=%.2f\n",
            b->workload, backend, b->n, (double)b->n / s, s * 1e6 / (double)b->n,
-           (double)(b->cpu1 - b->cpu0) / 1e3 / (double)b->n);
+           bench_pg_clock_cpu_us_per(&b->clock, b->n));
 }
 
 static void usage(void)
@@ -504,11 +469,7 @@ static void usage(void)
 
 static long arg_long(const char *s, long min)
 {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < min)
-        usage();
-    return v;
+    return bench_pg_arg_long(s, min, LONG_MAX, usage);
 }
 
 int main(int argc, char **argv)
@@ -532,7 +493,7 @@ int main(int argc, char **argv)
         known = known || strcmp(b.workload, workloads[k]) == 0;
     if (!known || b.conns > MAX_CONNS)
         usage();
-    b.dsn = getenv("CIO_PG_DSN") ? getenv("CIO_PG_DSN") : "";
+    b.dsn = bench_pg_dsn();
     if (strncmp(b.workload, "libpq_", 6) == 0) {
         if (run_libpq(&b) < 0) {
             fprintf(stderr, "bench_pg %s: failed\n", b.workload);
@@ -542,30 +503,12 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    /* The backend CIO_BACKEND asks for, checked against what the loop got. */
-    const char *env = getenv("CIO_BACKEND");
-    cio_backend_t which = env && strcmp(env, "uring") == 0 ? CIO_BACKEND_URING : CIO_BACKEND_EPOLL;
-    const char *want = which == CIO_BACKEND_URING ? "io_uring" : "epoll";
-    cio_loop_opts_t lo = {.backend = which};
-    cio_loop_t *loop;
-    int rc = cio_loop_new_ex(&loop, &lo);
-    if (rc < 0) {
-        fprintf(stderr, "bench_pg: cio_loop_new_ex: %s\n", cio_strerror(rc));
+    const char *want;
+    cio_loop_t *loop = bench_pg_loop_new(&want);
+    if (!loop)
         return 1;
-    }
-    const char *got = cio_loop_backend(loop);
-    if (!got || strcmp(got, want) != 0) {
-        fprintf(stderr, "bench_pg: the loop runs on %s, not %s\n", got ? got : "?", want);
-        cio_loop_free(loop);
-        return 1;
-    }
-    cio_task_t *m;
-    rc = cio_spawn_ex(&m, loop, bench_main, &b, NULL);
-    if (rc == 0)
-        rc = cio_loop_run_until_complete(loop, m, NULL);
-    cio_future_release(m);
-    cio_loop_shutdown(loop);
-    cio_loop_free(loop);
+    int rc = bench_pg_run(loop, bench_main, &b);
+    bench_pg_loop_free(loop);
     if (rc < 0) {
         fprintf(stderr, "bench_pg %s (%s): failed: %s\n", b.workload, want, cio_strerror(rc));
         return 1;

@@ -36,16 +36,11 @@
  * part divided by N (producers and workers together); shutdown_ms: how long
  * the workers took to stop.
  */
-#include "bench_common.h"
+#define BENCH_NAME "bench_pgq"
+#include "bench_pg_common.h"
 
-#include <cio-pg.h>
-#include <cio.h>
-
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdbool.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #define WARMUP 100
@@ -68,7 +63,7 @@ typedef struct bench {
     cio_pgq_stats_t stats[MAX_TASKS];
     long next;    /* next job number to enqueue */
     long limit;   /* enqueue up to this job number */
-    int64_t t0, t1, cpu0, cpu1;
+    bench_pg_clock clock; /* the timed part */
 } bench;
 
 typedef struct producer {
@@ -76,19 +71,10 @@ typedef struct producer {
     cio_pg_t *c;
 } producer;
 
-static int64_t cpu_now_ns(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
-           ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
-}
-
+/* Reports a failed call with the connection's message; returns rc. */
 static int fail(cio_pg_t *c, const char *what, int rc)
 {
-    const char *msg = c ? cio_pg_error_message(c) : "";
-    fprintf(stderr, "bench_pgq: %s: %s%s%s\n", what, cio_strerror(rc), *msg ? ": " : "", msg);
-    return rc < 0 ? rc : -EPROTO;
+    return bench_pg_fail(c, what, -1, rc);
 }
 
 /* The empty handler: the job succeeds with no result. */
@@ -265,11 +251,9 @@ static int measure(bench *b, producer *ps, cio_pg_t *ctl)
     if (rc == 0)
         rc = round_trip(b, ps, WARMUP);
     if (rc == 0) {
-        b->cpu0 = cpu_now_ns();
-        b->t0 = bench_now_ns();
+        bench_pg_clock_start(&b->clock);
         rc = round_trip(b, ps, WARMUP + b->jobs);
-        b->t1 = bench_now_ns();
-        b->cpu1 = cpu_now_ns();
+        bench_pg_clock_stop(&b->clock);
     }
     /* Every completion is recorded once the counters show it: check now,
      * while the workers idle. */
@@ -288,18 +272,14 @@ static int bench_main(void *arg, void **result)
     producer ps[MAX_TASKS] = {{0}};
     unsigned np = 0;
     cio_pg_t *ctl = NULL;
-    int rc = cio_pg_connect(&ctl, b->dsn, 30);
-    if (rc < 0) {
-        fprintf(stderr, "bench_pgq: connect: %s: %s\n", cio_strerror(rc), cio_pg_connect_error());
+    int rc = bench_pg_connect(&ctl, b->dsn);
+    if (rc < 0)
         return rc;
-    }
     if ((rc = cio_pgq_install(ctl)) < 0)
         fail(ctl, "cio_pgq_install", rc);
     for (; rc == 0 && !b->install_only && np < b->producers; np++) {
         ps[np].b = b;
-        if ((rc = cio_pg_connect(&ps[np].c, b->dsn, 30)) < 0)
-            fprintf(stderr, "bench_pgq: connect: %s: %s\n", cio_strerror(rc),
-                    cio_pg_connect_error());
+        rc = bench_pg_connect(&ps[np].c, b->dsn);
     }
     cio_pg_pool_opts_t po = {.max_size = 2 * b->workers, .connect_timeout = 30};
     if (rc == 0 && !b->install_only && (rc = cio_pg_pool_new(&b->pool, b->dsn, &po)) < 0)
@@ -325,11 +305,7 @@ static void usage(void)
 
 static long arg_long(const char *s, long min, long max)
 {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < min || v > max)
-        usage();
-    return v;
+    return bench_pg_arg_long(s, min, max, usage);
 }
 
 int main(int argc, char **argv)
@@ -347,38 +323,21 @@ int main(int argc, char **argv)
     }
     if (optind != argc)
         usage();
-    b.dsn = getenv("CIO_PG_DSN") ? getenv("CIO_PG_DSN") : "";
+    b.dsn = bench_pg_dsn();
     snprintf(b.queue, sizeof b.queue, "bench_pgq_%ld", (long)getpid());
 
-    const char *env = getenv("CIO_BACKEND");
-    cio_backend_t which = env && strcmp(env, "uring") == 0 ? CIO_BACKEND_URING : CIO_BACKEND_EPOLL;
-    const char *want = which == CIO_BACKEND_URING ? "io_uring" : "epoll";
-    cio_loop_opts_t lo = {.backend = which};
-    cio_loop_t *loop;
-    int rc = cio_loop_new_ex(&loop, &lo);
-    if (rc < 0) {
-        fprintf(stderr, "bench_pgq: cio_loop_new_ex: %s\n", cio_strerror(rc));
+    const char *want;
+    cio_loop_t *loop = bench_pg_loop_new(&want);
+    if (!loop)
         return 1;
-    }
-    const char *got = cio_loop_backend(loop);
-    if (!got || strcmp(got, want) != 0) {
-        fprintf(stderr, "bench_pgq: the loop runs on %s, not %s\n", got ? got : "?", want);
-        cio_loop_free(loop);
-        return 1;
-    }
-    cio_task_t *m;
-    rc = cio_spawn_ex(&m, loop, bench_main, &b, NULL);
-    if (rc == 0)
-        rc = cio_loop_run_until_complete(loop, m, NULL);
-    cio_future_release(m);
+    int rc = bench_pg_run(loop, bench_main, &b);
     if (b.stuck) {
         /* Tearing the loop down would wait for the workers: leave instead,
          * the measurement (checked before the shutdown) is still valid. */
         fprintf(stderr, "bench_pgq (%s): exiting without teardown\n", want);
         rc = b.ok ? 0 : -EPROTO;
     } else {
-        cio_loop_shutdown(loop);
-        cio_loop_free(loop);
+        bench_pg_loop_free(loop);
     }
     if (rc < 0) {
         fprintf(stderr, "bench_pgq (%s): failed: %s\n", want, cio_strerror(rc));
@@ -386,11 +345,10 @@ int main(int argc, char **argv)
     }
     if (b.install_only)
         return 0;
-    double s = (double)(b.t1 - b.t0) / 1e9;
     printf("RESULT bench=pgq backend=%s jobs=%ld workers=%u producers=%u jobs_per_s=%.0f "
            "cpu_us_per_job=%.2f shutdown_ms=%.1f\n",
-           want, b.jobs, b.workers, b.producers, (double)b.jobs / s,
-           (double)(b.cpu1 - b.cpu0) / 1e3 / (double)b.jobs, b.shutdown_ms);
+           want, b.jobs, b.workers, b.producers, (double)b.jobs / bench_pg_clock_s(&b.clock),
+           bench_pg_clock_cpu_us_per(&b.clock, b.jobs), b.shutdown_ms);
     fflush(stdout);
     if (b.stuck)
         _exit(0);

@@ -19,8 +19,9 @@
  *    WITHOUT a unique constraint: a job completed twice would show twice
  *    (exactly-once completion record).
  *
- * It prints the counts and exits 1 if a job is missing or was recorded
- * twice. The demo tables keep their rows (one queue name per run).
+ * It prints the counts and exits 1 if a job is missing, never ran, or was
+ * recorded twice, or if a surviving worker did not stop cleanly. The demo
+ * tables keep their rows (one queue name per run).
  */
 #include "example.h"
 
@@ -188,6 +189,8 @@ static int prove(cio_pg_t *c, const char *queue, long killed)
     int64_t done = scalar(c, "SELECT count(*) FROM cio_jobs WHERE queue = $1 AND state = 2", queue);
     int64_t execs = scalar(c, "SELECT count(*) FROM pg_queue_demo_exec e JOIN cio_jobs j"
                               " ON j.id = e.job WHERE j.queue = $1", queue);
+    int64_t executed = scalar(c, "SELECT count(DISTINCT e.job) FROM pg_queue_demo_exec e JOIN cio_jobs j"
+                                 " ON j.id = e.job WHERE j.queue = $1", queue);
     int64_t again = scalar(c, "SELECT count(*) FROM (SELECT e.job FROM pg_queue_demo_exec e"
                               " JOIN cio_jobs j ON j.id = e.job WHERE j.queue = $1"
                               " GROUP BY e.job HAVING count(*) > 1) x", queue);
@@ -208,7 +211,7 @@ static int prove(cio_pg_t *c, const char *queue, long killed)
     int64_t killed_done = scalar(c, sql, queue);
     printf("jobs:               %" PRId64 "\n", jobs);
     printf("completed:          %" PRId64 "\n", done);
-    printf("executions:         %" PRId64 "\n", execs);
+    printf("executions:         %" PRId64 " (%" PRId64 " jobs ran at least once)\n", execs, executed);
     printf("re-executed:        %" PRId64 " (%" PRId64 " of them were running in the killed worker"
            " %ld when it died: their leases expired and other workers ran them again)\n",
            again, by_killed, killed);
@@ -216,7 +219,8 @@ static int prove(cio_pg_t *c, const char *queue, long killed)
            records, killed_done);
     printf("duplicates:         %" PRId64 "\n", dups);
     printf("missing:            %" PRId64 "\n", missing);
-    bool ok = jobs == JOBS && done == JOBS && records == JOBS && dups == 0 && missing == 0;
+    bool ok = jobs == JOBS && done == JOBS && executed == JOBS && records == JOBS && dups == 0 &&
+              missing == 0;
     printf("%s\n", ok ? "OK: every job completed, none recorded twice"
                       : "FAILED: a job is missing or was recorded twice");
     return ok ? 0 : 1;
@@ -261,14 +265,20 @@ static int producer_main(void *arg, void **result)
 
     await_done(c, queue, JOBS);
     printf("all %d jobs finished in %.2f s\n", JOBS, now() - t0);
+    /* The others stop gracefully on SIGTERM: any other end is a failure. */
+    bool workers_ok = true;
     for (int i = 1; i < WORKERS; i++) {
         CHECK(cio_process_terminate(w[i]));
         CHECK(cio_process_wait(w[i], &code));
-        if (code != 0)
+        if (code != 0) {
             fprintf(stderr, "worker %d ended with status %d\n", cio_process_pid(w[i]), code);
+            workers_ok = false;
+        }
         cio_process_free(w[i]);
     }
     int status = prove(c, queue, victim);
+    if (!workers_ok)
+        status = 1;
     cio_pg_close(c);
     return status;
 }

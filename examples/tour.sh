@@ -62,10 +62,12 @@ ctrl_c --selftest
 CIO_BACKEND=uring ctrl_c --selftest'
 
 failed=''
-total_start=$(date +%s.%N)
-while IFS= read -r line; do
-    # shellcheck disable=SC2086 # split "say_after tasks" into name and args
-    set -- $line
+
+# run_one TITLE [VAR=value...] NAME [ARG...]: runs one example with its
+# header and footer lines, and remembers a failure.
+run_one() {
+    title=$1
+    shift
     envs=''
     while [ $# -gt 1 ]; do
         case $1 in
@@ -75,7 +77,7 @@ while IFS= read -r line; do
     done
     name=$1
     shift
-    printf '\n=== %s ===\n' "$line"
+    printf '\n=== %s ===\n' "$title"
     start=$(date +%s.%N)
     if [ -x "$bin/$name" ]; then
         # shellcheck disable=SC2086 # one word per assignment
@@ -88,15 +90,48 @@ while IFS= read -r line; do
     end=$(date +%s.%N)
     wall=$(echo "$start $end" | awk '{ printf "%.2f", $2 - $1 }')
     if [ "$rc" -eq 0 ]; then
-        printf -- '--- %s: ok, %s s\n' "$line" "$wall"
+        printf -- '--- %s: ok, %s s\n' "$title" "$wall"
     else
-        printf -- '--- %s: FAILED (exit %d), %s s\n' "$line" "$rc" "$wall"
+        printf -- '--- %s: FAILED (exit %d), %s s\n' "$title" "$rc" "$wall"
         failed="$failed
-  $line"
+  $title"
     fi
+}
+
+total_start=$(date +%s.%N)
+while IFS= read -r line; do
+    # shellcheck disable=SC2086 # split "say_after tasks" into name and args
+    run_one "$line" $line
 done <<EOF_LIST
 $examples
 EOF_LIST
+
+# PostgreSQL (cio-pg, when built): against $CIO_PG_DSN if set, else a
+# throw-away server started here (tests/pg_server.sh) and stopped after.
+if [ -x "$bin/pg_query" ]; then
+    pgdir=''
+    if [ -z "${CIO_PG_DSN:-}" ]; then
+        pgdir=$(mktemp -d /tmp/cio_tour_pg.XXXXXX)
+        rmdir "$pgdir"
+        if env=$(bash "$here/../tests/pg_server.sh" start "$pgdir" 2>&1); then
+            eval "$(printf '%s\n' "$env" | grep '^export ')"
+        else
+            printf '%s\n' "$env" >&2
+            failed="$failed
+  (PostgreSQL server for the pg examples)"
+        fi
+    fi
+    if [ -n "${CIO_PG_DSN:-}" ]; then
+        run_one 'pg_query "select ..."' pg_query \
+            "select n, n * n as square, repeat('*', n) as bar from generate_series(1, 5) as n where n > \$1" 1
+        run_one 'pg_query --selftest' pg_query --selftest
+        run_one pg_queue pg_queue
+        run_one 'CIO_BACKEND=uring pg_queue' CIO_BACKEND=uring pg_queue
+    fi
+    if [ -n "$pgdir" ]; then
+        bash "$here/../tests/pg_server.sh" stop "$pgdir" >/dev/null 2>&1
+    fi
+fi
 total_end=$(date +%s.%N)
 total=$(echo "$total_start $total_end" | awk '{ printf "%.2f", $2 - $1 }')
 

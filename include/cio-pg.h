@@ -668,7 +668,10 @@ CIO_EXTERN int cio_pgq_status(cio_pg_t *c, int64_t id, cio_pgq_outcome_t *out);
  * notification that names it: it does not poll. Returns 0, -ETIMEDOUT,
  * -ENOENT (no such job), -EINVAL (p or out NULL, NaN timeout), the errors of
  * cio_pg_pool_acquire, and the codes at the top of this header. *out is
- * zeroed on failure. The connection goes back to the pool unlistened.
+ * zeroed on failure. The connection goes back to the pool unlistened, with
+ * no notification kept; one that cannot be cleaned (memory ran out, the
+ * server did not answer within 5 s) is closed by the pool instead, the
+ * outcome still returned.
  */
 CIO_EXTERN int cio_pgq_wait(cio_pg_pool_t *p, int64_t id, double timeout,
                             cio_pgq_outcome_t *out);
@@ -684,6 +687,8 @@ CIO_EXTERN int64_t cio_pgq_count(cio_pg_t *c, const char *queue, int state);
  * the on_complete hook's; owned by the worker. */
 typedef struct cio_pgq_job cio_pgq_job_t;
 
+/* The job's fields, owned by the worker (valid as the job is). Not await
+ * points; a NULL job gives 0, or NULL for the pointers. */
 CIO_EXTERN int64_t cio_pgq_job_id(const cio_pgq_job_t *j);
 CIO_EXTERN const char *cio_pgq_job_queue(const cio_pgq_job_t *j);
 /* The payload's bytes (followed by a NUL byte not counted in the length). */
@@ -695,15 +700,16 @@ CIO_EXTERN int cio_pgq_job_max_attempts(const cio_pgq_job_t *j);
 
 /*
  * Sets the result stored with the completion (copied; replaces an earlier
- * one). Returns 0, -EINVAL (j NULL, data NULL with len > 0, len above
- * CIO_PGQ_MAX_PAYLOAD), -ENOMEM.
+ * one; the worker frees it). Not an await point. Returns 0, -EINVAL (j
+ * NULL, data NULL with len > 0, len above CIO_PGQ_MAX_PAYLOAD), -ENOMEM.
  */
 CIO_EXTERN int cio_pgq_job_set_result(cio_pgq_job_t *j, const void *data, size_t len);
 
 /*
- * Sets the error message stored when the handler fails (copied; without it
- * a failure stores cio_strerror of the handler's return). Returns 0,
- * -EINVAL (j or msg NULL), -ENOMEM.
+ * Sets the error message stored when the handler fails (copied; replaces
+ * an earlier one; without it a failure stores "handler failed: " and
+ * cio_err_name of the handler's return, e.g. "handler failed: EIO"). Not
+ * an await point. Returns 0, -EINVAL (j or msg NULL), -ENOMEM.
  */
 CIO_EXTERN int cio_pgq_job_set_error(cio_pgq_job_t *j, const char *msg);
 
@@ -732,7 +738,8 @@ typedef struct cio_pgq_stats {
     uint64_t dead;      /* jobs that became dead here */
     uint64_t stale;     /* outcomes refused: the lease had been lost */
     uint64_t renewed;   /* lease renewals */
-    uint64_t released;  /* jobs given back unrun at shutdown */
+    uint64_t released;  /* jobs given back unrun (shutdown; a handler
+                           task that could not be started) */
     uint64_t errors;    /* database errors retried (connection lost, ...) */
     uint64_t reserved_[4];
 } cio_pgq_stats_t;
@@ -746,7 +753,7 @@ typedef struct cio_pgq_worker_opts {
     const char *queue;            /* required */
     unsigned concurrency;         /* handlers run at once (0: 1; at most 1024) */
     unsigned flags;               /* CIO_PGQ_NO_RENEW */
-    double lease;                 /* seconds a claim holds a job (0: 30) */
+    double lease;                 /* seconds a claim holds a job (0: 30; at least 0.1) */
     double shutdown_grace;        /* seconds handlers may finish at shutdown (0: 10) */
     const char *worker_id;        /* recorded with claims (NULL: "host:pid") */
     cio_pgq_complete_fn on_complete; /* NULL: none */
@@ -767,13 +774,15 @@ typedef struct cio_pgq_worker_opts {
  * Shutdown, when the caller is cancelled: no new job is claimed; running
  * handlers may finish within opts->shutdown_grace seconds (their outcomes
  * are recorded); those still running then are cancelled and their jobs
- * released (queued again at once, the attempt not counted); then it
+ * released (queued again at once; the attempt does not count against
+ * max_attempts, which goes up by one, but its number is never given out
+ * again: it is the fencing token); then it
  * returns -ECANCELED (-ETIMEDOUT for a deadline). A job whose release could
  * not be written (the database was unreachable) comes back after its lease.
  *
  * Returns only on shutdown or on a fatal error: -EINVAL (p, opts, queue or
- * fn NULL, a name too long, a time negative, NaN or (lease) infinite,
- * concurrency above 1024, unknown flags, reserved_ not zero), -ESHUTDOWN
+ * fn NULL, a name too long, a time negative, NaN or (lease) infinite, a
+ * lease under 0.1 s, concurrency above 1024, unknown flags, reserved_ not zero), -ESHUTDOWN
  * (p was closed), -ENOMEM (at start), -EPERM (outside a task). In those
  * cases too, running handlers are shut down as above first.
  */

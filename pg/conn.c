@@ -104,6 +104,21 @@ int pg__lost(cio_pg_t *c)
     return -ECONNRESET;
 }
 
+int pg__send_failed(cio_pg_t *c)
+{
+    if (PQstatus(c->pq) == CONNECTION_BAD)
+        return pg__lost(c);
+    pg__set_error(c, PQerrorMessage(c->pq));
+    return -ENOMEM;
+}
+
+int pg__wait_failed(cio_pg_t *c, int rc)
+{
+    if (rc == -ECONNRESET || c->broken || !c->pq)
+        return rc;
+    return pg__abort(c, rc);
+}
+
 int pg__fail(cio_pg_t *c, PGresult *r)
 {
     clear_error(c);

@@ -18,33 +18,6 @@
  * bigger puts are split, which the COPY stream does not notice). */
 #define PUT_CHUNK (1 << 20)
 
-/* libpq refused to queue a message: the connection failed, or memory ran
- * out (then nothing of the message was queued). */
-static int send_failed(cio_pg_t *c)
-{
-    if (PQstatus(c->pq) == CONNECTION_BAD)
-        return pg__lost(c);
-    pg__set_error(c, PQerrorMessage(c->pq));
-    return -ENOMEM;
-}
-
-/* A wait that did not end well: a lost connection is final; anything else
- * (cancellation, a deadline) leaves the server in the middle of the COPY,
- * so it is cleaned up with pg__abort. */
-static int wait_failed(cio_pg_t *c, int rc)
-{
-    if (rc == -ECONNRESET || c->broken || !c->pq)
-        return rc;
-    /* A COPY IN is cleaned up as a running statement: the cancel request
-     * first, since the server may be too busy to read what libpq still
-     * holds and the CopyFail behind it (a trigger, a lock); once it gives
-     * up the COPY it discards the rest at once, and the drain ends the COPY
-     * with an error. */
-    if (c->mode == PG_MODE_COPY_IN)
-        c->mode = PG_MODE_NONE;
-    return pg__abort(c, rc);
-}
-
 /* The first result of the statement sent is not the COPY asked for (r):
  * report why and read the statement's results to their end. A COPY of the
  * other direction is refused by pg__collect (libpq hands the same COPY
@@ -77,14 +50,14 @@ static int copy_start(cio_pg_t *c, const char *sql, ExecStatusType want, int mod
     if (!sql)
         return pg__end(c, -EINVAL);
     if (!PQsendQueryParams(c->pq, sql, 0, NULL, NULL, NULL, NULL, 0))
-        return pg__end(c, send_failed(c));
+        return pg__end(c, pg__send_failed(c));
     rc = pg__flush(c);
     if (rc < 0)
-        return pg__end(c, wait_failed(c, rc));
+        return pg__end(c, pg__wait_failed(c, rc));
     PGresult *r;
     rc = pg__next(c, &r);
     if (rc < 0)
-        return pg__end(c, wait_failed(c, rc));
+        return pg__end(c, pg__wait_failed(c, rc));
     if (!r) {
         /* No result at all: libpq lost track of the statement. */
         pg__set_error(c, what);
@@ -145,7 +118,7 @@ int cio_pg_copy_put(cio_pg_t *c, const void *data, size_t len)
         if (rc < 0) {
             /* A piece may be half sent: the COPY cannot go on. Abort it
              * (nothing of it is kept) and leave the connection idle. */
-            return pg__end(c, wait_failed(c, rc));
+            return pg__end(c, pg__wait_failed(c, rc));
         }
         p += n;
         len -= (size_t)n;
@@ -161,7 +134,7 @@ static int64_t end_steps(cio_pg_t *c, const char *errmsg)
     if (q == 0) {
         int rc = pg__flush(c);
         if (rc < 0)
-            return wait_failed(c, rc);
+            return pg__wait_failed(c, rc);
         q = PQputCopyEnd(c->pq, errmsg);
     }
     if (q < 0 && PQstatus(c->pq) == CONNECTION_BAD)
@@ -176,7 +149,7 @@ static int64_t end_steps(cio_pg_t *c, const char *errmsg)
     c->mode = PG_MODE_NONE;
     int rc = pg__flush(c);
     if (rc < 0)
-        return wait_failed(c, rc);
+        return pg__wait_failed(c, rc);
     return pg__collect(c, NULL);
 }
 
@@ -222,7 +195,7 @@ static ssize_t get_steps(cio_pg_t *c, char **buf)
         if (n == 0) {
             int ev = pg__wait(c, CIO_READABLE);
             if (ev < 0)
-                return wait_failed(c, ev);
+                return pg__wait_failed(c, ev);
             if (!PQconsumeInput(c->pq))
                 return pg__lost(c);
             continue;

@@ -106,6 +106,21 @@ int pg__lost(cio_pg_t *c);
  */
 int pg__fail(cio_pg_t *c, PGresult *r);
 
+/*
+ * libpq refused to queue a message (PQsend*, PQputCopyData, PQpipelineSync
+ * returned failure): the connection failed (-ECONNRESET, c broken), or
+ * memory ran out and nothing of the message was queued (-ENOMEM, libpq's
+ * message kept as the last error).
+ */
+int pg__send_failed(cio_pg_t *c);
+
+/*
+ * A wait inside an operation failed with rc: a lost connection is final
+ * (rc returned as it is); anything else (a cancellation, a deadline) leaves
+ * the server mid-operation, so c is cleaned up with pg__abort. Returns rc.
+ */
+int pg__wait_failed(cio_pg_t *c, int rc);
+
 /* Records a text as the last error (copied; an allocation failure leaves
  * the text empty). */
 void pg__set_error(cio_pg_t *c, const char *msg);

@@ -31,30 +31,11 @@
  * output buffer, and the server starts working early. */
 #define FLUSH_EVERY 64
 
-/* As in copy.c: libpq refused to queue a message. */
-static int send_failed(cio_pg_t *c)
-{
-    if (PQstatus(c->pq) == CONNECTION_BAD)
-        return pg__lost(c);
-    pg__set_error(c, PQerrorMessage(c->pq));
-    return -ENOMEM;
-}
-
-/* A failed wait: a lost connection is final; anything else (cancellation,
- * a deadline) cancels the pipeline on the server, drains it and leaves
- * pipeline mode (pg__abort). */
-static int wait_failed(cio_pg_t *c, int rc)
-{
-    if (rc == -ECONNRESET || c->broken || !c->pq)
-        return rc;
-    return pg__abort(c, rc);
-}
-
 /* Sends what libpq holds, waiting while the socket is full. */
 static int flush(cio_pg_t *c)
 {
     int rc = pg__flush(c);
-    return rc < 0 ? wait_failed(c, rc) : 0;
+    return rc < 0 ? pg__wait_failed(c, rc) : 0;
 }
 
 int cio_pg_pipeline_enter(cio_pg_t *c)
@@ -74,6 +55,17 @@ int cio_pg_pipeline_enter(cio_pg_t *c)
     return 0;
 }
 
+/* Counts a statement libpq took (sent: its PQsend* result), and every
+ * FLUSH_EVERY statements sends what is queued. */
+static int queued(cio_pg_t *c, int sent)
+{
+    if (!sent)
+        return pg__send_failed(c);
+    c->pipe_pending++;
+    c->pipe_unflushed = true;
+    return c->pipe_pending % FLUSH_EVERY == 0 ? flush(c) : 0;
+}
+
 int cio_pg_pipeline_send(cio_pg_t *c, const char *sql, int nparams, const char *const *values)
 {
     int rc = pg__begin(c, PG_MODE_PIPELINE);
@@ -81,13 +73,8 @@ int cio_pg_pipeline_send(cio_pg_t *c, const char *sql, int nparams, const char *
         return rc;
     if (!sql || pg__check_params(nparams, values, NULL, NULL) < 0)
         return pg__end(c, -EINVAL);
-    if (!PQsendQueryParams(c->pq, sql, nparams, NULL, values, NULL, NULL, 0))
-        return pg__end(c, send_failed(c));
-    c->pipe_pending++;
-    c->pipe_unflushed = true;
-    if (c->pipe_pending % FLUSH_EVERY == 0)
-        rc = flush(c);
-    return pg__end(c, rc);
+    return pg__end(c, queued(c, PQsendQueryParams(c->pq, sql, nparams, NULL, values, NULL,
+                                                  NULL, 0)));
 }
 
 int cio_pg_pipeline_send_prepared(cio_pg_t *c, const char *name, int nparams,
@@ -98,13 +85,8 @@ int cio_pg_pipeline_send_prepared(cio_pg_t *c, const char *name, int nparams,
         return rc;
     if (!name || pg__check_params(nparams, values, NULL, NULL) < 0)
         return pg__end(c, -EINVAL);
-    if (!PQsendQueryPrepared(c->pq, name, nparams, values, NULL, NULL, 0))
-        return pg__end(c, send_failed(c));
-    c->pipe_pending++;
-    c->pipe_unflushed = true;
-    if (c->pipe_pending % FLUSH_EVERY == 0)
-        rc = flush(c);
-    return pg__end(c, rc);
+    return pg__end(c, queued(c, PQsendQueryPrepared(c->pq, name, nparams, values, NULL, NULL,
+                                                    0)));
 }
 
 int cio_pg_pipeline_sync(cio_pg_t *c)
@@ -113,7 +95,7 @@ int cio_pg_pipeline_sync(cio_pg_t *c)
     if (rc < 0)
         return rc;
     if (!PQpipelineSync(c->pq))
-        return pg__end(c, send_failed(c));
+        return pg__end(c, pg__send_failed(c));
     c->pipe_syncs++;
     c->pipe_unflushed = false;
     return pg__end(c, flush(c));
@@ -132,7 +114,7 @@ static int pipe_next(cio_pg_t *c, PGresult **r)
             return pg__lost(c);
         if (PQisBusy(c->pq)) {
             if (c->pipe_syncs == 0 && !PQsendFlushRequest(c->pq))
-                return send_failed(c);
+                return pg__send_failed(c);
             int rc = pg__flush(c);
             if (rc < 0)
                 return rc;
@@ -199,11 +181,11 @@ static int64_t result_steps(cio_pg_t *c, PGresult **out)
             /* Nothing to return; read the syncs still due so that the
              * pipeline can be left. */
             int rc = read_trailing_syncs(c);
-            return rc < 0 ? wait_failed(c, rc) : -ENOENT;
+            return rc < 0 ? pg__wait_failed(c, rc) : -ENOENT;
         }
         int rc = pipe_next(c, &r);
         if (rc < 0)
-            return wait_failed(c, rc);
+            return pg__wait_failed(c, rc);
         if (!r && ++nulls > 1) {
             /* libpq has nothing queued although a result is due: our
              * count and libpq's disagree. Give the pipeline up. */
@@ -234,7 +216,7 @@ static int64_t result_steps(cio_pg_t *c, PGresult **out)
         int rc = pg__next(c, &more);
         if (rc < 0) {
             PQclear(r);
-            return wait_failed(c, rc);
+            return pg__wait_failed(c, rc);
         }
         if (!more)
             break;

@@ -16,14 +16,8 @@
 /* Flushes what was just queued and collects the results. */
 static int64_t finish(cio_pg_t *c, int sent, PGresult **out)
 {
-    if (!sent) {
-        /* libpq refused to queue the statement: out of memory, or a state
-         * it rejects (the connection went bad). */
-        if (PQstatus(c->pq) == CONNECTION_BAD)
-            return pg__lost(c);
-        pg__set_error(c, PQerrorMessage(c->pq));
-        return -ENOMEM;
-    }
+    if (!sent)
+        return pg__send_failed(c);
     int rc = pg__flush(c);
     if (rc < 0) {
         if (rc == -ECONNRESET || !c->pq)

@@ -525,19 +525,34 @@ static int wait_steps(cio_pg_t *c, int64_t id, cio_pgq_outcome_t *out)
     }
 }
 
+/* Stops listening and drops the notifications kept. Returns whether c is
+ * clean. */
+static bool unlisten_all(cio_pg_t *c)
+{
+    if (cio_pg_unlisten(c, "cio_jobs_done") < 0)
+        return false;
+    cio_pg_notify_t *n;
+    int rc;
+    while ((rc = cio_pg_wait_notify(c, &n, 0)) == 0)
+        cio_pg_notify_free(n);
+    return rc == -EAGAIN;
+}
+
 /* Gives the connection back clean: no LISTEN left, no notification kept.
- * Runs shielded, as cleanup, bounded by a few seconds. */
+ * Runs shielded, as cleanup, bounded by a few seconds. A connection that
+ * could not be cleaned (memory ran out, the server did not answer) is
+ * marked broken, so that the pool closes it: left listening, it would
+ * collect every completion's notification for its next users. */
 static void wait_cleanup(cio_pg_pool_t *p, cio_pg_t *c)
 {
     cio_scope_t s;
+    bool clean = false;
     if (cio_scope_enter(&s, 5.0, CIO_SCOPE_SHIELD) == 0) {
-        if (cio_pg_unlisten(c, "cio_jobs_done") == 0) {
-            cio_pg_notify_t *n;
-            while (cio_pg_wait_notify(c, &n, 0) == 0)
-                cio_pg_notify_free(n);
-        }
+        clean = unlisten_all(c);
         cio_scope_exit(&s);
     }
+    if (!clean)
+        c->broken = true;
     cio_pg_pool_release(p, c);
 }
 

@@ -48,6 +48,8 @@
  * no wait is longer than MAX_IDLE_WAIT (a hint lost with a connection). */
 #define MIN_IDLE_WAIT 0.1
 #define MAX_IDLE_WAIT 30.0
+/* The shortest lease accepted, in seconds. */
+#define MIN_LEASE 0.1
 /* Backoff after database errors. */
 #define ERROR_BACKOFF_MIN 0.1
 #define ERROR_BACKOFF_MAX 5.0
@@ -59,7 +61,11 @@ static double dmax(double a, double b) { return a > b ? a : b; }
 struct cio_pgq_job {
     int64_t id;
     const char *queue;
-    char *payload;
+    /* The claim's result row: the payload points into it, so that taking a
+     * claimed job needs no allocation of its own (a failure there would
+     * burn an attempt: the job would only come back after its lease). */
+    cio_pg_result_t *row;
+    const char *payload;
     size_t len;
     int attempt;
     int max_attempts;
@@ -142,14 +148,13 @@ int cio_pgq_job_set_error(cio_pgq_job_t *j, const char *msg)
     return 0;
 }
 
-static void job_free(cio_pgq_job_t *j)
+/* Frees what a job holds (the job itself is the slot's). */
+static void job_clear(cio_pgq_job_t *j)
 {
-    if (!j)
-        return;
-    free(j->payload);
+    cio_pg_result_free(j->row);
     free(j->result);
     free(j->error);
-    free(j);
+    memset(j, 0, sizeof *j);
 }
 
 /* Big-endian integers of a binary result. */
@@ -223,9 +228,12 @@ static const char renew_sql[] =
     "UPDATE cio_jobs SET visible_at = now() + $3::float8 * interval '1 second'"
     " WHERE id = $1 AND state = 1 AND attempts = $2";
 
-/* Gives a job back unrun: the attempt does not count. */
+/* Gives a job back unrun. The attempt does not count against the job's
+ * limit, yet the attempt number stays: it is the fencing token, and a token
+ * given out again would let a late write of the releasing worker (a retry
+ * after a lost reply) pass as the next claim's. So the limit goes up. */
 static const char release_sql[] =
-    "WITH u AS (UPDATE cio_jobs SET state = 0, attempts = attempts - 1, visible_at = now(),"
+    "WITH u AS (UPDATE cio_jobs SET state = 0, max_attempts = max_attempts + 1, visible_at = now(),"
     " worker = NULL WHERE id = $1 AND state = 1 AND attempts = $2 RETURNING queue)"
     " SELECT pg_notify('cio_jobs', queue) FROM u";
 
@@ -233,6 +241,12 @@ static const char release_sql[] =
 static const char due_sql[] =
     "SELECT extract(epoch FROM min(visible_at) - clock_timestamp())::float8"
     " FROM cio_jobs WHERE queue = $1 AND state IN (0, 1)";
+
+/* The loop's clock. */
+static int64_t now_ns(void)
+{
+    return cio_loop_time_ns(cio_get_running_loop());
+}
 
 /* Whether an error is the worker's end rather than a passing failure. */
 static bool is_fatal(int rc)
@@ -265,11 +279,11 @@ static int64_t pooled(worker_t *w, cio_pg_result_t **out, const char *sql, int n
     return rows;
 }
 
-/* Claims a job: 0 with *out (NULL when nothing is due), 1 when the row
- * claimed became dead instead (claim again), or an error. */
-static int claim(worker_t *w, cio_pgq_job_t **out)
+/* Claims a job into *j (zeroed): 0 with j->id set (0 when nothing is due),
+ * 1 when the row claimed became dead instead (claim again), or an error. */
+static int claim(worker_t *w, cio_pgq_job_t *j)
 {
-    *out = NULL;
+    memset(j, 0, sizeof *j);
     static const unsigned types[3] = {OID_TEXT, OID_FLOAT8, OID_TEXT};
     const char *vals[3] = {w->o.queue, w->lease, w->id};
     cio_pg_result_t *r;
@@ -278,34 +292,20 @@ static int claim(worker_t *w, cio_pgq_job_t **out)
         cio_pg_result_free(r);
         return (int)n;
     }
-    int rc = 0;
     if (get_i16(r, 1) == CIO_PGQ_DEAD) {
         /* Not a job to run; others may be due. */
         w->stats->dead++;
-        rc = 1;
-    } else {
-        cio_pgq_job_t *j = calloc(1, sizeof *j);
-        int len = cio_pg_length(r, 0, 4);
-        if (j)
-            j->payload = malloc((size_t)len + 1);
-        if (!j || !j->payload) {
-            /* The job stays claimed by nobody: it comes back after the
-             * lease. */
-            job_free(j);
-            rc = -ENOMEM;
-        } else {
-            memcpy(j->payload, cio_pg_value(r, 0, 4), (size_t)len);
-            j->payload[len] = '\0';
-            j->len = (size_t)len;
-            j->id = get_i64(r, 0);
-            j->attempt = get_i32(r, 2);
-            j->max_attempts = get_i32(r, 3);
-            j->queue = w->o.queue;
-            *out = j;
-        }
+        cio_pg_result_free(r);
+        return 1;
     }
-    cio_pg_result_free(r);
-    return rc;
+    j->row = r;
+    j->id = get_i64(r, 0);
+    j->attempt = get_i32(r, 2);
+    j->max_attempts = get_i32(r, 3);
+    j->payload = cio_pg_value(r, 0, 4); /* libpq ends every value with a NUL */
+    j->len = (size_t)cio_pg_length(r, 0, 4);
+    j->queue = w->o.queue;
+    return 0;
 }
 
 /* The job's id and attempt as text parameters. */
@@ -319,10 +319,12 @@ static void fence_text(const cio_pgq_job_t *j, fence_t *f)
     snprintf(f->attempt, sizeof f->attempt, "%d", j->attempt);
 }
 
+/* What complete_on returns when the hook refused. */
+#define HOOK_REFUSED 2
+
 /* The completion on c; with the hook, in a transaction with it. Returns 1
- * when it was recorded, 0 when the lease was lost, -EPROTO when the hook
- * refused (its code in *hook_rc; the transaction rolled back), or an
- * error. */
+ * when it was recorded, 0 when the lease was lost, HOOK_REFUSED (its code
+ * in *hook_rc; the transaction rolled back), or an error. */
 static int complete_on(worker_t *w, cio_pg_t *c, cio_pgq_job_t *j, int *hook_rc)
 {
     fence_t f;
@@ -342,7 +344,7 @@ static int complete_on(worker_t *w, cio_pg_t *c, cio_pgq_job_t *j, int *hook_rc)
     if (n == 1) {
         *hook_rc = w->o.on_complete(c, j, w->arg);
         if (*hook_rc < 0)
-            n = -EPROTO;
+            n = HOOK_REFUSED;
     }
     if (n == 1) {
         rc = cio_pg_commit(c);
@@ -373,6 +375,47 @@ static int fail_on(worker_t *w, cio_pg_t *c, cio_pgq_job_t *j, const char *msg)
 /* What an outcome is. */
 enum { OUT_DONE, OUT_FAILED, OUT_RELEASE };
 
+/* Gives a job back unrun. Returns 1 when recorded, 0 when the lease was
+ * lost, or an error. */
+static int release_on(cio_pg_t *c, cio_pgq_job_t *j)
+{
+    fence_t f;
+    fence_text(j, &f);
+    const char *vals[2] = {f.id, f.attempt};
+    static const unsigned types[2] = {OID_INT8, OID_INT4};
+    int64_t n = cio_pg_query_params(c, NULL, release_sql, 2, types, vals, NULL, NULL, 0);
+    return n < 0 ? (int)n : n > 0;
+}
+
+/* Writes an outcome once, on a pooled connection. Returns as complete_on. */
+static int record_once(worker_t *w, cio_pgq_job_t *j, int kind, const char *err, int *hook_rc)
+{
+    cio_pg_t *c;
+    int rc = cio_pg_pool_acquire(w->pool, &c, ACQUIRE_TIMEOUT);
+    if (rc < 0)
+        return rc;
+    if (kind == OUT_DONE)
+        rc = complete_on(w, c, j, hook_rc);
+    else if (kind == OUT_FAILED)
+        rc = fail_on(w, c, j, err);
+    else
+        rc = release_on(c, j);
+    cio_pg_pool_release(w->pool, c);
+    return rc;
+}
+
+static void count_outcome(worker_t *w, int kind, bool recorded)
+{
+    if (!recorded)
+        w->stats->stale++;
+    else if (kind == OUT_DONE)
+        w->stats->completed++;
+    else if (kind == OUT_FAILED)
+        w->stats->failed++;
+    else
+        w->stats->released++;
+}
+
 /* Records an outcome, retrying passing errors while the job's lease lasts
  * (after that, another worker owns the job: nothing more to record). The
  * fenced update cannot be recorded twice, so a retry after a reply lost
@@ -385,46 +428,23 @@ static void record(worker_t *w, cio_pgq_job_t *j, int kind, int handler_rc)
         snprintf(msg, sizeof msg, "handler failed: %s", cio_err_name(handler_rc));
         err = msg;
     }
-    int64_t end = cio_loop_time_ns(cio_get_running_loop()) + (int64_t)(w->o.lease * 1e9);
+    int64_t end = now_ns() + (int64_t)(w->o.lease * 1e9);
     double backoff = ERROR_BACKOFF_MIN;
     for (;;) {
-        cio_pg_t *c;
-        int rc = cio_pg_pool_acquire(w->pool, &c, ACQUIRE_TIMEOUT);
-        if (rc == 0) {
-            int hook_rc = 0;
-            if (kind == OUT_DONE) {
-                rc = complete_on(w, c, j, &hook_rc);
-            } else if (kind == OUT_FAILED) {
-                rc = fail_on(w, c, j, err);
-            } else {
-                fence_t f;
-                fence_text(j, &f);
-                const char *vals[2] = {f.id, f.attempt};
-                static const unsigned types[2] = {OID_INT8, OID_INT4};
-                int64_t n = cio_pg_query_params(c, NULL, release_sql, 2, types, vals, NULL, NULL, 0);
-                rc = n < 0 ? (int)n : n > 0;
-            }
-            cio_pg_pool_release(w->pool, c);
-            if (rc == -EPROTO && kind == OUT_DONE) {
-                /* The hook refused: the job fails instead. */
-                snprintf(msg, sizeof msg, "on_complete: %s", cio_err_name(hook_rc));
-                err = msg;
-                kind = OUT_FAILED;
-                continue;
-            }
+        int hook_rc = 0;
+        int rc = record_once(w, j, kind, err, &hook_rc);
+        if (rc == HOOK_REFUSED) {
+            /* The hook refused: the job fails instead. */
+            snprintf(msg, sizeof msg, "on_complete: %s", cio_err_name(hook_rc));
+            err = msg;
+            kind = OUT_FAILED;
+            continue;
         }
         if (rc >= 0) {
-            if (rc == 0)
-                w->stats->stale++;
-            else if (kind == OUT_DONE)
-                w->stats->completed++;
-            else if (kind == OUT_FAILED)
-                w->stats->failed++;
-            else
-                w->stats->released++;
+            count_outcome(w, kind, rc > 0);
             return;
         }
-        if (is_fatal(rc) || cio_loop_time_ns(cio_get_running_loop()) >= end)
+        if (is_fatal(rc) || now_ns() >= end)
             return;
         error_pause(w, &backoff);
     }
@@ -457,11 +477,6 @@ static int handler_task(void *arg, void **result)
     (void)result;
     handler_ctx_t *h = arg;
     return h->w->fn(h->j, h->w->arg);
-}
-
-static int64_t now_ns(void)
-{
-    return cio_loop_time_ns(cio_get_running_loop());
 }
 
 /* Waits for the handler task h, renewing the lease, until it finishes or
@@ -510,18 +525,32 @@ static void stop_handler(cio_task_t *h)
     }
 }
 
+/* Gives a job back unrun (claimed during the shutdown, or its handler's
+ * task could not be started). */
+static void release_unrun(worker_t *w, cio_pgq_job_t *j)
+{
+    cio_scope_t s;
+    if (cio_scope_enter(&s, w->o.lease, CIO_SCOPE_SHIELD) == 0) {
+        record(w, j, OUT_RELEASE, 0);
+        cio_scope_exit(&s);
+    }
+}
+
 /* Runs a claimed job to its recorded outcome. */
 static void run_job(worker_t *w, cio_pgq_job_t *j)
 {
-    w->stats->claimed++;
     handler_ctx_t ctx = {w, j};
     cio_task_t *h;
     int rc = cio_spawn(&h, handler_task, &ctx);
     if (rc < 0) {
-        cio_pgq_job_set_error(j, "the handler's task could not be started");
-        record(w, j, OUT_FAILED, rc);
+        /* Not the job's failure (memory ran out): give it back unrun, and
+         * pause like after a database error before claiming again. */
+        release_unrun(w, j);
+        double backoff = ERROR_BACKOFF_MIN;
+        error_pause(w, &backoff);
         return;
     }
+    w->stats->claimed++;
     bool finished = supervise(w, h, j);
     if (!finished)
         stop_handler(h);
@@ -537,16 +566,6 @@ static void run_job(worker_t *w, cio_pgq_job_t *j)
     else
         record(w, j, status >= 0 ? OUT_DONE : OUT_FAILED, status);
     cio_scope_exit(&s);
-}
-
-/* Gives a job claimed during the shutdown back. */
-static void release_unrun(worker_t *w, cio_pgq_job_t *j)
-{
-    cio_scope_t s;
-    if (cio_scope_enter(&s, w->o.lease, CIO_SCOPE_SHIELD) == 0) {
-        record(w, j, OUT_RELEASE, 0);
-        cio_scope_exit(&s);
-    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -576,7 +595,7 @@ static int slot_main(void *arg, void **result)
     while (!w->stopping) {
         uint64_t gen = w->gen;
         s->state = SLOT_CLAIM;
-        cio_pgq_job_t *j;
+        cio_pgq_job_t j;
         int rc = claim(w, &j);
         if (rc < 0) {
             if (is_fatal(rc)) {
@@ -590,14 +609,14 @@ static int slot_main(void *arg, void **result)
         backoff = ERROR_BACKOFF_MIN;
         if (rc > 0)
             continue;
-        if (j) {
+        if (j.id) {
             if (w->stopping) {
-                release_unrun(w, j);
+                release_unrun(w, &j);
             } else {
                 s->state = SLOT_RUN;
-                run_job(w, j);
+                run_job(w, &j);
             }
-            job_free(j);
+            job_clear(&j);
             continue;
         }
         if (w->gen != gen)
@@ -723,6 +742,9 @@ static int check_worker_opts(const cio_pgq_worker_opts_t *o)
     if (o->concurrency > 1024 || (o->flags & ~CIO_PGQ_NO_RENEW))
         return -EINVAL;
     if (!valid_seconds(o->lease, true) || !valid_seconds(o->shutdown_grace, false))
+        return -EINVAL;
+    /* A shorter lease would be renewed in a busy loop of statements. */
+    if (o->lease != 0 && o->lease < MIN_LEASE)
         return -EINVAL;
     return 0;
 }

@@ -26,6 +26,7 @@
  * connection) or carries the process id in its name, because the program
  * runs twice (epoll, io_uring) against the same server.
  */
+#define CIO_PG_TEST_WRAP_ALLOC /* cio_pg_test.h's malloc wrappers */
 #include "cio_pg_test.h"
 #include "cio_test.h"
 
@@ -42,55 +43,35 @@
 #include <sys/socket.h>
 
 /* A timeout for connects that must succeed: generous, it only catches hangs. */
-#define CONNECT_S 10.0
+#define CONNECT_S CIO_PG_TEST_CONNECT_S
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* A new connection to the test server (cio_pg_test.h), idle. */
 static cio_pg_t *pg_open(void)
 {
-    cio_pg_t *c = NOT_SET;
-    int rc = cio_pg_connect(&c, cio_pg_test_dsn(), CONNECT_S);
-    ck_assert_msg(rc == 0, "connect: %s (%s)", cio_err_name(rc), cio_pg_connect_error());
-    ck_assert_ptr_nonnull(c);
+    cio_pg_t *c = cio_pg_test_connect();
     ck_assert_int_eq(cio_pg_status(c), CIO_PG_IDLE);
     return c;
 }
 
 static void pg_done(cio_pg_t *c) { ck_assert_int_eq(cio_pg_close(c), 0); }
 
-/* Runs sql (no parameters) and asserts that it succeeds. */
+/* Runs sql (no parameters), asserts that it succeeds and that it left no
+ * error behind. */
 static void exec_ok(cio_pg_t *c, const char *sql)
 {
-    int rc = cio_pg_exec(c, sql);
-    ck_assert_msg(rc == 0, "%s: %s (%s %s)", sql, cio_err_name(rc), cio_pg_error_sqlstate(c),
-                  cio_pg_error_message(c));
+    cio_pg_test_exec(c, sql);
     ck_assert_str_eq(cio_pg_error_message(c), "");
     ck_assert_str_eq(cio_pg_error_sqlstate(c), "");
-}
-
-/* The first value of a one-row query with up to one text parameter, as an
- * integer. */
-static long long q_int(cio_pg_t *c, const char *sql, const char *param)
-{
-    cio_pg_result_t *r = NOT_SET;
-    const char *vals[1] = {param};
-    int64_t n = cio_pg_query(c, &r, sql, param ? 1 : 0, param ? vals : NULL);
-    ck_assert_msg(n == 1, "%s: %lld (%s %s)", sql, (long long)n, cio_pg_error_sqlstate(c),
-                  cio_pg_error_message(c));
-    ck_assert_ptr_nonnull(r);
-    const char *v = cio_pg_value(r, 0, 0);
-    ck_assert_ptr_nonnull(v);
-    long long x = strtoll(v, NULL, 10);
-    cio_pg_result_free(r);
-    return x;
 }
 
 /* Asserts that c is usable: a statement runs and the status is `status`. */
 static void assert_usable(cio_pg_t *c, int status)
 {
-    ck_assert_int_eq(q_int(c, "select 7", NULL), 7);
+    ck_assert_int_eq(cio_pg_test_int(c, "select 7", NULL), 7);
     ck_assert_int_eq(cio_pg_status(c), status);
 }
 
@@ -143,9 +124,8 @@ static long long backend_active(cio_pg_t *other, int pid)
 {
     char p[16];
     snprintf(p, sizeof p, "%d", pid);
-    return q_int(other,
-                 "select count(*) from pg_stat_activity where pid = $1::int and state = 'active'",
-                 p);
+    return cio_pg_test_int(
+        other, "select count(*) from pg_stat_activity where pid = $1::int and state = 'active'", p);
 }
 
 /* Whether the backend `pid` exists at all. */
@@ -153,7 +133,7 @@ static long long backend_exists(cio_pg_t *other, int pid)
 {
     char p[16];
     snprintf(p, sizeof p, "%d", pid);
-    return q_int(other, "select count(*) from pg_stat_activity where pid = $1::int", p);
+    return cio_pg_test_int(other, "select count(*) from pg_stat_activity where pid = $1::int", p);
 }
 
 /*
@@ -425,9 +405,10 @@ static int main_connect_localhost(void *arg, void **result)
     assert_usable(c, CIO_PG_IDLE);
     /* The server's view: a TCP client (the socket of the test server is
      * 127.0.0.1 only, so localhost's 127.0.0.1 entry was the one used). */
-    ck_assert_int_eq(q_int(c, "select count(*) from pg_stat_activity "
-                              "where pid = pg_backend_pid() and client_addr is not null",
-                           NULL),
+    ck_assert_int_eq(cio_pg_test_int(c,
+                                     "select count(*) from pg_stat_activity "
+                                     "where pid = pg_backend_pid() and client_addr is not null",
+                                     NULL),
                      1);
     pg_done(c);
 
@@ -567,7 +548,7 @@ static int main_params(void *arg, void **result)
     ck_assert_int_eq(cio_pg_exec(c, ""), 0);
     /* Several statements through exec; the last ones see the first ones. */
     exec_ok(c, "insert into rc values (10, 'a'); update rc set v = 'b' where k = 10");
-    ck_assert_int_eq(q_int(c, "select count(*) from rc where v = 'b'", NULL), 1);
+    ck_assert_int_eq(cio_pg_test_int(c, "select count(*) from rc where v = 'b'", NULL), 1);
     pg_done(c);
     return 0;
 }
@@ -695,7 +676,7 @@ static int main_server_errors(void *arg, void **result)
                         "22012");
     /* The simple protocol runs the string as one implicit transaction: the
      * first insert is rolled back with it. */
-    ck_assert_int_eq(q_int(c, "select count(*) from uq", NULL), 1);
+    ck_assert_int_eq(cio_pg_test_int(c, "select count(*) from uq", NULL), 1);
     /* An undefined table. */
     assert_server_error(c, cio_pg_exec(c, "select * from no_such_table_at_all"), "42P01");
     /* The server's own statement timeout: its error (57014), not a
@@ -732,19 +713,19 @@ static int main_transactions(void *arg, void **result)
     ck_assert_int_eq(cio_pg_begin(c), 0);
     ck_assert_int_eq(cio_pg_status(c), CIO_PG_INTRANS);
     ck_assert_int_eq(cio_pg_query(c, NULL, insert, 1, v1), 1);
-    ck_assert_int_eq(q_int(other, count, NULL), 0);
+    ck_assert_int_eq(cio_pg_test_int(other, count, NULL), 0);
     ck_assert_int_eq(cio_pg_commit(c), 0);
     ck_assert_int_eq(cio_pg_status(c), CIO_PG_IDLE);
-    ck_assert_int_eq(q_int(other, count, NULL), 1);
+    ck_assert_int_eq(cio_pg_test_int(other, count, NULL), 1);
 
     /* Rollback: never visible. */
     ck_assert_int_eq(cio_pg_begin(c), 0);
     ck_assert_int_eq(cio_pg_query(c, NULL, insert, 1, v1), 1);
-    ck_assert_int_eq(q_int(c, count, NULL), 2);
+    ck_assert_int_eq(cio_pg_test_int(c, count, NULL), 2);
     ck_assert_int_eq(cio_pg_rollback(c), 0);
     ck_assert_int_eq(cio_pg_status(c), CIO_PG_IDLE);
-    ck_assert_int_eq(q_int(other, count, NULL), 1);
-    ck_assert_int_eq(q_int(c, count, NULL), 1);
+    ck_assert_int_eq(cio_pg_test_int(other, count, NULL), 1);
+    ck_assert_int_eq(cio_pg_test_int(c, count, NULL), 1);
 
     /* A failed transaction: everything is refused until its end, and its
      * COMMIT fails with 25P02 (the server rolled it back). */
@@ -756,7 +737,7 @@ static int main_transactions(void *arg, void **result)
     ck_assert_int_eq(cio_pg_status(c), CIO_PG_INERROR);
     assert_server_error(c, cio_pg_commit(c), "25P02");
     ck_assert_int_eq(cio_pg_status(c), CIO_PG_IDLE);
-    ck_assert_int_eq(q_int(other, count, NULL), 1);
+    ck_assert_int_eq(cio_pg_test_int(other, count, NULL), 1);
 
     /* The same failed transaction ended by a rollback. */
     ck_assert_int_eq(cio_pg_begin(c), 0);
@@ -823,7 +804,7 @@ static int main_rollback_cancelled(void *arg, void **result)
     ck_assert_int_eq(tc.rc_rollback, 0);
     ck_assert_int_eq(tc.status_after, CIO_PG_IDLE);
     snprintf(sql, sizeof sql, "select count(*) from %s", table);
-    ck_assert_int_eq(q_int(other, sql, NULL), 0);
+    ck_assert_int_eq(cio_pg_test_int(other, sql, NULL), 0);
     assert_usable(c, CIO_PG_IDLE);
     snprintf(sql, sizeof sql, "drop table %s", table);
     exec_ok(other, sql);
@@ -917,7 +898,7 @@ static int main_commit_cancelled(void *arg, void **result)
         ck_assert_int_eq(cio_task_cancel(t), 1);
         ck_assert_int_eq(finish(t), 0);
         ck_assert_int_eq(k.after, -ECANCELED);
-        long long n = q_int(other, count, NULL);
+        long long n = cio_pg_test_int(other, count, NULL);
         if (k.rc == 0) {
             ck_assert_int_lt(i, 19);
             ck_assert_int_eq(n, committed + 1);
@@ -1203,7 +1184,8 @@ static int main_terminated(void *arg, void **result)
     /* Terminated while idle: the next call finds out. */
     cio_pg_t *c = pg_open();
     snprintf(pid, sizeof pid, "%d", cio_pg_backend_pid(c));
-    ck_assert_int_eq(q_int(other, "select pg_terminate_backend($1::int, 5000)::int", pid), 1);
+    ck_assert_int_eq(
+        cio_pg_test_int(other, "select pg_terminate_backend($1::int, 5000)::int", pid), 1);
     ck_assert_int_eq(cio_pg_query(c, NULL, "select 1", 0, NULL), -ECONNRESET);
     ck_assert_str_ne(cio_pg_error_message(c), "");
     ck_assert_int_eq(cio_pg_status(c), CIO_PG_BROKEN);
@@ -1219,7 +1201,7 @@ static int main_terminated(void *arg, void **result)
     while (backend_active(other, cio_pg_backend_pid(c)) == 0)
         ck_assert_int_eq(cio_sleep(0.01), 0);
     int64_t t0 = loop_ns();
-    ck_assert_int_eq(q_int(other, "select pg_terminate_backend($1::int)::int", pid), 1);
+    ck_assert_int_eq(cio_pg_test_int(other, "select pg_terminate_backend($1::int)::int", pid), 1);
     ck_assert_int_eq(finish(t), -ECONNRESET);
     ck_assert_double_lt(elapsed_since(t0), HANG_BOUND_S);
     /* The server said why (57P01, admin shutdown). */
@@ -1258,14 +1240,14 @@ static int main_bad_input(void *arg, void **result)
         cio_pg_query_params(c, NULL, "insert into bi values ($1)", 1, NULL, nul, len5, fmt0, 0),
         -EINVAL);
     ck_assert_int_eq(cio_pg_query_prepared(c, NULL, "", 1, nul, len5, NULL, 0), -EINVAL);
-    ck_assert_int_eq(q_int(c, "select count(*) from bi", NULL), 0);
+    ck_assert_int_eq(cio_pg_test_int(c, "select count(*) from bi", NULL), 0);
     assert_usable(c, CIO_PG_IDLE);
     /* The bound before the NUL: fine (the text is read up to its NUL). */
     const int len2[1] = {2};
     ck_assert_int_eq(
         cio_pg_query_params(c, NULL, "insert into bi values ($1)", 1, NULL, nul, len2, NULL, 0),
         1);
-    ck_assert_int_eq(q_int(c, "select count(*) from bi where v = 'ab'", NULL), 1);
+    ck_assert_int_eq(cio_pg_test_int(c, "select count(*) from bi where v = 'ab'", NULL), 1);
 
     /* Parameter counts out of range, values missing, bad formats. */
     const char *one[1] = {"1"};
@@ -1312,8 +1294,8 @@ static int main_bad_input(void *arg, void **result)
     memset(text, 'x', big);
     text[big] = '\0';
     const char *bigv[1] = {text};
-    ck_assert_int_eq(q_int(c, "select length($1)", text), (long long)big);
-    ck_assert_int_eq(q_int(c, "select octet_length($1::text)", bigv[0]), (long long)big);
+    ck_assert_int_eq(cio_pg_test_int(c, "select length($1)", text), (long long)big);
+    ck_assert_int_eq(cio_pg_test_int(c, "select octet_length($1::text)", bigv[0]), (long long)big);
     free(text);
     assert_usable(c, CIO_PG_IDLE);
     pg_done(c);
@@ -1330,7 +1312,7 @@ static int main_copy_refused(void *arg, void **result)
     exec_ok(c, "create temp table cp (k int)");
     ck_assert_int_eq(cio_pg_exec(c, "copy cp from stdin"), -EPROTO);
     assert_usable(c, CIO_PG_IDLE);
-    ck_assert_int_eq(q_int(c, "select count(*) from cp", NULL), 0);
+    ck_assert_int_eq(cio_pg_test_int(c, "select count(*) from cp", NULL), 0);
     ck_assert_int_eq(cio_pg_exec(c, "insert into cp values (1), (2)"), 0);
     ck_assert_int_eq(cio_pg_exec(c, "copy cp to stdout"), -EPROTO);
     assert_usable(c, CIO_PG_IDLE);
@@ -1342,7 +1324,7 @@ static int main_copy_refused(void *arg, void **result)
     assert_usable(c, CIO_PG_IDLE);
     ck_assert_int_eq(cio_pg_query(c, NULL, "copy cp from stdin", 0, NULL), -EPROTO);
     assert_usable(c, CIO_PG_IDLE);
-    ck_assert_int_eq(q_int(c, "select count(*) from cp", NULL), 2);
+    ck_assert_int_eq(cio_pg_test_int(c, "select count(*) from cp", NULL), 2);
     /* Inside a transaction the refused COPY fails it. */
     ck_assert_int_eq(cio_pg_begin(c), 0);
     ck_assert_int_eq(cio_pg_exec(c, "copy cp from stdin"), -EPROTO);
@@ -1516,40 +1498,10 @@ END_TEST
 /* ------------------------------------------------------------------------ */
 
 /*
- * With -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc every call of those
- * in the statically linked code (cio-pg, and cio's core, which this test
- * sends to the real functions through cio_replace_allocator) goes through
- * the __wrap_ functions below; libpq and the C library, shared, are not
- * affected. Without the options __real_malloc stays NULL (weak) and the test
- * skips itself.
+ * The program is linked with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+ * (cio_pg_test.h's wrappers); cio's core is sent past them, so that only
+ * cio-pg's own allocations fail. Without the options the test skips itself.
  */
-extern void *__real_malloc(size_t n) __attribute__((weak));
-extern void *__real_calloc(size_t n, size_t m) __attribute__((weak));
-extern void *__real_realloc(void *p, size_t n) __attribute__((weak));
-
-static atomic_long fa_at, fa_count;
-static atomic_bool fa_armed;
-
-static bool fa_fail(void)
-{
-    if (!atomic_load(&fa_armed))
-        return false;
-    return atomic_fetch_add(&fa_count, 1) + 1 == atomic_load(&fa_at);
-}
-
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t m);
-void *__wrap_realloc(void *p, size_t n);
-
-void *__wrap_malloc(size_t n) { return fa_fail() ? NULL : __real_malloc(n); }
-
-void *__wrap_calloc(size_t n, size_t m) { return fa_fail() ? NULL : __real_calloc(n, m); }
-
-void *__wrap_realloc(void *p, size_t n) { return fa_fail() ? NULL : __real_realloc(p, n); }
-
-static void *core_malloc(size_t n) { return __real_malloc(n); }
-static void *core_realloc(void *p, size_t n) { return __real_realloc(p, n); }
-static void *core_calloc(size_t n, size_t m) { return __real_calloc(n, m); }
 
 /* One round: connect (to a name, so that the host lists are built), run
  * statements, an error, a lost connection. Returns 0 or the first error,
@@ -1581,12 +1533,9 @@ static int main_alloc_fail(void *arg, void **result)
     dsn_with_host(dsn, sizeof dsn, "localhost");
     long n;
     for (n = 1;; n++) {
-        atomic_store(&fa_count, 0);
-        atomic_store(&fa_at, n);
-        atomic_store(&fa_armed, true);
+        cio_pg_test_alloc_arm(n);
         int rc = alloc_round(dsn);
-        atomic_store(&fa_armed, false);
-        bool injected = atomic_load(&fa_count) >= n;
+        bool injected = cio_pg_test_alloc_disarm();
         ck_assert_msg(rc == 0 || rc == -ENOMEM, "allocation %ld failed: %s (%s)", n,
                       cio_err_name(rc), cio_pg_connect_error());
         if (!injected) {
@@ -1602,11 +1551,9 @@ static int main_alloc_fail(void *arg, void **result)
 
 START_TEST(alloc_fail)
 {
-    if (!&__real_malloc) {
-        fprintf(stderr, "alloc_fail: skipped (linked without -Wl,--wrap=malloc)\n");
+    if (!cio_pg_test_malloc_wrapped("alloc_fail"))
         return;
-    }
-    ck_assert_int_eq(cio_replace_allocator(core_malloc, core_realloc, core_calloc, free), 0);
+    ck_assert_int_eq(cio_pg_test_alloc_core_unwrapped(), 0);
     RUN_MAIN(main_alloc_fail, NULL);
 }
 END_TEST

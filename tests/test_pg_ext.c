@@ -26,93 +26,22 @@
  * (tests/CMakeLists.txt: CIO_TEST_LINK_OPTIONS_test_pg_ext), which reaches
  * cio-pg's own allocations but not libpq's (a shared library).
  */
+#define CIO_PG_TEST_WRAP_ALLOC /* cio_pg_test.h's malloc wrappers */
 #include "cio_pg_test.h"
 #include "cio_test.h"
 
 #include <cio-pg.h>
 #include <libpq-fe.h>
 
-#include <stdatomic.h>
-
 /* ------------------------------------------------------------------------ */
-/* malloc wrapper                                                            */
+/* Helpers (and cio_pg_test.h's: connections, the malloc wrapper)            */
 /* ------------------------------------------------------------------------ */
-
-/* Weak, so that the program still links (and those checks skip) when it is
- * built without --wrap=malloc. */
-void *__real_malloc(size_t n) __attribute__((weak));
-void *__wrap_malloc(size_t n);
-
-static atomic_long malloc_count, malloc_fail_at;
-static atomic_bool malloc_armed;
-
-void *__wrap_malloc(size_t n)
-{
-    if (atomic_load(&malloc_armed)) {
-        long k = atomic_fetch_add(&malloc_count, 1) + 1;
-        if (k == atomic_load(&malloc_fail_at))
-            return NULL;
-    }
-    return __real_malloc(n);
-}
-
-static bool malloc_wrapped(void)
-{
-    if (__real_malloc)
-        return true;
-    fprintf(stderr, "test_pg_ext: not linked with --wrap=malloc: allocation checks skipped\n");
-    return false;
-}
-
-/* Counts the mallocs from now on, failing number `at`. */
-static void malloc_arm(long at)
-{
-    atomic_store(&malloc_count, 0);
-    atomic_store(&malloc_fail_at, at);
-    atomic_store(&malloc_armed, true);
-}
-
-/* Stops failing; returns whether the armed failure was reached. */
-static bool malloc_disarm(void)
-{
-    atomic_store(&malloc_armed, false);
-    return atomic_load(&malloc_count) >= atomic_load(&malloc_fail_at);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Helpers                                                                   */
-/* ------------------------------------------------------------------------ */
-
-static cio_pg_t *conn(void)
-{
-    cio_pg_t *c = NULL;
-    int rc = cio_pg_connect(&c, cio_pg_test_dsn(), 10);
-    ck_assert_msg(rc == 0, "connect: %s (%s)", cio_strerror(rc), cio_pg_connect_error());
-    return c;
-}
-
-static void exec_ok(cio_pg_t *c, const char *sql)
-{
-    int rc = cio_pg_exec(c, sql);
-    ck_assert_msg(rc == 0, "%s: %s (%s)", sql, cio_strerror(rc), cio_pg_error_message(c));
-}
-
-/* The first value of a one-row query, as an integer. */
-static long long scalar(cio_pg_t *c, const char *sql)
-{
-    cio_pg_result_t *r = NULL;
-    int64_t n = cio_pg_query(c, &r, sql, 0, NULL);
-    ck_assert_msg(n == 1, "%s: %lld (%s)", sql, (long long)n, cio_pg_error_message(c));
-    long long v = atoll(cio_pg_value(r, 0, 0));
-    cio_pg_result_free(r);
-    return v;
-}
 
 /* The connection is idle and runs statements. */
 static void assert_usable(cio_pg_t *c)
 {
     ck_assert_int_eq(cio_pg_status(c), CIO_PG_IDLE);
-    ck_assert_int_eq(scalar(c, "SELECT 41 + 1"), 42);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT 41 + 1", NULL), 42);
     ck_assert_int_eq(cio_pg_status(c), CIO_PG_IDLE);
 }
 
@@ -166,8 +95,8 @@ static char *make_rows(size_t *len)
 static int main_copy_in_big(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn();
-    exec_ok(c, "CREATE TEMP TABLE t (i int PRIMARY KEY, s text NOT NULL)");
+    cio_pg_t *c = cio_pg_test_connect();
+    cio_pg_test_exec(c, "CREATE TEMP TABLE t (i int PRIMARY KEY, s text NOT NULL)");
     size_t len;
     char *rows = make_rows(&len);
 
@@ -187,9 +116,10 @@ static int main_copy_in_big(void *arg, void **result)
     ck_assert_int_eq(cio_pg_copy_end(c, NULL), ROWS);
     ck_assert_int_eq(cio_pg_status(c), CIO_PG_IDLE);
 
-    ck_assert_int_eq(scalar(c, "SELECT count(*) FROM t"), ROWS);
-    ck_assert_int_eq(scalar(c, "SELECT sum(i) FROM t"), (long long)ROWS * (ROWS + 1) / 2);
-    ck_assert_int_eq(scalar(c, "SELECT count(*) FROM t WHERE s <> 'v' || i"), 0);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), ROWS);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT sum(i) FROM t", NULL),
+                     (long long)ROWS * (ROWS + 1) / 2);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t WHERE s <> 'v' || i", NULL), 0);
     free(rows);
     ck_assert_int_eq(cio_pg_close(c), 0);
     return 0;
@@ -204,8 +134,8 @@ END_TEST
 static int main_copy_in_bad(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn();
-    exec_ok(c, "CREATE TEMP TABLE t (i int, s text)");
+    cio_pg_t *c = cio_pg_test_connect();
+    cio_pg_test_exec(c, "CREATE TEMP TABLE t (i int, s text)");
 
     /* A malformed row: the error, and nothing of the COPY kept. */
     ck_assert_int_eq(cio_pg_copy_in(c, "COPY t FROM STDIN"), 0);
@@ -214,7 +144,7 @@ static int main_copy_in_bad(void *arg, void **result)
     ck_assert_int_eq(cio_pg_copy_end(c, NULL), -EREMOTEIO);
     ck_assert_str_eq(cio_pg_error_sqlstate(c), "22P02");
     ck_assert_ptr_nonnull(strstr(cio_pg_error_message(c), "zz"));
-    ck_assert_int_eq(scalar(c, "SELECT count(*) FROM t"), 0);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 0);
     assert_usable(c);
 
     /* Aborted with a message: 57014, the message in the server's text. */
@@ -224,7 +154,7 @@ static int main_copy_in_bad(void *arg, void **result)
     ck_assert_int_eq(cio_pg_copy_end(c, "stopped by 'the' test"), -EREMOTEIO);
     ck_assert_str_eq(cio_pg_error_sqlstate(c), "57014");
     ck_assert_ptr_nonnull(strstr(cio_pg_error_message(c), "stopped by 'the' test"));
-    ck_assert_int_eq(scalar(c, "SELECT count(*) FROM t"), 0);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 0);
     assert_usable(c);
 
     /* A row cut short at the end: the server's error, nothing kept. */
@@ -232,7 +162,7 @@ static int main_copy_in_bad(void *arg, void **result)
     data = "1\ta\n2";
     ck_assert_int_eq(cio_pg_copy_put(c, data, strlen(data)), 0);
     ck_assert_int_eq(cio_pg_copy_end(c, NULL), -EREMOTEIO);
-    ck_assert_int_eq(scalar(c, "SELECT count(*) FROM t"), 0);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 0);
 
     /* An empty COPY copies 0 rows. */
     ck_assert_int_eq(cio_pg_copy_in(c, "COPY t FROM STDIN"), 0);
@@ -284,8 +214,8 @@ static int producer_body(void *arg, void **result)
 static int main_copy_in_cancel(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn();
-    exec_ok(c, "CREATE TEMP TABLE t (i int, s text)");
+    cio_pg_t *c = cio_pg_test_connect();
+    cio_pg_test_exec(c, "CREATE TEMP TABLE t (i int, s text)");
     producer_t p = {.c = c};
     cio_event_init(&p.started);
     cio_task_t *t = spawn(producer_body, &p);
@@ -296,7 +226,7 @@ static int main_copy_in_cancel(void *arg, void **result)
     ck_assert_int_eq(p.wait_rc, -ECANCELED);
     ck_assert_int_eq(p.end_rc, -EREMOTEIO);
     ck_assert_str_eq(cio_pg_error_sqlstate(c), "57014");
-    ck_assert_int_eq(scalar(c, "SELECT count(*) FROM t"), 0);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 0);
     assert_usable(c);
     ck_assert_int_eq(cio_pg_close(c), 0);
     return 0;
@@ -337,11 +267,11 @@ static int stalled_producer(void *arg, void **result)
 static int main_copy_in_cancel_put(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn();
-    exec_ok(c, "CREATE TEMP TABLE t (i int, s text)");
-    exec_ok(c, "CREATE FUNCTION pg_temp.stall() RETURNS trigger LANGUAGE plpgsql AS "
+    cio_pg_t *c = cio_pg_test_connect();
+    cio_pg_test_exec(c, "CREATE TEMP TABLE t (i int, s text)");
+    cio_pg_test_exec(c, "CREATE FUNCTION pg_temp.stall() RETURNS trigger LANGUAGE plpgsql AS "
                "$$BEGIN IF NEW.i = 10 THEN PERFORM pg_sleep(60); END IF; RETURN NEW; END$$");
-    exec_ok(c, "CREATE TRIGGER stall BEFORE INSERT ON t FOR EACH ROW "
+    cio_pg_test_exec(c, "CREATE TRIGGER stall BEFORE INSERT ON t FOR EACH ROW "
                "EXECUTE FUNCTION pg_temp.stall()");
     producer_t p = {.c = c};
     cio_event_init(&p.started);
@@ -356,7 +286,7 @@ static int main_copy_in_cancel_put(void *arg, void **result)
     ck_assert_int_eq(p.put_rc, -ECANCELED);
     /* Well within the cancel timeout: the server was told to stop. */
     ck_assert_double_lt(secs_since(t0), 1.5);
-    ck_assert_int_eq(scalar(c, "SELECT count(*) FROM t"), 0);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 0);
     assert_usable(c);
     ck_assert_int_eq(cio_pg_close(c), 0);
     return 0;
@@ -371,16 +301,16 @@ END_TEST
 static int main_copy_in_locked(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn(), *other = conn();
+    cio_pg_t *c = cio_pg_test_connect(), *other = cio_pg_test_connect();
     /* A table another connection holds locked: the COPY waits for the
      * lock before the server even answers cio_pg_copy_in. */
     char sql[160], name[48];
     snprintf(name, sizeof name, "ext_locked_%d", (int)getpid());
     snprintf(sql, sizeof sql, "CREATE TABLE %s (i int)", name);
-    exec_ok(other, sql);
+    cio_pg_test_exec(other, sql);
     ck_assert_int_eq(cio_pg_begin(other), 0);
     snprintf(sql, sizeof sql, "LOCK TABLE %s IN ACCESS EXCLUSIVE MODE", name);
-    exec_ok(other, sql);
+    cio_pg_test_exec(other, sql);
     snprintf(sql, sizeof sql, "COPY %s FROM STDIN", name);
     cio_scope_t s;
     ck_assert_int_eq(cio_scope_enter(&s, D_MED, 0), 0);
@@ -396,7 +326,7 @@ static int main_copy_in_locked(void *arg, void **result)
     ck_assert_int_eq(cio_pg_copy_put(c, "1\n2\n", 4), 0);
     ck_assert_int_eq(cio_pg_copy_end(c, NULL), 2);
     snprintf(sql, sizeof sql, "DROP TABLE %s", name);
-    exec_ok(other, sql);
+    cio_pg_test_exec(other, sql);
     ck_assert_int_eq(cio_pg_close(other), 0);
     ck_assert_int_eq(cio_pg_close(c), 0);
     return 0;
@@ -415,7 +345,7 @@ END_TEST
 static int main_copy_out_big(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn();
+    cio_pg_t *c = cio_pg_test_connect();
     ck_assert_int_eq(cio_pg_copy_out(c, "COPY (SELECT i, 'r' || i FROM generate_series(1, 100000) i "
                                         "ORDER BY i) TO STDOUT"),
                      0);
@@ -493,7 +423,7 @@ static int reader_body(void *arg, void **result)
 static int main_copy_out_cancel(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn();
+    cio_pg_t *c = cio_pg_test_connect();
     /* Rows come slowly (half a millisecond each, for ~10 minutes), so the
      * reader waits in cio_pg_copy_get between the server's batches. */
     ck_assert_int_eq(cio_pg_copy_out(c, "COPY (SELECT i, pg_sleep(0.0005) FROM "
@@ -541,8 +471,8 @@ END_TEST
 static int main_copy_modes(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn();
-    exec_ok(c, "CREATE TEMP TABLE t (i int)");
+    cio_pg_t *c = cio_pg_test_connect();
+    cio_pg_test_exec(c, "CREATE TEMP TABLE t (i int)");
     char *row = NOT_SET;
 
     /* No COPY in progress. */
@@ -560,7 +490,7 @@ static int main_copy_modes(void *arg, void **result)
     ck_assert_int_eq(cio_pg_copy_out(c, "COPY t FROM STDIN"), -EPROTO);
     assert_usable(c);
     ck_assert_int_eq(cio_pg_copy_out(c, "INSERT INTO t VALUES (1)"), -EPROTO);
-    ck_assert_int_eq(scalar(c, "SELECT count(*) FROM t"), 1);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 1);
     ck_assert_int_eq(cio_pg_copy_in(c, ""), -EPROTO);
     /* The server's own errors. */
     ck_assert_int_eq(cio_pg_copy_in(c, "COPY no_such_table FROM STDIN"), -EREMOTEIO);
@@ -590,7 +520,7 @@ static int main_copy_modes(void *arg, void **result)
     ck_assert_int_eq(cio_pg_copy_put(c, NULL, 0), 0);
     ck_assert_int_eq(cio_pg_copy_put(c, "7\n", 2), 0);
     ck_assert_int_eq(cio_pg_copy_end(c, NULL), 1);
-    ck_assert_int_eq(scalar(c, "SELECT count(*) FROM t"), 2);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 2);
 
     /* In COPY OUT: likewise. */
     ck_assert_int_eq(cio_pg_copy_out(c, "COPY t TO STDOUT"), 0);
@@ -643,7 +573,7 @@ static void send_int(cio_pg_t *c, int i)
 static int main_pipeline_many(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn();
+    cio_pg_t *c = cio_pg_test_connect();
     ck_assert_int_eq(cio_pg_pipeline_enter(c), 0);
     ck_assert_int_eq(cio_pg_status(c), CIO_PG_ACTIVE);
     for (int i = 0; i < 1000; i++)
@@ -724,8 +654,8 @@ END_TEST
 static int main_pipeline_error(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn();
-    exec_ok(c, "CREATE TEMP TABLE t (i int)");
+    cio_pg_t *c = cio_pg_test_connect();
+    cio_pg_test_exec(c, "CREATE TEMP TABLE t (i int)");
     ck_assert_int_eq(cio_pg_pipeline_enter(c), 0);
     /* Segment 1: an insert, a failure, then statements the server skips. */
     ck_assert_int_eq(cio_pg_pipeline_send(c, "INSERT INTO t VALUES (1)", 0, NULL), 0);
@@ -752,8 +682,8 @@ static int main_pipeline_error(void *arg, void **result)
     ck_assert_int_eq(cio_pg_pipeline_result(c, NULL), -ENOENT);
     ck_assert_int_eq(cio_pg_pipeline_exit(c), 0);
     /* Segment 1 was one transaction: its insert was rolled back. */
-    ck_assert_int_eq(scalar(c, "SELECT count(*) FROM t"), 1);
-    ck_assert_int_eq(scalar(c, "SELECT min(i) FROM t"), 5);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 1);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT min(i) FROM t", NULL), 5);
 
     /* A failure in the open segment: its skipped statements are reported
      * without a sync; the pipeline is left only after one. */
@@ -783,7 +713,7 @@ END_TEST
 static int main_pipeline_modes(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn();
+    cio_pg_t *c = cio_pg_test_connect();
     /* Outside pipeline mode. */
     ck_assert_int_eq(cio_pg_pipeline_send(c, "SELECT 1", 0, NULL), -EBUSY);
     ck_assert_int_eq(cio_pg_pipeline_sync(c), -EBUSY);
@@ -850,7 +780,7 @@ static int piper_body(void *arg, void **result)
 static int main_pipeline_cancel(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *c = conn();
+    cio_pg_t *c = cio_pg_test_connect();
     ck_assert_int_eq(cio_pg_pipeline_enter(c), 0);
     /* The server sends a segment's results when it reaches the segment's
      * sync: 1 is alone in its segment, so that it comes at once. */
@@ -865,7 +795,7 @@ static int main_pipeline_cancel(void *arg, void **result)
     cio_task_t *t = spawn(piper_body, &p);
     /* This task runs again once the piper waits for the sleep's result. */
     ck_assert_int_eq(cio_event_wait(&p.started), 0);
-    cio_pg_t *other = conn();
+    cio_pg_t *other = cio_pg_test_connect();
     wait_sleeping(other, cio_pg_backend_pid(c));
     int64_t t0 = loop_ns();
     ck_assert_int_eq(cio_task_cancel(t), 1);
@@ -933,7 +863,7 @@ static void expect_none(cio_pg_t *c)
 static int main_notify_basic(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *l = conn(), *s = conn();
+    cio_pg_t *l = cio_pg_test_connect(), *s = cio_pg_test_connect();
     char ch[64];
     chan("ext_basic", ch, sizeof ch);
     ck_assert_int_eq(cio_pg_listen(l, ch), 0);
@@ -988,30 +918,17 @@ START_TEST(notify_basic)
 }
 END_TEST
 
-typedef struct busy {
-    cio_pg_t *c;
-    int rc;
-} busy_t;
-
-static int busy_body(void *arg, void **result)
-{
-    (void)result;
-    busy_t *b = arg;
-    b->rc = cio_pg_exec(b->c, "SELECT pg_sleep(0.5)");
-    return 0;
-}
-
 static int main_notify_busy(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *l = conn(), *s = conn();
+    cio_pg_t *l = cio_pg_test_connect(), *s = cio_pg_test_connect();
     char ch[64];
     chan("ext_busy", ch, sizeof ch);
     ck_assert_int_eq(cio_pg_listen(l, ch), 0);
     /* The listener runs a long statement; the notification is sent
      * meanwhile and arrives while the statement runs. */
-    busy_t b = {.c = l};
-    cio_task_t *t = spawn(busy_body, &b);
+    cio_pg_test_exec_t b = {.c = l, .sql = "SELECT pg_sleep(0.5)"};
+    cio_task_t *t = spawn(cio_pg_test_exec_task, &b);
     settle();
     ck_assert_int_eq(cio_pg_status(l), CIO_PG_ACTIVE);
     ck_assert_int_eq(cio_pg_notify(s, ch, "while busy"), 0);
@@ -1052,7 +969,7 @@ static int waiter_body(void *arg, void **result)
 static int main_notify_timeout(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *l = conn(), *s = conn();
+    cio_pg_t *l = cio_pg_test_connect(), *s = cio_pg_test_connect();
     char ch[64];
     chan("ext_timeout", ch, sizeof ch);
     ck_assert_int_eq(cio_pg_listen(l, ch), 0);
@@ -1116,7 +1033,7 @@ END_TEST
 static int main_notify_odd(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *l = conn(), *s = conn();
+    cio_pg_t *l = cio_pg_test_connect(), *s = cio_pg_test_connect();
     char pid[16];
     snprintf(pid, sizeof pid, "%d", (int)getpid());
     /* Quotes, spaces, a statement, case and non-ASCII: all one identifier. */
@@ -1186,7 +1103,7 @@ END_TEST
 static int main_notify_terminate(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *l = conn(), *s = conn();
+    cio_pg_t *l = cio_pg_test_connect(), *s = cio_pg_test_connect();
     char ch[64];
     chan("ext_term", ch, sizeof ch);
     ck_assert_int_eq(cio_pg_listen(l, ch), 0);
@@ -1225,14 +1142,14 @@ END_TEST
 static int main_notify_enomem(void *arg, void **result)
 {
     (void)arg, (void)result;
-    cio_pg_t *l = conn(), *s = conn();
+    cio_pg_t *l = cio_pg_test_connect(), *s = cio_pg_test_connect();
     char ch[64];
     chan("ext_nomem", ch, sizeof ch);
     /* LISTEN's statement text. */
     for (long k = 1;; k++) {
-        malloc_arm(k);
+        cio_pg_test_alloc_arm(k);
         int rc = cio_pg_listen(l, ch);
-        bool injected = malloc_disarm();
+        bool injected = cio_pg_test_alloc_disarm();
         if (!injected) {
             ck_assert_int_eq(rc, 0);
             break;
@@ -1246,9 +1163,9 @@ static int main_notify_enomem(void *arg, void **result)
     int failures = 0;
     for (long k = 1;; k++) {
         cio_pg_notify_t *n = NOT_SET;
-        malloc_arm(k);
+        cio_pg_test_alloc_arm(k);
         int rc = cio_pg_wait_notify(l, &n, 5);
-        bool injected = malloc_disarm();
+        bool injected = cio_pg_test_alloc_disarm();
         if (!injected) {
             ck_assert_int_eq(rc, 0);
             ck_assert_str_eq(n->payload, "kept");
@@ -1270,7 +1187,7 @@ static int main_notify_enomem(void *arg, void **result)
 
 START_TEST(notify_enomem)
 {
-    if (!malloc_wrapped())
+    if (!cio_pg_test_malloc_wrapped("test_pg_ext: allocation checks"))
         return;
     RUN_MAIN(main_notify_enomem, NULL);
 }

@@ -10,6 +10,7 @@
  * allocations (the static library is linked into this program) but not
  * libpq's (a shared library).
  */
+#define CIO_PG_TEST_WRAP_ALLOC /* cio_pg_test.h's malloc wrappers */
 #include "cio_pg_test.h"
 #include "cio_test.h"
 
@@ -17,51 +18,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdatomic.h>
-
-/* ------------------------------------------------------------------------ */
-/* malloc wrapper                                                            */
-/* ------------------------------------------------------------------------ */
-
-/* Weak, so that the program still links (and these checks skip) when it
- * is built without --wrap=malloc. */
-void *__real_malloc(size_t n) __attribute__((weak));
-void *__wrap_malloc(size_t n);
-
-static bool malloc_wrapped(void)
-{
-    if (__real_malloc)
-        return true;
-    fprintf(stderr, "test_pg_pool: not linked with --wrap=malloc: allocation checks skipped\n");
-    return false;
-}
-
-static atomic_long malloc_count, malloc_fail_at;
-static atomic_bool malloc_armed;
-
-void *__wrap_malloc(size_t n)
-{
-    if (atomic_load(&malloc_armed)) {
-        long k = atomic_fetch_add(&malloc_count, 1) + 1;
-        if (k == atomic_load(&malloc_fail_at))
-            return NULL;
-    }
-    return __real_malloc(n);
-}
-
-/* Counts the mallocs from now on, failing number `at` (0: none). */
-static void malloc_arm(long at)
-{
-    atomic_store(&malloc_count, 0);
-    atomic_store(&malloc_fail_at, at);
-    atomic_store(&malloc_armed, true);
-}
-
-static long malloc_disarm(void)
-{
-    atomic_store(&malloc_armed, false);
-    return atomic_load(&malloc_count);
-}
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
@@ -110,24 +66,6 @@ static int select_int(cio_pg_t *c, int v)
     ck_assert_str_eq(cio_pg_value(r, 0, 0), text);
     cio_pg_result_free(r);
     return 0;
-}
-
-/* One integer from a single-row, single-column query. */
-static long long query_ll(cio_pg_t *c, const char *sql, const char *arg)
-{
-    const char *values[] = {arg};
-    cio_pg_result_t *r = NULL;
-    int64_t n = cio_pg_query(c, &r, sql, arg ? 1 : 0, arg ? values : NULL);
-    ck_assert_msg(n == 1, "%s: %lld (%s)", sql, (long long)n, cio_pg_error_message(c));
-    long long v = strtoll(cio_pg_value(r, 0, 0), NULL, 10);
-    cio_pg_result_free(r);
-    return v;
-}
-
-/* Runs a test body as the main task of a fresh loop. */
-static void run(cio_task_fn body)
-{
-    ck_assert_int_eq(cio_run(body, NULL), 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -196,19 +134,6 @@ END_TEST
 /* Basic use                                                                 */
 /* ------------------------------------------------------------------------ */
 
-typedef struct busy {
-    cio_pg_t *c;
-    int rc;
-} busy_t;
-
-static int sleep_query(void *arg, void **result)
-{
-    (void)result;
-    busy_t *b = arg;
-    b->rc = cio_pg_exec(b->c, "SELECT pg_sleep(0.2)");
-    return 0;
-}
-
 static int basic_body(void *arg, void **result)
 {
     (void)arg;
@@ -241,8 +166,7 @@ static int basic_body(void *arg, void **result)
     ck_assert_int_ne(cio_pg_backend_pid(c), cio_pg_backend_pid(d));
 
     /* A connection the pool did not give: refused, and not closed. */
-    cio_pg_t *own;
-    ck_assert_int_eq(cio_pg_connect(&own, cio_pg_test_dsn(), 10), 0);
+    cio_pg_t *own = cio_pg_test_connect();
     ck_assert_int_eq(cio_pg_pool_release(p, own), -EINVAL);
     cio_pg_pool_t *other = pool_new(cio_pg_test_dsn(), 1);
     ck_assert_int_eq(cio_pg_pool_release(other, c), -EINVAL);
@@ -252,8 +176,8 @@ static int basic_body(void *arg, void **result)
     ck_assert_int_eq(cio_pg_pool_free(other), 0);
 
     /* A connection with an operation in progress cannot be given back. */
-    busy_t b = {.c = c, .rc = 1};
-    cio_task_t *t = spawn(sleep_query, &b);
+    cio_pg_test_exec_t b = {.c = c, .sql = "SELECT pg_sleep(0.2)", .rc = 1};
+    cio_task_t *t = spawn(cio_pg_test_exec_task, &b);
     ck_assert_int_eq(cio_sleep(0.05), 0);
     ck_assert_int_eq(cio_pg_pool_release(p, c), -EBUSY);
     ck_assert_int_eq(finish(t), 0);
@@ -268,10 +192,7 @@ static int basic_body(void *arg, void **result)
     return 0;
 }
 
-START_TEST(basic)
-{
-    run(basic_body);
-}
+START_TEST(basic) { RUN_MAIN(basic_body, NULL); }
 END_TEST
 
 /* Taking an idle connection when nobody waits, and giving it back, do not
@@ -286,24 +207,22 @@ static int noalloc_body(void *arg, void **result)
     ck_assert_int_eq(cio_pg_pool_release(p, c), 0);
     /* No check assertion inside the counted region: check allocates. */
     int failed = 0;
-    malloc_arm(0);
+    cio_pg_test_alloc_arm(0);
     for (int i = 0; i < 100; i++) {
         failed += cio_pg_pool_acquire(p, &c, i % 2 ? INFINITY : 5.0) != 0;
         failed += cio_pg_pool_release(p, c) != 0;
     }
-    long n = malloc_disarm();
+    cio_pg_test_alloc_disarm();
+    long n = cio_pg_test_alloc_count();
     ck_assert_int_eq(failed, 0);
-    if (malloc_wrapped())
+    if (cio_pg_test_malloc_wrapped("test_pg_pool: the allocation count"))
         ck_assert_int_eq(n, 0);
     ck_assert_uint_eq(cio_pg_pool_size(p), 1);
     ck_assert_int_eq(cio_pg_pool_free(p), 0);
     return 0;
 }
 
-START_TEST(noalloc)
-{
-    run(noalloc_body);
-}
+START_TEST(noalloc) { RUN_MAIN(noalloc_body, NULL); }
 END_TEST
 
 /* The default bound is 10. */
@@ -325,10 +244,7 @@ static int defaults_body(void *arg, void **result)
     return 0;
 }
 
-START_TEST(defaults)
-{
-    run(defaults_body);
-}
+START_TEST(defaults) { RUN_MAIN(defaults_body, NULL); }
 END_TEST
 
 /* A connection given back in COPY or pipeline mode is closed. */
@@ -359,10 +275,7 @@ static int modes_body(void *arg, void **result)
     return 0;
 }
 
-START_TEST(modes)
-{
-    run(modes_body);
-}
+START_TEST(modes) { RUN_MAIN(modes_body, NULL); }
 END_TEST
 
 /* ------------------------------------------------------------------------ */
@@ -391,7 +304,7 @@ static int bound_worker(void *arg, void **result)
     if (b->inside > b->most)
         b->most = b->inside;
     ck_assert_uint_le(cio_pg_pool_size(b->p), BOUND_MAX);
-    long long n = query_ll(c,
+    long long n = cio_pg_test_int(c,
                            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
                            b->appname);
     if (n > b->most_server)
@@ -430,10 +343,7 @@ static int bound_body(void *arg, void **result)
     return 0;
 }
 
-START_TEST(bound)
-{
-    run(bound_body);
-}
+START_TEST(bound) { RUN_MAIN(bound_body, NULL); }
 END_TEST
 
 /* ------------------------------------------------------------------------ */
@@ -523,10 +433,7 @@ static int fifo_body(void *arg, void **result)
     return 0;
 }
 
-START_TEST(fifo)
-{
-    run(fifo_body);
-}
+START_TEST(fifo) { RUN_MAIN(fifo_body, NULL); }
 END_TEST
 
 static int deadline_body(void *arg, void **result)
@@ -576,10 +483,7 @@ static int deadline_body(void *arg, void **result)
     return 0;
 }
 
-START_TEST(deadline)
-{
-    run(deadline_body);
-}
+START_TEST(deadline) { RUN_MAIN(deadline_body, NULL); }
 END_TEST
 
 static int cancel_body(void *arg, void **result)
@@ -640,7 +544,7 @@ static int cancel_body(void *arg, void **result)
 START_TEST(cancel)
 {
     /* The main task cancels itself at the end, and returns 0 all the same. */
-    run(cancel_body);
+    RUN_MAIN(cancel_body, NULL);
 }
 END_TEST
 
@@ -652,18 +556,17 @@ END_TEST
  * server has let it go. */
 static void terminate(int pid)
 {
-    cio_pg_t *admin;
-    ck_assert_int_eq(cio_pg_connect(&admin, cio_pg_test_dsn(), 10), 0);
+    cio_pg_t *admin = cio_pg_test_connect();
     char text[16];
     snprintf(text, sizeof text, "%d", pid);
-    ck_assert_int_eq(query_ll(admin, "SELECT pg_terminate_backend($1)::int", text), 1);
+    ck_assert_int_eq(cio_pg_test_int(admin, "SELECT pg_terminate_backend($1)::int", text), 1);
     /* pg_terminate_backend only signals: wait (bounded) for the exit. */
     for (int i = 0; i < 500; i++) {
-        if (query_ll(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", text) == 0)
+        if (cio_pg_test_int(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", text) == 0)
             break;
         ck_assert_int_eq(cio_sleep(0.01), 0);
     }
-    ck_assert_int_eq(query_ll(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", text),
+    ck_assert_int_eq(cio_pg_test_int(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", text),
                      0);
     ck_assert_int_eq(cio_pg_close(admin), 0);
 }
@@ -688,7 +591,7 @@ static int tx_body(void *arg, void **result)
     ck_assert_int_eq(cio_pg_pool_acquire(p, &d, 10), 0);
     ck_assert_ptr_eq(d, c); /* the same connection, rolled back */
     ck_assert_int_eq(cio_pg_status(d), CIO_PG_IDLE);
-    ck_assert_int_eq(query_ll(d, "SELECT count(*) FROM pg_class WHERE relname = $1", table), 0);
+    ck_assert_int_eq(cio_pg_test_int(d, "SELECT count(*) FROM pg_class WHERE relname = $1", table), 0);
 
     /* Given back inside a failed transaction: the same. */
     ck_assert_int_eq(cio_pg_begin(d), 0);
@@ -716,10 +619,7 @@ static int tx_body(void *arg, void **result)
     return 0;
 }
 
-START_TEST(tx)
-{
-    run(tx_body);
-}
+START_TEST(tx) { RUN_MAIN(tx_body, NULL); }
 END_TEST
 
 static int broken_body(void *arg, void **result)
@@ -757,10 +657,7 @@ static int broken_body(void *arg, void **result)
     return 0;
 }
 
-START_TEST(broken)
-{
-    run(broken_body);
-}
+START_TEST(broken) { RUN_MAIN(broken_body, NULL); }
 END_TEST
 
 /* ------------------------------------------------------------------------ */
@@ -862,10 +759,7 @@ static int restart_body(void *arg, void **result)
     return 0;
 }
 
-START_TEST(restart)
-{
-    run(restart_body);
-}
+START_TEST(restart) { RUN_MAIN(restart_body, NULL); }
 END_TEST
 
 /* ------------------------------------------------------------------------ */
@@ -930,10 +824,7 @@ static int refused_body(void *arg, void **result)
     return 0;
 }
 
-START_TEST(refused)
-{
-    run(refused_body);
-}
+START_TEST(refused) { RUN_MAIN(refused_body, NULL); }
 END_TEST
 
 /* ------------------------------------------------------------------------ */
@@ -1005,10 +896,7 @@ static int close_body(void *arg, void **result)
     return 0;
 }
 
-START_TEST(close_pool)
-{
-    run(close_body);
-}
+START_TEST(close_pool) { RUN_MAIN(close_body, NULL); }
 END_TEST
 
 /* Freed with idle connections (it closes them), from outside the loop. */
@@ -1027,7 +915,7 @@ static int outside_body(void *arg, void **result)
 START_TEST(free_idle)
 {
     outside_pool = pool_new(cio_pg_test_dsn(), 2);
-    run(outside_body);
+    RUN_MAIN(outside_body, NULL);
     ck_assert_uint_eq(cio_pg_pool_idle(outside_pool), 1);
     ck_assert_int_eq(cio_pg_pool_free(outside_pool), 0);
 }
@@ -1039,14 +927,13 @@ END_TEST
 
 START_TEST(alloc_fail)
 {
-    if (!malloc_wrapped())
+    if (!cio_pg_test_malloc_wrapped("test_pg_pool: allocation checks"))
         return;
     for (long n = 1;; n++) {
         cio_pg_pool_t *p = NOT_SET;
-        malloc_arm(n);
+        cio_pg_test_alloc_arm(n);
         int rc = cio_pg_pool_new(&p, cio_pg_test_dsn(), NULL);
-        long count = malloc_disarm();
-        if (count < n) {
+        if (!cio_pg_test_alloc_disarm()) {
             ck_assert_int_eq(rc, 0);
             ck_assert_int_eq(cio_pg_pool_free(p), 0);
             ck_assert_int_gt(n, 1); /* at least one allocation was failed */

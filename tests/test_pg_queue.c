@@ -15,6 +15,7 @@
  * The worker processes are this program run again with --worker (main at
  * the end): they run cio_pgq_work until SIGTERM.
  */
+#define CIO_PG_TEST_WRAP_ALLOC /* the malloc wrappers: the "alloc" case */
 #include "cio_pg_test.h"
 #include "cio_test.h"
 
@@ -36,15 +37,17 @@ typedef struct {
     cio_pg_pool_t *pool;
 } env_t;
 
-/* The test DSN with the schema as search_path. */
+/* The test DSN with the schema as search_path, and as application_name (so
+ * that the test's backends can be told apart in pg_stat_activity). */
 static void dsn_with_schema(char *buf, size_t cap, const char *schema)
 {
     const char *dsn = cio_pg_test_dsn();
     if (strstr(dsn, "://"))
-        snprintf(buf, cap, "%s%soptions=-csearch_path%%3D%s%%20-cclient_min_messages%%3Dwarning", dsn, strchr(dsn, '?') ? "&" : "?",
-                 schema);
+        snprintf(buf, cap, "%s%soptions=-csearch_path%%3D%s%%20-cclient_min_messages%%3Dwarning&application_name=%s",
+                 dsn, strchr(dsn, '?') ? "&" : "?", schema, schema);
     else
-        snprintf(buf, cap, "%s options='-csearch_path=%s -cclient_min_messages=warning'", dsn, schema);
+        snprintf(buf, cap, "%s options='-csearch_path=%s -cclient_min_messages=warning' application_name=%s", dsn,
+                 schema, schema);
 }
 
 static void exec_ok(cio_pg_t *c, const char *sql)
@@ -103,6 +106,30 @@ static void env_close(env_t *e)
     exec_ok(base, sql);
     cio_pg_close(base);
 }
+
+/* A test's main task: its body runs with e in a schema of its own
+ * (installed unless `install` is false), dropped after it. */
+#define QUEUE_MAIN(name, install)                                                               \
+    static void name##_body(env_t *e);                                                          \
+    static int name##_main(void *arg, void **result)                                            \
+    {                                                                                           \
+        (void)arg;                                                                              \
+        (void)result;                                                                           \
+        env_t e;                                                                                \
+        env_open(&e, install);                                                                  \
+        name##_body(&e);                                                                        \
+        env_close(&e);                                                                          \
+        return 0;                                                                               \
+    }                                                                                           \
+    static void name##_body(env_t *e)
+
+/* A test whose body is the block that follows. */
+#define QUEUE_TEST(name, install)                                                               \
+    static void name##_body(env_t *e);                                                          \
+    QUEUE_MAIN(name, install);                                                                  \
+    START_TEST(name) { RUN_MAIN(name##_main, NULL); }                                           \
+    END_TEST                                                                                    \
+    static void name##_body(env_t *e)
 
 /* An in-process worker, as a task. */
 typedef struct {
@@ -172,6 +199,42 @@ static void await_finished(env_t *e, int64_t n, double timeout)
     cio_pg_close(l);
 }
 
+/* Awaits job id's outcome and checks its state (and its attempts, unless
+ * attempts is -1); the outcome is left in *o (NULL: cleared). */
+static void expect_wait(env_t *e, int64_t id, int state, int attempts, cio_pgq_outcome_t *o)
+{
+    cio_pgq_outcome_t own;
+    cio_pgq_outcome_t *out = o ? o : &own;
+    ck_assert_int_eq(cio_pgq_wait(e->pool, id, 30, out), 0);
+    ck_assert_int_eq(out->state, state);
+    if (attempts >= 0)
+        ck_assert_int_eq(out->attempts, attempts);
+    if (!o)
+        cio_pgq_outcome_clear(out);
+}
+
+/* Reads job id's outcome (without waiting) and checks it as expect_wait. */
+static void expect_status(env_t *e, int64_t id, int state, int attempts, cio_pgq_outcome_t *o)
+{
+    cio_pgq_outcome_t own;
+    cio_pgq_outcome_t *out = o ? o : &own;
+    ck_assert_int_eq(cio_pgq_status(e->c, id, out), 0);
+    ck_assert_int_eq(out->state, state);
+    if (attempts >= 0)
+        ck_assert_int_eq(out->attempts, attempts);
+    if (!o)
+        cio_pgq_outcome_clear(out);
+}
+
+/* Starts an in-process worker on e's queue with `concurrency` handlers. */
+static cio_task_t *wk_start(wk_t *w, env_t *e, cio_pgq_handler_fn fn, void *arg,
+                            unsigned concurrency)
+{
+    wk_init(w, e, fn, arg);
+    w->o.concurrency = concurrency;
+    return spawn(wk_task, w);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -193,17 +256,13 @@ static int install_task(void *arg, void **result)
     return 0;
 }
 
-static int main_install(void *arg, void **result)
+QUEUE_TEST(install, false)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, false);
     /* Eight connections install into the empty schema at once. */
     install_arg_t a[8];
     cio_task_t *t[8];
     for (int i = 0; i < 8; i++) {
-        a[i] = (install_arg_t){e.dsn, 1};
+        a[i] = (install_arg_t){e->dsn, 1};
         t[i] = spawn(install_task, &a[i]);
     }
     for (int i = 0; i < 8; i++) {
@@ -211,27 +270,23 @@ static int main_install(void *arg, void **result)
         ck_assert_int_eq(a[i].rc, 0);
     }
     /* Then twice more, in sequence: nothing changes. */
-    ck_assert_int_eq(cio_pgq_install(e.c), 0);
-    ck_assert_int_eq(cio_pgq_install(e.c), 0);
-    ck_assert_int_eq(scalar(e.c, "SELECT count(*) FROM cio_jobs_schema"), 1);
-    ck_assert_int_eq(scalar(e.c, "SELECT version FROM cio_jobs_schema"), 1);
-    ck_assert_int_eq(scalar(e.c, "SELECT count(*) FROM cio_jobs"), 0);
+    ck_assert_int_eq(cio_pgq_install(e->c), 0);
+    ck_assert_int_eq(cio_pgq_install(e->c), 0);
+    ck_assert_int_eq(scalar(e->c, "SELECT count(*) FROM cio_jobs_schema"), 1);
+    ck_assert_int_eq(scalar(e->c, "SELECT version FROM cio_jobs_schema"), 1);
+    ck_assert_int_eq(scalar(e->c, "SELECT count(*) FROM cio_jobs"), 0);
     /* Inside a transaction it refuses (the install is a transaction). */
-    exec_ok(e.c, "BEGIN");
-    ck_assert_int_eq(cio_pgq_install(e.c), -EBUSY);
-    exec_ok(e.c, "ROLLBACK");
+    exec_ok(e->c, "BEGIN");
+    ck_assert_int_eq(cio_pgq_install(e->c), -EBUSY);
+    exec_ok(e->c, "ROLLBACK");
     /* A schema newer than this library is refused, and nothing changes. */
-    exec_ok(e.c, "UPDATE cio_jobs_schema SET version = 99");
-    ck_assert_int_eq(cio_pgq_install(e.c), -EPROTO);
-    ck_assert_int_eq(cio_pg_status(e.c), CIO_PG_IDLE);
-    ck_assert_int_eq(scalar(e.c, "SELECT version FROM cio_jobs_schema"), 99);
-    exec_ok(e.c, "UPDATE cio_jobs_schema SET version = 1");
+    exec_ok(e->c, "UPDATE cio_jobs_schema SET version = 99");
+    ck_assert_int_eq(cio_pgq_install(e->c), -EPROTO);
+    ck_assert_int_eq(cio_pg_status(e->c), CIO_PG_IDLE);
+    ck_assert_int_eq(scalar(e->c, "SELECT version FROM cio_jobs_schema"), 99);
+    exec_ok(e->c, "UPDATE cio_jobs_schema SET version = 1");
     ck_assert_int_eq(cio_pgq_install(NULL), -EINVAL);
-    env_close(&e);
-    return 0;
 }
-START_TEST(install) { RUN_MAIN(main_install, NULL); }
-END_TEST
 
 /* ------------------------------------------------------------------------ */
 /* Round trip                                                                */
@@ -252,31 +307,23 @@ static int reverse_handler(cio_pgq_job_t *j, void *arg)
     return rc;
 }
 
-static int main_roundtrip(void *arg, void **result)
+QUEUE_TEST(roundtrip, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
     /* Binary payload: NUL bytes travel. */
     static const char payload[] = {'a', 0, 'b', (char)0xff, 'c'};
     int64_t id;
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, payload, sizeof payload, NULL), 0);
-    ck_assert_int_eq(cio_pgq_count(e.c, e.queue, CIO_PGQ_QUEUED), 1);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, e->queue, payload, sizeof payload, NULL), 0);
+    ck_assert_int_eq(cio_pgq_count(e->c, e->queue, CIO_PGQ_QUEUED), 1);
     cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_status(e.c, id, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_QUEUED);
-    ck_assert_int_eq(o.attempts, 0);
+    expect_status(e, id, CIO_PGQ_QUEUED, 0, &o);
     ck_assert_ptr_null(o.result);
     cio_pgq_outcome_clear(&o);
 
     wk_t w;
-    wk_init(&w, &e, reverse_handler, NULL);
+    wk_init(&w, e, reverse_handler, NULL);
     w.o.concurrency = 2;
     cio_task_t *t = spawn(wk_task, &w);
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, 30, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_DONE);
-    ck_assert_int_eq(o.attempts, 1);
+    expect_wait(e, id, CIO_PGQ_DONE, 1, &o);
     ck_assert_uint_eq(o.result_len, sizeof payload);
     static const char reversed[] = {'c', (char)0xff, 'b', 0, 'a'};
     ck_assert_mem_eq(o.result, reversed, sizeof reversed);
@@ -286,8 +333,8 @@ static int main_roundtrip(void *arg, void **result)
     /* A job enqueued while the worker idles wakes it (NOTIFY), and the
      * producer's wait sees the completion. */
     double t0 = mono_now();
-    int64_t id2 = enqueue(&e, "xyz", NULL);
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id2, 30, &o), 0);
+    int64_t id2 = enqueue(e, "xyz", NULL);
+    ck_assert_int_eq(cio_pgq_wait(e->pool, id2, 30, &o), 0);
     ck_assert_double_lt(mono_now() - t0, HANG_BOUND_S);
     ck_assert_int_eq(o.state, CIO_PGQ_DONE);
     ck_assert_mem_eq(o.result, "zyx", 3);
@@ -296,42 +343,28 @@ static int main_roundtrip(void *arg, void **result)
     ck_assert_uint_eq(w.stats.claimed, 2);
     ck_assert_uint_eq(w.stats.completed, 2);
     ck_assert_uint_eq(w.stats.stale, 0);
-    ck_assert_int_eq(cio_pgq_count(e.c, e.queue, CIO_PGQ_DONE), 2);
-    ck_assert_int_eq(cio_pgq_count(e.c, e.queue, -1), 2);
+    ck_assert_int_eq(cio_pgq_count(e->c, e->queue, CIO_PGQ_DONE), 2);
+    ck_assert_int_eq(cio_pgq_count(e->c, e->queue, -1), 2);
     /* The pool got its connections back unlistened. */
-    ck_assert_uint_eq(cio_pg_pool_idle(e.pool), cio_pg_pool_size(e.pool));
-    env_close(&e);
-    return 0;
+    ck_assert_uint_eq(cio_pg_pool_idle(e->pool), cio_pg_pool_size(e->pool));
 }
-START_TEST(roundtrip) { RUN_MAIN(main_roundtrip, NULL); }
-END_TEST
 
 /* A job enqueued in a transaction exists only if that commits. */
-static int main_transactional(void *arg, void **result)
+QUEUE_TEST(transactional, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
-    ck_assert_int_eq(cio_pg_begin(e.c), 0);
-    int64_t id = enqueue(&e, "rolled back", NULL);
-    ck_assert_int_eq(cio_pg_rollback(e.c), 0);
+    ck_assert_int_eq(cio_pg_begin(e->c), 0);
+    int64_t id = enqueue(e, "rolled back", NULL);
+    ck_assert_int_eq(cio_pg_rollback(e->c), 0);
     cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_status(e.c, id, &o), -ENOENT);
+    ck_assert_int_eq(cio_pgq_status(e->c, id, &o), -ENOENT);
     ck_assert_int_eq(o.state, 0);
     ck_assert_ptr_null(o.result);
 
-    ck_assert_int_eq(cio_pg_begin(e.c), 0);
-    id = enqueue(&e, "committed", NULL);
-    ck_assert_int_eq(cio_pg_commit(e.c), 0);
-    ck_assert_int_eq(cio_pgq_status(e.c, id, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_QUEUED);
-    cio_pgq_outcome_clear(&o);
-    env_close(&e);
-    return 0;
+    ck_assert_int_eq(cio_pg_begin(e->c), 0);
+    id = enqueue(e, "committed", NULL);
+    ck_assert_int_eq(cio_pg_commit(e->c), 0);
+    expect_status(e, id, CIO_PGQ_QUEUED, -1, NULL);
 }
-START_TEST(transactional) { RUN_MAIN(main_transactional, NULL); }
-END_TEST
 
 /* ------------------------------------------------------------------------ */
 /* Priorities, delays, idempotency, batches                                  */
@@ -352,30 +385,23 @@ static int order_handler(cio_pgq_job_t *j, void *arg)
     return 0;
 }
 
-static int main_priorities(void *arg, void **result)
+QUEUE_TEST(priorities, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
     double t0 = mono_now();
     cio_pgq_enqueue_opts_t later = {.delay = 1.0, .priority = 100};
-    int64_t last = enqueue(&e, "delayed", &later);
-    enqueue(&e, "low1", NULL);
+    int64_t last = enqueue(e, "delayed", &later);
+    enqueue(e, "low1", NULL);
     cio_pgq_enqueue_opts_t high = {.priority = 10};
-    enqueue(&e, "high", &high);
-    enqueue(&e, "low2", NULL);
+    enqueue(e, "high", &high);
+    enqueue(e, "low2", NULL);
     cio_pgq_enqueue_opts_t neg = {.priority = -5};
-    enqueue(&e, "negative", &neg);
+    enqueue(e, "negative", &neg);
     order_t ord = {0};
     wk_t w;
-    wk_init(&w, &e, order_handler, &ord);
+    wk_init(&w, e, order_handler, &ord);
     w.o.concurrency = 1;
     cio_task_t *t = spawn(wk_task, &w);
-    cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_wait(e.pool, last, 30, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_DONE);
-    cio_pgq_outcome_clear(&o);
+    expect_wait(e, last, CIO_PGQ_DONE, -1, NULL);
     wk_stop(t);
     ck_assert_int_eq(ord.n, 5);
     ck_assert_str_eq(ord.order[0], "high");
@@ -392,95 +418,73 @@ static int main_priorities(void *arg, void **result)
 
     /* An absolute run-at time in the past runs at once. */
     cio_pgq_enqueue_opts_t past = {.run_at = 1000.0};
-    int64_t id = enqueue(&e, "past", &past);
+    int64_t id = enqueue(e, "past", &past);
     t = spawn(wk_task, &w);
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, 30, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_DONE);
-    cio_pgq_outcome_clear(&o);
+    expect_wait(e, id, CIO_PGQ_DONE, -1, NULL);
     wk_stop(t);
-    env_close(&e);
-    return 0;
 }
-START_TEST(priorities) { RUN_MAIN(main_priorities, NULL); }
-END_TEST
 
-static int main_idempotent(void *arg, void **result)
+QUEUE_TEST(idempotent, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
     cio_pgq_enqueue_opts_t k = {.idem_key = "order-42"};
     int64_t a = 0, b = 0, c = 0;
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &a, e.queue, "one", 3, &k), 0);
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &b, e.queue, "two", 3, &k), 1);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &a, e->queue, "one", 3, &k), 0);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &b, e->queue, "two", 3, &k), 1);
     ck_assert_int_eq(a, b);
-    ck_assert_int_eq(cio_pgq_count(e.c, e.queue, -1), 1);
+    ck_assert_int_eq(cio_pgq_count(e->c, e->queue, -1), 1);
     /* The first payload stays. */
-    ck_assert_int_eq(scalar(e.c, "SELECT count(*) FROM cio_jobs WHERE payload = 'one'"), 1);
+    ck_assert_int_eq(scalar(e->c, "SELECT count(*) FROM cio_jobs WHERE payload = 'one'"), 1);
     /* The same key on another queue is another job. */
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &c, "other", "three", 5, &k), 0);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &c, "other", "three", 5, &k), 0);
     ck_assert_int_ne(c, a);
     /* Also after the job has run. */
     wk_t w;
-    wk_init(&w, &e, reverse_handler, NULL);
+    wk_init(&w, e, reverse_handler, NULL);
     cio_task_t *t = spawn(wk_task, &w);
     cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_wait(e.pool, a, 30, &o), 0);
+    ck_assert_int_eq(cio_pgq_wait(e->pool, a, 30, &o), 0);
     cio_pgq_outcome_clear(&o);
     wk_stop(t);
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &b, e.queue, "four", 4, &k), 1);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &b, e->queue, "four", 4, &k), 1);
     ck_assert_int_eq(b, a);
     ck_assert_uint_eq(w.stats.claimed, 1);
     /* A batch takes no key. */
     const void *p[1] = {"x"};
     size_t l[1] = {1};
-    ck_assert_int_eq(cio_pgq_enqueue_batch(e.c, NULL, e.queue, 1, p, l, &k), -EINVAL);
-    env_close(&e);
-    return 0;
+    ck_assert_int_eq(cio_pgq_enqueue_batch(e->c, NULL, e->queue, 1, p, l, &k), -EINVAL);
 }
-START_TEST(idempotent) { RUN_MAIN(main_idempotent, NULL); }
-END_TEST
 
-static int main_batch(void *arg, void **result)
+QUEUE_TEST(batch, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
     const void *p[4] = {"alpha", NULL, "\0\1\2", "delta"};
     size_t l[4] = {5, 0, 3, 5};
     int64_t ids[4];
-    ck_assert_int_eq(cio_pgq_enqueue_batch(e.c, ids, e.queue, 4, p, l, NULL), 4);
+    ck_assert_int_eq(cio_pgq_enqueue_batch(e->c, ids, e->queue, 4, p, l, NULL), 4);
     for (int i = 1; i < 4; i++)
         ck_assert_int_gt(ids[i], ids[i - 1]);
     for (int i = 0; i < 4; i++) {
         char sql[160];
         snprintf(sql, sizeof sql, "SELECT length(payload) FROM cio_jobs WHERE id = %" PRId64, ids[i]);
-        ck_assert_int_eq(scalar(e.c, sql), (int64_t)l[i]);
+        ck_assert_int_eq(scalar(e->c, sql), (int64_t)l[i]);
     }
-    ck_assert_int_eq(scalar(e.c, "SELECT count(*) FROM cio_jobs WHERE payload = '\\x000102'::bytea"), 1);
+    ck_assert_int_eq(scalar(e->c, "SELECT count(*) FROM cio_jobs WHERE payload = '\\x000102'::bytea"), 1);
     wk_t w;
-    wk_init(&w, &e, reverse_handler, NULL);
+    wk_init(&w, e, reverse_handler, NULL);
     w.o.concurrency = 4;
     cio_task_t *t = spawn(wk_task, &w);
     for (int i = 0; i < 4; i++) {
         cio_pgq_outcome_t o;
-        ck_assert_int_eq(cio_pgq_wait(e.pool, ids[i], 30, &o), 0);
+        ck_assert_int_eq(cio_pgq_wait(e->pool, ids[i], 30, &o), 0);
         ck_assert_int_eq(o.state, CIO_PGQ_DONE);
         ck_assert_uint_eq(o.result_len, l[i]);
         cio_pgq_outcome_clear(&o);
     }
     wk_stop(t);
-    ck_assert_int_eq(cio_pgq_enqueue_batch(e.c, ids, e.queue, 0, NULL, NULL, NULL), 0);
-    ck_assert_int_eq(cio_pgq_enqueue_batch(e.c, ids, e.queue, 1, NULL, l, NULL), -EINVAL);
+    ck_assert_int_eq(cio_pgq_enqueue_batch(e->c, ids, e->queue, 0, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(cio_pgq_enqueue_batch(e->c, ids, e->queue, 1, NULL, l, NULL), -EINVAL);
     const void *bad[1] = {NULL};
-    ck_assert_int_eq(cio_pgq_enqueue_batch(e.c, ids, e.queue, 1, bad, l, NULL), -EINVAL);
-    env_close(&e);
-    return 0;
+    ck_assert_int_eq(cio_pgq_enqueue_batch(e->c, ids, e->queue, 1, bad, l, NULL), -EINVAL);
 }
-START_TEST(batch) { RUN_MAIN(main_batch, NULL); }
-END_TEST
 
 /* ------------------------------------------------------------------------ */
 /* Failures, leases, shutdown                                                */
@@ -495,37 +499,27 @@ static int failing_handler(cio_pgq_job_t *j, void *arg)
     return -EIO;
 }
 
-static int main_dead(void *arg, void **result)
+QUEUE_TEST(dead, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
     cio_pgq_enqueue_opts_t eo = {.max_attempts = 3, .backoff = 0.05};
-    int64_t id = enqueue(&e, "doomed", &eo);
+    int64_t id = enqueue(e, "doomed", &eo);
     wk_t w;
-    wk_init(&w, &e, failing_handler, NULL);
+    wk_init(&w, e, failing_handler, NULL);
     cio_task_t *t = spawn(wk_task, &w);
     cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, 30, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_DEAD);
-    ck_assert_int_eq(o.attempts, 3);
+    expect_wait(e, id, CIO_PGQ_DEAD, 3, &o);
     ck_assert_str_eq(o.error, "boom 3/3");
     cio_pgq_outcome_clear(&o);
     wk_stop(t);
     ck_assert_uint_eq(w.stats.failed, 3);
     ck_assert_uint_eq(w.stats.dead, 1);
     ck_assert_uint_eq(w.stats.completed, 0);
-    ck_assert_int_eq(cio_pgq_count(e.c, e.queue, CIO_PGQ_DEAD), 1);
+    ck_assert_int_eq(cio_pgq_count(e->c, e->queue, CIO_PGQ_DEAD), 1);
     /* The backoff was respected: 0.05 + 0.1 s at least between the first
      * and the last attempt. */
-    ck_assert_int_eq(scalar(e.c, "SELECT (finished_at - created_at >= interval '0.15 s')::int"
+    ck_assert_int_eq(scalar(e->c, "SELECT (finished_at - created_at >= interval '0.15 s')::int"
                                  " FROM cio_jobs WHERE payload = 'doomed'"), 1);
-    env_close(&e);
-    return 0;
 }
-START_TEST(dead) { RUN_MAIN(main_dead, NULL); }
-END_TEST
 
 static int code_handler(cio_pgq_job_t *j, void *arg)
 {
@@ -534,28 +528,57 @@ static int code_handler(cio_pgq_job_t *j, void *arg)
     return -EIO;
 }
 
-static int main_dead_code(void *arg, void **result)
+QUEUE_TEST(dead_code, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
-    int64_t id = enqueue(&e, "plain", &(cio_pgq_enqueue_opts_t){.max_attempts = 1});
+    int64_t id = enqueue(e, "plain", &(cio_pgq_enqueue_opts_t){.max_attempts = 1});
     wk_t w;
-    wk_init(&w, &e, code_handler, NULL);
+    wk_init(&w, e, code_handler, NULL);
     cio_task_t *t = spawn(wk_task, &w);
     cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, 30, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_DEAD);
-    ck_assert_int_eq(o.attempts, 1);
+    expect_wait(e, id, CIO_PGQ_DEAD, 1, &o);
     ck_assert_ptr_nonnull(strstr(o.error, "EIO"));
     cio_pgq_outcome_clear(&o);
     wk_stop(t);
-    env_close(&e);
-    return 0;
 }
-START_TEST(dead_code) { RUN_MAIN(main_dead_code, NULL); }
-END_TEST
+
+/* The on_complete hook: logs the completion (job, process) in done_log,
+ * a table without a unique constraint, inside the completion's
+ * transaction. */
+static int log_completion(cio_pg_t *c, cio_pgq_job_t *j, void *arg)
+{
+    (void)arg;
+    char id[24], pid[16];
+    snprintf(id, sizeof id, "%" PRId64, cio_pgq_job_id(j));
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    const char *v[2] = {id, pid};
+    int64_t n = cio_pg_query(c, NULL, "INSERT INTO done_log VALUES ($1, $2)", 2, v);
+    return n < 0 ? (int)n : 0;
+}
+
+/* Logs the completion, then refuses it on the first attempt: what it
+ * wrote is rolled back with the completion, and the job is retried. */
+static int refusing_hook(cio_pg_t *c, cio_pgq_job_t *j, void *arg)
+{
+    int rc = log_completion(c, j, arg);
+    if (rc < 0 || cio_pgq_job_attempt(j) > 1)
+        return rc;
+    return -EIO;
+}
+
+QUEUE_TEST(hook_refused, true)
+{
+    exec_ok(e->c, "CREATE TABLE done_log (job bigint NOT NULL, worker int NOT NULL)");
+    int64_t id = enqueue(e, "hooked", &(cio_pgq_enqueue_opts_t){.backoff = 0.05});
+    wk_t w;
+    wk_init(&w, e, reverse_handler, NULL);
+    w.o.on_complete = refusing_hook;
+    cio_task_t *t = spawn(wk_task, &w);
+    expect_wait(e, id, CIO_PGQ_DONE, 2, NULL);
+    wk_stop(t);
+    ck_assert_uint_eq(w.stats.failed, 1);
+    ck_assert_uint_eq(w.stats.completed, 1);
+    ck_assert_int_eq(scalar(e->c, "SELECT count(*) FROM done_log"), 1);
+}
 
 /* The first run outlives its lease (renewal off); the job is claimed again
  * and completed; the first run's completion is refused. */
@@ -572,23 +595,17 @@ static int slow_first_handler(cio_pgq_job_t *j, void *arg)
     return cio_pgq_job_set_result(j, "second", 6);
 }
 
-static int main_lost_lease(void *arg, void **result)
+QUEUE_TEST(lost_lease, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
-    int64_t id = enqueue(&e, "job", NULL);
+    int64_t id = enqueue(e, "job", NULL);
     wk_t w;
-    wk_init(&w, &e, slow_first_handler, NULL);
+    wk_init(&w, e, slow_first_handler, NULL);
     w.o.concurrency = 2;
     w.o.lease = 0.5;
     w.o.flags = CIO_PGQ_NO_RENEW;
     cio_task_t *t = spawn(wk_task, &w);
     cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, 30, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_DONE);
-    ck_assert_int_eq(o.attempts, 2);
+    expect_wait(e, id, CIO_PGQ_DONE, 2, &o);
     ck_assert_uint_eq(o.result_len, 6);
     ck_assert_mem_eq(o.result, "second", 6);
     cio_pgq_outcome_clear(&o);
@@ -597,14 +614,10 @@ static int main_lost_lease(void *arg, void **result)
     ck_assert_uint_eq(w.stats.claimed, 2);
     ck_assert_uint_eq(w.stats.completed, 1);
     ck_assert_uint_eq(w.stats.stale, 1);
-    ck_assert_int_eq(cio_pgq_status(e.c, id, &o), 0);
+    ck_assert_int_eq(cio_pgq_status(e->c, id, &o), 0);
     ck_assert_mem_eq(o.result, "second", 6);
     cio_pgq_outcome_clear(&o);
-    env_close(&e);
-    return 0;
 }
-START_TEST(lost_lease) { RUN_MAIN(main_lost_lease, NULL); }
-END_TEST
 
 /* Outlives its lease on "job", quick on anything else. */
 static int slow_job_handler(cio_pgq_job_t *j, void *arg)
@@ -616,42 +629,29 @@ static int slow_job_handler(cio_pgq_job_t *j, void *arg)
 
 /* A job whose last attempt outlives its lease is dead when claimed next;
  * its waiter is told, and the late completion is refused. */
-static int main_lease_dead(void *arg, void **result)
+QUEUE_TEST(lease_dead, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
-    int64_t id = enqueue(&e, "job", &(cio_pgq_enqueue_opts_t){.max_attempts = 1});
-    int64_t next = enqueue(&e, "next", &(cio_pgq_enqueue_opts_t){.delay = 1.0});
+    int64_t id = enqueue(e, "job", &(cio_pgq_enqueue_opts_t){.max_attempts = 1});
+    int64_t next = enqueue(e, "next", &(cio_pgq_enqueue_opts_t){.delay = 1.0});
     wk_t w;
-    wk_init(&w, &e, slow_job_handler, NULL);
+    wk_init(&w, e, slow_job_handler, NULL);
     w.o.concurrency = 2;
     w.o.lease = 0.5;
     w.o.flags = CIO_PGQ_NO_RENEW;
     cio_task_t *t = spawn(wk_task, &w);
     cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, 30, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_DEAD);
-    ck_assert_int_eq(o.attempts, 1);
+    expect_wait(e, id, CIO_PGQ_DEAD, 1, &o);
     ck_assert_str_eq(o.error, "the lease of its last attempt expired");
     cio_pgq_outcome_clear(&o);
     /* The slot that found it dead went on to the next job. */
-    ck_assert_int_eq(cio_pgq_wait(e.pool, next, 30, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_DONE);
-    cio_pgq_outcome_clear(&o);
+    expect_wait(e, next, CIO_PGQ_DONE, -1, NULL);
     wk_stop(t);
     ck_assert_uint_eq(w.stats.dead, 1);
     ck_assert_uint_eq(w.stats.stale, 1);
-    ck_assert_int_eq(cio_pgq_status(e.c, id, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_DEAD);
+    expect_status(e, id, CIO_PGQ_DEAD, -1, &o);
     ck_assert_ptr_null(o.result);
     cio_pgq_outcome_clear(&o);
-    env_close(&e);
-    return 0;
 }
-START_TEST(lease_dead) { RUN_MAIN(main_lease_dead, NULL); }
-END_TEST
 
 static int sleepy_handler(cio_pgq_job_t *j, void *arg)
 {
@@ -661,33 +661,21 @@ static int sleepy_handler(cio_pgq_job_t *j, void *arg)
 }
 
 /* With renewal, a handler that outlives its lease keeps the job. */
-static int main_renewal(void *arg, void **result)
+QUEUE_TEST(renewal, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
-    int64_t id = enqueue(&e, "long", NULL);
+    int64_t id = enqueue(e, "long", NULL);
     double secs = 2.0;
     wk_t w;
-    wk_init(&w, &e, sleepy_handler, &secs);
+    wk_init(&w, e, sleepy_handler, &secs);
     w.o.concurrency = 2;
     w.o.lease = 0.6;
     cio_task_t *t = spawn(wk_task, &w);
-    cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, 30, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_DONE);
-    ck_assert_int_eq(o.attempts, 1);
-    cio_pgq_outcome_clear(&o);
+    expect_wait(e, id, CIO_PGQ_DONE, 1, NULL);
     wk_stop(t);
     ck_assert_uint_eq(w.stats.claimed, 1);
     ck_assert_uint_ge(w.stats.renewed, 3);
     ck_assert_uint_eq(w.stats.stale, 0);
-    env_close(&e);
-    return 0;
 }
-START_TEST(renewal) { RUN_MAIN(main_renewal, NULL); }
-END_TEST
 
 typedef struct {
     int started;
@@ -705,19 +693,15 @@ static int shutdown_handler(cio_pgq_job_t *j, void *arg)
     return rc;
 }
 
-static int main_shutdown(void *arg, void **result)
+QUEUE_TEST(graceful, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
-    int64_t quick = enqueue(&e, "quick", NULL);
-    int64_t stuck = enqueue(&e, "stuck", NULL);
-    int64_t unclaimed = enqueue(&e, "later", &(cio_pgq_enqueue_opts_t){.delay = 3600});
+    int64_t quick = enqueue(e, "quick", NULL);
+    int64_t stuck = enqueue(e, "stuck", NULL);
+    int64_t unclaimed = enqueue(e, "later", &(cio_pgq_enqueue_opts_t){.delay = 3600});
     shut_t s = {0};
     cio_event_init(&s.both);
     wk_t w;
-    wk_init(&w, &e, shutdown_handler, &s);
+    wk_init(&w, e, shutdown_handler, &s);
     w.o.concurrency = 3;
     w.o.shutdown_grace = 1.0;
     cio_task_t *t = spawn(wk_task, &w);
@@ -730,24 +714,19 @@ static int main_shutdown(void *arg, void **result)
     ck_assert_double_lt(took, HANG_BOUND_S);
     ck_assert_uint_eq(w.stats.completed, 1);
     ck_assert_uint_eq(w.stats.released, 1);
-    cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_status(e.c, quick, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_DONE);
-    cio_pgq_outcome_clear(&o);
-    /* The stuck job is queued again at once, its attempt not counted. */
-    ck_assert_int_eq(cio_pgq_status(e.c, stuck, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_QUEUED);
-    ck_assert_int_eq(o.attempts, 0);
-    cio_pgq_outcome_clear(&o);
+    expect_status(e, quick, CIO_PGQ_DONE, -1, NULL);
+    /* The stuck job is queued again at once, its attempt not counted
+     * against its limit (raised by one: the attempt number is a fencing
+     * token, never given out twice). */
+    expect_status(e, stuck, CIO_PGQ_QUEUED, 1, NULL);
     char sql[128];
-    snprintf(sql, sizeof sql, "SELECT (visible_at <= now())::int FROM cio_jobs WHERE id = %" PRId64, stuck);
-    ck_assert_int_eq(scalar(e.c, sql), 1);
-    ck_assert_int_eq(cio_pgq_status(e.c, unclaimed, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_QUEUED);
-    cio_pgq_outcome_clear(&o);
+    snprintf(sql, sizeof sql, "SELECT (visible_at <= now() AND max_attempts = 6)::int FROM cio_jobs WHERE id = %" PRId64,
+             stuck);
+    ck_assert_int_eq(scalar(e->c, sql), 1);
+    expect_status(e, unclaimed, CIO_PGQ_QUEUED, -1, NULL);
     /* An idle worker stops at once, whatever its grace. */
     wk_t idle;
-    wk_init(&idle, &e, reverse_handler, NULL);
+    wk_init(&idle, e, reverse_handler, NULL);
     idle.o.queue = "nothing-here";
     idle.o.shutdown_grace = 30;
     t = spawn(wk_task, &idle);
@@ -755,11 +734,137 @@ static int main_shutdown(void *arg, void **result)
     t0 = mono_now();
     wk_stop(t);
     ck_assert_double_lt(mono_now() - t0, HANG_BOUND_S);
-    env_close(&e);
+}
+
+/* Remembers each run's attempt number (the fencing token); the first run
+ * hangs until cancelled, the later ones succeed. */
+typedef struct {
+    int tokens[8];
+    int n;
+    cio_event_t first;
+} token_t;
+
+static int token_handler(cio_pgq_job_t *j, void *arg)
+{
+    token_t *t = arg;
+    ck_assert_int_lt(t->n, 8);
+    t->tokens[t->n++] = cio_pgq_job_attempt(j);
+    if (t->n > 1)
+        return 0;
+    cio_event_set(&t->first);
+    return cio_sleep(3600);
+}
+
+/* A job released at shutdown is claimed again under a new token: a token
+ * given out twice would let the releasing worker's late writes pass as the
+ * new claim's. The released attempt still does not count against the
+ * limit. */
+QUEUE_TEST(release_token, true)
+{
+    int64_t id = enqueue(e, "released", &(cio_pgq_enqueue_opts_t){.max_attempts = 1});
+    token_t tk = {0};
+    cio_event_init(&tk.first);
+    wk_t w;
+    wk_init(&w, e, token_handler, &tk);
+    w.o.shutdown_grace = 0.1;
+    cio_task_t *t = spawn(wk_task, &w);
+    ck_assert_int_eq(cio_event_wait(&tk.first), 0);
+    wk_stop(t);
+    ck_assert_uint_eq(w.stats.released, 1);
+    expect_status(e, id, CIO_PGQ_QUEUED, -1, NULL);
+    t = wk_start(&w, e, token_handler, &tk, 1);
+    expect_wait(e, id, CIO_PGQ_DONE, 2, NULL);
+    wk_stop(t);
+    ck_assert_int_eq(tk.n, 2);
+    ck_assert_int_eq(tk.tokens[0], 1);
+    ck_assert_int_eq(tk.tokens[1], 2);
+}
+
+/* Two producers enqueue the same key at once, each in its own transaction:
+ * one job, and both get its id. */
+typedef struct {
+    const char *dsn;
+    const char *queue;
+    cio_event_t *go;
+    int64_t id;
+    int rc;
+} producer_t;
+
+static int producer_task(void *arg, void **result)
+{
+    (void)result;
+    producer_t *p = arg;
+    cio_pg_t *c;
+    ck_assert_int_eq(cio_pg_connect(&c, p->dsn, 10), 0);
+    ck_assert_int_eq(cio_pg_begin(c), 0);
+    ck_assert_int_eq(cio_event_wait(p->go), 0);
+    cio_pgq_enqueue_opts_t k = {.idem_key = "same"};
+    p->rc = cio_pgq_enqueue(c, &p->id, p->queue, "x", 1, &k);
+    /* The first to insert holds the key until it commits; give the other
+     * time to block on it. */
+    if (p->rc == 0)
+        ck_assert_int_eq(cio_sleep(0.2), 0);
+    ck_assert_int_eq(cio_pg_commit(c), 0);
+    cio_pg_close(c);
     return 0;
 }
-START_TEST(graceful) { RUN_MAIN(main_shutdown, NULL); }
-END_TEST
+
+QUEUE_TEST(idem_race, true)
+{
+    cio_event_t go;
+    cio_event_init(&go);
+    producer_t p[2];
+    cio_task_t *t[2];
+    for (int i = 0; i < 2; i++) {
+        p[i] = (producer_t){e->dsn, e->queue, &go, 0, -1};
+        t[i] = spawn(producer_task, &p[i]);
+    }
+    ck_assert_int_eq(cio_sleep(0.2), 0); /* both in their transactions */
+    cio_event_set(&go);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(finish(t[i]), 0);
+    ck_assert_int_eq(p[0].rc + p[1].rc, 1); /* one new (0), one existing (1) */
+    ck_assert_int_gt(p[0].id, 0);
+    ck_assert_int_eq(p[0].id, p[1].id);
+    ck_assert_int_eq(cio_pgq_count(e->c, e->queue, -1), 1);
+}
+
+/* The last time any of the test's other backends (the worker's pool and
+ * listener) ran a statement. */
+static void last_activity(env_t *e, char *buf, size_t cap)
+{
+    const char *v[1] = {e->schema};
+    cio_pg_result_t *r;
+    int64_t n = cio_pg_query(e->c, &r,
+                             "SELECT coalesce(max(state_change)::text, '') FROM pg_stat_activity"
+                             " WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                             1, v);
+    ck_assert_int_eq(n, 1);
+    snprintf(buf, cap, "%s", cio_pg_value(r, 0, 0));
+    cio_pg_result_free(r);
+}
+
+/* An idle worker (one job delayed by an hour) sends no statement at all
+ * for 2 s: it waits on LISTEN and on the due time, it does not poll. A job
+ * enqueued then is still run at once. */
+QUEUE_TEST(idle_quiet, true)
+{
+    enqueue(e, "later", &(cio_pgq_enqueue_opts_t){.delay = 3600});
+    wk_t w;
+    cio_task_t *t = wk_start(&w, e, reverse_handler, NULL, 4);
+    ck_assert_int_eq(cio_sleep(0.5), 0); /* the worker settles */
+    char before[64], after[64];
+    last_activity(e, before, sizeof before);
+    ck_assert_str_ne(before, "");
+    ck_assert_int_eq(cio_sleep(2.0), 0); /* the measured window */
+    last_activity(e, after, sizeof after);
+    ck_assert_str_eq(before, after);
+    double t0 = mono_now();
+    int64_t id = enqueue(e, "now", NULL);
+    expect_wait(e, id, CIO_PGQ_DONE, 1, NULL);
+    ck_assert_double_lt(mono_now() - t0, HANG_BOUND_S);
+    wk_stop(t);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Worker processes                                                          */
@@ -789,13 +894,9 @@ static void stop_worker(cio_process_t *p)
 #define RACE_JOBS 10000
 #define RACE_WORKERS 8
 
-static int main_race(void *arg, void **result)
+QUEUE_TEST(race8, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
-    exec_ok(e.c, "CREATE TABLE done_log (job bigint NOT NULL, worker int NOT NULL)");
+    exec_ok(e->c, "CREATE TABLE done_log (job bigint NOT NULL, worker int NOT NULL)");
     /* The jobs first, so that the workers race for a full queue. */
     static char bufs[RACE_JOBS][12];
     static const void *p[RACE_JOBS];
@@ -804,26 +905,22 @@ static int main_race(void *arg, void **result)
         l[i] = (size_t)snprintf(bufs[i], sizeof bufs[i], "%d", i);
         p[i] = bufs[i];
     }
-    ck_assert_int_eq(cio_pgq_enqueue_batch(e.c, NULL, e.queue, RACE_JOBS, p, l, NULL), RACE_JOBS);
+    ck_assert_int_eq(cio_pgq_enqueue_batch(e->c, NULL, e->queue, RACE_JOBS, p, l, NULL), RACE_JOBS);
     cio_process_t *w[RACE_WORKERS];
     for (int i = 0; i < RACE_WORKERS; i++)
-        w[i] = start_worker(&e, "race", "30", false);
-    await_finished(&e, RACE_JOBS, 100);
+        w[i] = start_worker(e, "race", "30", false);
+    await_finished(e, RACE_JOBS, 100);
     for (int i = 0; i < RACE_WORKERS; i++)
         stop_worker(w[i]);
     /* Every job done, each claimed once, completed once. */
-    ck_assert_int_eq(cio_pgq_count(e.c, e.queue, CIO_PGQ_DONE), RACE_JOBS);
-    ck_assert_int_eq(scalar(e.c, "SELECT count(*) FROM cio_jobs WHERE attempts <> 1"), 0);
-    ck_assert_int_eq(scalar(e.c, "SELECT count(*) FROM done_log"), RACE_JOBS);
-    ck_assert_int_eq(scalar(e.c, "SELECT count(DISTINCT job) FROM done_log"), RACE_JOBS);
-    int64_t workers = scalar(e.c, "SELECT count(DISTINCT worker) FROM done_log");
+    ck_assert_int_eq(cio_pgq_count(e->c, e->queue, CIO_PGQ_DONE), RACE_JOBS);
+    ck_assert_int_eq(scalar(e->c, "SELECT count(*) FROM cio_jobs WHERE attempts <> 1"), 0);
+    ck_assert_int_eq(scalar(e->c, "SELECT count(*) FROM done_log"), RACE_JOBS);
+    ck_assert_int_eq(scalar(e->c, "SELECT count(DISTINCT job) FROM done_log"), RACE_JOBS);
+    int64_t workers = scalar(e->c, "SELECT count(DISTINCT worker) FROM done_log");
     fprintf(stderr, "race: %d jobs over %" PRId64 " worker processes\n", RACE_JOBS, workers);
     ck_assert_int_ge(workers, 2);
-    env_close(&e);
-    return 0;
 }
-START_TEST(race8) { RUN_MAIN(main_race, NULL); }
-END_TEST
 
 /* A worker process SIGKILLed while a job is in its handler: the job comes
  * back after the lease, another worker completes it, once. */
@@ -835,28 +932,16 @@ static int count_handler(cio_pgq_job_t *j, void *arg)
     return cio_pgq_job_set_result(j, "ok", 2);
 }
 
-static int log_completion(cio_pg_t *c, cio_pgq_job_t *j, void *arg)
-{
-    (void)arg;
-    char id[24];
-    snprintf(id, sizeof id, "%" PRId64, cio_pgq_job_id(j));
-    const char *v[1] = {id};
-    int64_t n = cio_pg_query(c, NULL, "INSERT INTO done_log VALUES ($1, 0)", 1, v);
-    return n < 0 ? (int)n : 0;
-}
 
-static int main_killed(void *arg, void **result)
+QUEUE_TEST(killed, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
-    exec_ok(e.c, "CREATE TABLE done_log (job bigint NOT NULL, worker int NOT NULL)");
-    int64_t id = enqueue(&e, "victim", NULL);
-    cio_process_t *p = start_worker(&e, "hang", "1", true);
+    exec_ok(e->c, "CREATE TABLE done_log (job bigint NOT NULL, worker int NOT NULL)");
+    int64_t id = enqueue(e, "victim", NULL);
+    cio_process_t *p = start_worker(e, "hang", "1", true);
     char line[128];
-    ssize_t n = cio_stream_readline(cio_process_stdout(p), line, sizeof line);
+    ssize_t n = cio_stream_readline(cio_process_stdout(p), line, sizeof line - 1);
     ck_assert_int_gt(n, 0);
+    line[n] = '\0'; /* a line read is not NUL-terminated */
     char expect[64];
     snprintf(expect, sizeof expect, "running %" PRId64 " 1\n", id);
     ck_assert_str_eq(line, expect);
@@ -867,16 +952,14 @@ static int main_killed(void *arg, void **result)
     ck_assert_int_eq(code, -SIGKILL);
     cio_process_free(p);
     cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_status(e.c, id, &o), 0);
-    ck_assert_int_eq(o.state, CIO_PGQ_RUNNING);
-    cio_pgq_outcome_clear(&o);
+    expect_status(e, id, CIO_PGQ_RUNNING, -1, NULL);
 
     int runs = 0;
     wk_t w;
-    wk_init(&w, &e, count_handler, &runs);
+    wk_init(&w, e, count_handler, &runs);
     w.o.on_complete = log_completion;
     cio_task_t *t = spawn(wk_task, &w);
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, 30, &o), 0);
+    ck_assert_int_eq(cio_pgq_wait(e->pool, id, 30, &o), 0);
     double back_after = mono_now() - killed_at;
     ck_assert_int_eq(o.state, CIO_PGQ_DONE);
     ck_assert_int_eq(o.attempts, 2);
@@ -885,13 +968,9 @@ static int main_killed(void *arg, void **result)
     wk_stop(t);
     ck_assert_int_eq(runs, 1);
     ck_assert_double_lt(back_after, HANG_BOUND_S);
-    ck_assert_int_eq(scalar(e.c, "SELECT count(*) FROM done_log"), 1);
+    ck_assert_int_eq(scalar(e->c, "SELECT count(*) FROM done_log"), 1);
     ck_assert_uint_eq(w.stats.completed, 1);
-    env_close(&e);
-    return 0;
 }
-START_TEST(killed) { RUN_MAIN(main_killed, NULL); }
-END_TEST
 
 /* A server restart under a running worker: it counts the errors, reconnects
  * (its listener too) and runs the jobs enqueued afterwards. */
@@ -902,89 +981,80 @@ static int restart_job(void *arg, void **result)
     return cio_pg_test_restart();
 }
 
-static int main_restart(void *arg, void **result)
+QUEUE_TEST(restart, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
     wk_t w;
-    wk_init(&w, &e, reverse_handler, NULL);
+    wk_init(&w, e, reverse_handler, NULL);
     w.o.concurrency = 2;
     cio_task_t *t = spawn(wk_task, &w);
-    int64_t id = enqueue(&e, "before", NULL);
+    int64_t id = enqueue(e, "before", NULL);
     cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, 30, &o), 0);
+    ck_assert_int_eq(cio_pgq_wait(e->pool, id, 30, &o), 0);
     cio_pgq_outcome_clear(&o);
     int rc = cio_to_thread(restart_job, NULL, NULL);
     if (rc == -ENOTSUP) {
         fprintf(stderr, "restart: not our server; skipped\n");
         wk_stop(t);
-        env_close(&e);
-        return 0;
+        return;
     }
     ck_assert_int_eq(rc, 0);
     /* The test's own connection was cut off too. */
-    cio_pg_close(e.c);
-    ck_assert_int_eq(cio_pg_connect(&e.c, e.dsn, 10), 0);
-    id = enqueue(&e, "after", NULL);
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, 60, &o), 0);
+    cio_pg_close(e->c);
+    ck_assert_int_eq(cio_pg_connect(&e->c, e->dsn, 10), 0);
+    id = enqueue(e, "after", NULL);
+    ck_assert_int_eq(cio_pgq_wait(e->pool, id, 60, &o), 0);
     ck_assert_int_eq(o.state, CIO_PGQ_DONE);
     ck_assert_mem_eq(o.result, "retfa", 5);
     cio_pgq_outcome_clear(&o);
     wk_stop(t);
     ck_assert_uint_eq(w.stats.completed, 2);
-    env_close(&e);
-    return 0;
 }
-START_TEST(restart) { RUN_MAIN(main_restart, NULL); }
-END_TEST
 
 /* ------------------------------------------------------------------------ */
 /* Malformed input                                                           */
 /* ------------------------------------------------------------------------ */
 
-static int main_malformed(void *arg, void **result)
+QUEUE_TEST(malformed, true)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, true);
     int64_t id = 7;
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, NULL, "x", 1, NULL), -EINVAL);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, NULL, "x", 1, NULL), -EINVAL);
     ck_assert_int_eq(id, 0);
     ck_assert_int_eq(cio_pgq_enqueue(NULL, &id, "q", "x", 1, NULL), -EINVAL);
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, "", "x", 1, NULL), -EINVAL);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, "", "x", 1, NULL), -EINVAL);
     char longname[CIO_PGQ_MAX_NAME + 2];
     memset(longname, 'n', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, longname, "x", 1, NULL), -EINVAL);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, longname, "x", 1, NULL), -EINVAL);
     longname[CIO_PGQ_MAX_NAME] = '\0';
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, longname, "x", 1, NULL), 0);
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, NULL, 1, NULL), -EINVAL);
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, "x", CIO_PGQ_MAX_PAYLOAD + 1, NULL), -EINVAL);
-    cio_pgq_enqueue_opts_t bad = {.reserved_ = {1}};
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, "x", 1, &bad), -EINVAL);
-    bad = (cio_pgq_enqueue_opts_t){.delay = NAN};
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, "x", 1, &bad), -EINVAL);
-    bad = (cio_pgq_enqueue_opts_t){.delay = -1};
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, "x", 1, &bad), -EINVAL);
-    bad = (cio_pgq_enqueue_opts_t){.delay = 1, .run_at = 1};
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, "x", 1, &bad), -EINVAL);
-    bad = (cio_pgq_enqueue_opts_t){.max_attempts = -1};
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, "x", 1, &bad), -EINVAL);
-    bad = (cio_pgq_enqueue_opts_t){.backoff = INFINITY};
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, "x", 1, &bad), -EINVAL);
-    bad = (cio_pgq_enqueue_opts_t){.backoff = 3601};
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, "x", 1, &bad), -EINVAL);
-    bad = (cio_pgq_enqueue_opts_t){.idem_key = ""};
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, "x", 1, &bad), -EINVAL);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, longname, "x", 1, NULL), 0);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, e->queue, NULL, 1, NULL), -EINVAL);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, e->queue, "x", CIO_PGQ_MAX_PAYLOAD + 1, NULL), -EINVAL);
+    /* Options out of range, each alone. */
+    static char longkey[CIO_PGQ_MAX_KEY + 2];
+    memset(longkey, 'k', CIO_PGQ_MAX_KEY + 1);
+    const cio_pgq_enqueue_opts_t bads[] = {
+        {.reserved_ = {1}},  {.delay = NAN},      {.delay = -1},       {.delay = INFINITY},
+        {.run_at = NAN},     {.run_at = -1},      {.delay = 1, .run_at = 1},
+        {.max_attempts = -1}, {.max_attempts = 1000001}, {.backoff = INFINITY},
+        {.backoff = 3601},   {.backoff = -1},     {.idem_key = ""},    {.idem_key = longkey},
+    };
+    for (size_t i = 0; i < sizeof bads / sizeof bads[0]; i++)
+        ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, e->queue, "x", 1, &bads[i]), -EINVAL);
+    /* Names and keys are parameters, never SQL text. */
+    static const char evil[] = "q'); DROP TABLE cio_jobs; --";
+    cio_pgq_enqueue_opts_t k = {.idem_key = evil};
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, evil, "x", 1, &k), 0);
+    ck_assert_int_eq(cio_pgq_count(e->c, evil, CIO_PGQ_QUEUED), 1);
+    /* A queue name that is not UTF-8 is the server's error, cleanly. */
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, "q\xff", "x", 1, NULL), -EREMOTEIO);
+    ck_assert_int_eq(cio_pg_status(e->c), CIO_PG_IDLE);
+    cio_pgq_enqueue_opts_t bad;
     /* An absurd delay is the server's error, cleanly. */
     bad = (cio_pgq_enqueue_opts_t){.delay = 1e300};
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, "x", 1, &bad), -EREMOTEIO);
-    ck_assert_int_eq(cio_pg_status(e.c), CIO_PG_IDLE);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, e->queue, "x", 1, &bad), -EREMOTEIO);
+    ck_assert_int_eq(cio_pg_status(e->c), CIO_PG_IDLE);
     /* An empty payload is a payload. */
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, NULL, 0, NULL), 0);
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, e->queue, NULL, 0, NULL), 0);
     ck_assert_int_gt(id, 0);
     /* 100 MiB works. */
     size_t big = (size_t)100 << 20;
@@ -992,45 +1062,46 @@ static int main_malformed(void *arg, void **result)
     ck_assert_ptr_nonnull(buf);
     memset(buf, 'B', big);
     buf[big / 2] = '\0';
-    int rc = cio_pgq_enqueue(e.c, &id, e.queue, buf, big, NULL);
+    int rc = cio_pgq_enqueue(e->c, &id, e->queue, buf, big, NULL);
     free(buf);
     ck_assert_int_eq(rc, 0);
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT length(payload) FROM cio_jobs WHERE id = %" PRId64, id);
-    ck_assert_int_eq(scalar(e.c, sql), (int64_t)big);
+    ck_assert_int_eq(scalar(e->c, sql), (int64_t)big);
     /* Outcomes and counts. */
     cio_pgq_outcome_t o;
-    ck_assert_int_eq(cio_pgq_status(e.c, 0, &o), -ENOENT);
-    ck_assert_int_eq(cio_pgq_status(e.c, 1, NULL), -EINVAL);
+    ck_assert_int_eq(cio_pgq_status(e->c, 0, &o), -ENOENT);
+    ck_assert_int_eq(cio_pgq_status(e->c, 1, NULL), -EINVAL);
     ck_assert_int_eq(cio_pgq_status(NULL, 1, &o), -EINVAL);
     cio_pgq_outcome_clear(NULL);
-    ck_assert_int_eq(cio_pgq_count(e.c, e.queue, 4), -EINVAL);
-    ck_assert_int_eq(cio_pgq_count(e.c, NULL, 0), -EINVAL);
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, 0.2, &o), -ETIMEDOUT);
+    ck_assert_int_eq(cio_pgq_count(e->c, e->queue, 4), -EINVAL);
+    ck_assert_int_eq(cio_pgq_count(e->c, NULL, 0), -EINVAL);
+    ck_assert_int_eq(cio_pgq_wait(e->pool, id, 0.2, &o), -ETIMEDOUT);
     ck_assert_int_eq(o.state, 0);
-    ck_assert_int_eq(cio_pgq_wait(e.pool, -5, 1, &o), -ENOENT);
-    ck_assert_int_eq(cio_pgq_wait(e.pool, id, NAN, &o), -EINVAL);
+    ck_assert_int_eq(cio_pgq_wait(e->pool, -5, 1, &o), -ENOENT);
+    ck_assert_int_eq(cio_pgq_wait(e->pool, id, NAN, &o), -EINVAL);
     ck_assert_int_eq(cio_pgq_wait(NULL, id, 1, &o), -EINVAL);
-    ck_assert_uint_eq(cio_pg_pool_idle(e.pool), cio_pg_pool_size(e.pool));
+    ck_assert_uint_eq(cio_pg_pool_idle(e->pool), cio_pg_pool_size(e->pool));
     /* Worker options. */
-    wk_t w;
-    wk_init(&w, &e, reverse_handler, NULL);
-    cio_pgq_worker_opts_t wo = {.queue = e.queue};
+    cio_pgq_worker_opts_t wo = {.queue = e->queue};
     ck_assert_int_eq(cio_pgq_work(NULL, &wo, reverse_handler, NULL), -EINVAL);
-    ck_assert_int_eq(cio_pgq_work(e.pool, NULL, reverse_handler, NULL), -EINVAL);
-    ck_assert_int_eq(cio_pgq_work(e.pool, &wo, NULL, NULL), -EINVAL);
-    wo.queue = NULL;
-    ck_assert_int_eq(cio_pgq_work(e.pool, &wo, reverse_handler, NULL), -EINVAL);
-    wo = (cio_pgq_worker_opts_t){.queue = e.queue, .lease = INFINITY};
-    ck_assert_int_eq(cio_pgq_work(e.pool, &wo, reverse_handler, NULL), -EINVAL);
-    wo = (cio_pgq_worker_opts_t){.queue = e.queue, .shutdown_grace = -1};
-    ck_assert_int_eq(cio_pgq_work(e.pool, &wo, reverse_handler, NULL), -EINVAL);
-    wo = (cio_pgq_worker_opts_t){.queue = e.queue, .concurrency = 5000};
-    ck_assert_int_eq(cio_pgq_work(e.pool, &wo, reverse_handler, NULL), -EINVAL);
-    wo = (cio_pgq_worker_opts_t){.queue = e.queue, .flags = 2};
-    ck_assert_int_eq(cio_pgq_work(e.pool, &wo, reverse_handler, NULL), -EINVAL);
-    wo = (cio_pgq_worker_opts_t){.queue = e.queue, .reserved_ = {&w}};
-    ck_assert_int_eq(cio_pgq_work(e.pool, &wo, reverse_handler, NULL), -EINVAL);
+    ck_assert_int_eq(cio_pgq_work(e->pool, NULL, reverse_handler, NULL), -EINVAL);
+    ck_assert_int_eq(cio_pgq_work(e->pool, &wo, NULL, NULL), -EINVAL);
+    const cio_pgq_worker_opts_t bad_wo[] = {
+        {.queue = NULL},
+        {.queue = ""},
+        {.queue = e->queue, .lease = INFINITY},
+        {.queue = e->queue, .lease = NAN},
+        {.queue = e->queue, .lease = -1},
+        {.queue = e->queue, .lease = 0.001},
+        {.queue = e->queue, .shutdown_grace = -1},
+        {.queue = e->queue, .concurrency = 5000},
+        {.queue = e->queue, .flags = 2},
+        {.queue = e->queue, .worker_id = longkey},
+        {.queue = e->queue, .reserved_ = {e}},
+    };
+    for (size_t i = 0; i < sizeof bad_wo / sizeof bad_wo[0]; i++)
+        ck_assert_int_eq(cio_pgq_work(e->pool, &bad_wo[i], reverse_handler, NULL), -EINVAL);
     /* Job accessors on NULL. */
     ck_assert_int_eq(cio_pgq_job_id(NULL), 0);
     ck_assert_ptr_null(cio_pgq_job_payload(NULL));
@@ -1038,33 +1109,204 @@ static int main_malformed(void *arg, void **result)
     ck_assert_int_eq(cio_pgq_job_set_error(NULL, "x"), -EINVAL);
     /* A closed pool ends a worker with -ESHUTDOWN. */
     cio_pg_pool_t *closed;
-    ck_assert_int_eq(cio_pg_pool_new(&closed, e.dsn, NULL), 0);
+    ck_assert_int_eq(cio_pg_pool_new(&closed, e->dsn, NULL), 0);
     ck_assert_int_eq(cio_pg_pool_close(closed), 0);
-    wo = (cio_pgq_worker_opts_t){.queue = e.queue};
+    wo = (cio_pgq_worker_opts_t){.queue = e->queue};
     ck_assert_int_eq(cio_pgq_work(closed, &wo, reverse_handler, NULL), -ESHUTDOWN);
     ck_assert_int_eq(cio_pg_pool_free(closed), 0);
-    env_close(&e);
-    return 0;
 }
-START_TEST(malformed) { RUN_MAIN(main_malformed, NULL); }
+
+/* ------------------------------------------------------------------------ */
+/* Allocation failure                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* The allocation rounds: failing each of cio-pg's mallocs on a path in
+ * turn, until a round gets through all of them. No check assertion while
+ * the failures are armed (check's bookkeeping allocates). */
+#define ALLOC_ROUNDS 400
+
+/* Enqueue (keyed, so that a failure after the server's commit is retried
+ * into the same job) and batch enqueue: each round fails cleanly or
+ * succeeds, and the connection stays usable. */
+static void alloc_enqueue(env_t *e)
+{
+    cio_pgq_enqueue_opts_t k = {.idem_key = "alloc"};
+    const void *p[3] = {"a", "bb", "ccc"};
+    size_t l[3] = {1, 2, 3};
+    bool one = true, many = true;
+    for (long n = 1; one || many; n++) {
+        ck_assert_int_lt(n, ALLOC_ROUNDS);
+        if (one) {
+            int64_t id = -1;
+            cio_pg_test_alloc_arm(n);
+            int rc = cio_pgq_enqueue(e->c, &id, e->queue, "x", 1, &k);
+            one = cio_pg_test_alloc_disarm();
+            ck_assert(one ? rc == -ENOMEM : rc == 0 || rc == 1);
+            ck_assert(rc < 0 ? id == 0 : id > 0);
+            ck_assert_int_eq(cio_pg_status(e->c), CIO_PG_IDLE);
+        }
+        if (many) {
+            cio_pg_test_alloc_arm(n);
+            int64_t rc = cio_pgq_enqueue_batch(e->c, NULL, "alloc-batch", 3, p, l, NULL);
+            many = cio_pg_test_alloc_disarm();
+            ck_assert(many ? rc == -ENOMEM : rc == 3);
+            ck_assert_int_eq(cio_pg_status(e->c), CIO_PG_IDLE);
+        }
+    }
+    ck_assert_int_eq(cio_pgq_count(e->c, e->queue, -1), 1);
+}
+
+/* No connection of the pool is left listening. */
+static void pool_unlistened(cio_pg_pool_t *p)
+{
+    unsigned n = cio_pg_pool_idle(p);
+    ck_assert_uint_eq(n, cio_pg_pool_size(p));
+    cio_pg_t *c[16];
+    ck_assert_uint_le(n, 16);
+    for (unsigned i = 0; i < n; i++) {
+        ck_assert_int_eq(cio_pg_pool_acquire(p, &c[i], 5), 0);
+        ck_assert_int_eq(scalar(c[i], "SELECT count(*) FROM pg_listening_channels()"), 0);
+    }
+    for (unsigned i = 0; i < n; i++)
+        ck_assert_int_eq(cio_pg_pool_release(p, c[i]), 0);
+}
+
+/* cio_pgq_wait: each round fails cleanly or returns the outcome (a failure
+ * in its cleanup, after the outcome was read, costs the connection), and no
+ * connection goes back to the pool listening. */
+static void alloc_wait(env_t *e, int64_t id)
+{
+    for (long n = 1;; n++) {
+        ck_assert_int_lt(n, ALLOC_ROUNDS);
+        cio_pgq_outcome_t o;
+        cio_pg_test_alloc_arm(n);
+        int rc = cio_pgq_wait(e->pool, id, 10, &o);
+        bool failed = cio_pg_test_alloc_disarm();
+        ck_assert(rc == 0 || (failed && rc == -ENOMEM));
+        ck_assert_int_eq(o.state, rc == 0 ? CIO_PGQ_DONE : 0);
+        cio_pgq_outcome_clear(&o);
+        pool_unlistened(e->pool);
+        if (!failed)
+            break;
+    }
+}
+
+/* A worker round: cio-pg's malloc number n fails before the handler runs
+ * (the worker's start, its listener, the claim), or after it (the
+ * completion: the handler arms the failure). */
+typedef struct {
+    long n;
+    bool after;
+    bool armed;   /* after: the handler armed the failure */
+    bool reached; /* before: the failure happened before the handler */
+} round_t;
+
+static int alloc_handler(cio_pgq_job_t *j, void *arg)
+{
+    round_t *r = arg;
+    if (!r->after && !r->reached)
+        r->reached = cio_pg_test_alloc_disarm();
+    int rc = cio_pgq_job_set_result(j, "ok", 2);
+    if (r->after && !r->armed) {
+        r->armed = true; /* once: a second run (if any) is not armed */
+        cio_pg_test_alloc_arm(r->n);
+    }
+    return rc;
+}
+
+/* Awaits the round's job (no assertion: the failure may be armed),
+ * restarting the worker when it ended at its start (-ENOMEM) and retrying
+ * the wait's own -ENOMEM. Returns 0 or the first unexpected code. */
+static int alloc_await(env_t *e, int64_t id, wk_t *w, cio_task_t **t, cio_pgq_outcome_t *o)
+{
+    double end = mono_now() + 60;
+    while (mono_now() < end) {
+        int rc = cio_pgq_wait(e->pool, id, 1, o);
+        if (rc == 0)
+            return 0;
+        if (rc != -ENOMEM && rc != -ETIMEDOUT)
+            return rc;
+        if (cio_future_done(*t)) {
+            rc = cio_future_result(*t, NULL);
+            cio_future_release(*t);
+            *t = NULL;
+            if (rc != -ENOMEM || (rc = cio_spawn(t, wk_task, w)) < 0)
+                return rc;
+        }
+    }
+    return -ETIMEDOUT;
+}
+
+/* One worker round. The job still ends done, with its result and no
+ * failure recorded (a claim lost with its reply comes back after its
+ * lease). Returns whether the failure was reached. */
+static bool alloc_worker_round(env_t *e, long n, bool after)
+{
+    int64_t id = enqueue(e, "job", NULL);
+    round_t r = {n, after, false, false};
+    wk_t w;
+    wk_init(&w, e, alloc_handler, &r);
+    w.o.lease = 0.5;
+    cio_task_t *t = spawn(wk_task, &w);
+    if (!after)
+        cio_pg_test_alloc_arm(n);
+    cio_pgq_outcome_t o;
+    int rc = alloc_await(e, id, &w, &t, &o);
+    bool reached = cio_pg_test_alloc_disarm() || r.reached;
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(o.state, CIO_PGQ_DONE);
+    ck_assert_int_le(o.attempts, 2);
+    ck_assert_ptr_null(o.error);
+    ck_assert_mem_eq(o.result, "ok", 2);
+    cio_pgq_outcome_clear(&o);
+    wk_stop(t);
+    ck_assert_uint_eq(w.stats.failed, 0);
+    return reached;
+}
+
+/* Fails each malloc of a worker round in turn, before and after the
+ * handler. */
+static void alloc_worker(env_t *e)
+{
+    for (int after = 0; after < 2; after++) {
+        long n = 1;
+        while (alloc_worker_round(e, n, after))
+            ck_assert_int_lt(++n, ALLOC_ROUNDS);
+        fprintf(stderr, "alloc: %ld mallocs %s the handler\n", n - 1, after ? "after" : "before");
+    }
+}
+
+/* Fails each of cio-pg's mallocs in turn on the queue's paths. */
+QUEUE_MAIN(alloc, true)
+{
+    alloc_enqueue(e);
+    int64_t id = enqueue(e, "waited", NULL);
+    wk_t w;
+    cio_task_t *t = wk_start(&w, e, reverse_handler, NULL, 1);
+    expect_wait(e, id, CIO_PGQ_DONE, 1, NULL);
+    wk_stop(t);
+    alloc_wait(e, id);
+    alloc_worker(e);
+}
+
+START_TEST(alloc_fail)
+{
+    if (!cio_pg_test_malloc_wrapped("test_pg_queue alloc"))
+        return;
+    /* Only cio-pg's own allocations are failed, not the core's. */
+    ck_assert_int_eq(cio_pg_test_alloc_core_unwrapped(), 0);
+    RUN_MAIN(alloc_main, NULL);
+}
 END_TEST
 
 /* Without the schema: the server's error, cleanly. */
-static int main_no_schema(void *arg, void **result)
+QUEUE_TEST(no_schema, false)
 {
-    (void)arg;
-    (void)result;
-    env_t e;
-    env_open(&e, false);
     int64_t id;
-    ck_assert_int_eq(cio_pgq_enqueue(e.c, &id, e.queue, "x", 1, NULL), -EREMOTEIO);
-    ck_assert_str_eq(cio_pg_error_sqlstate(e.c), "42P01");
-    ck_assert_int_eq(cio_pgq_count(e.c, e.queue, -1), -EREMOTEIO);
-    env_close(&e);
-    return 0;
+    ck_assert_int_eq(cio_pgq_enqueue(e->c, &id, e->queue, "x", 1, NULL), -EREMOTEIO);
+    ck_assert_str_eq(cio_pg_error_sqlstate(e->c), "42P01");
+    ck_assert_int_eq(cio_pgq_count(e->c, e->queue, -1), -EREMOTEIO);
 }
-START_TEST(no_schema) { RUN_MAIN(main_no_schema, NULL); }
-END_TEST
 
 static Suite *suite(void)
 {
@@ -1078,19 +1320,25 @@ static Suite *suite(void)
     tcase_add_test(tc, priorities);
     tcase_add_test(tc, idempotent);
     tcase_add_test(tc, batch);
+    tcase_add_test(tc, idem_race);
+    tcase_add_test(tc, idle_quiet);
     tc = add_tcase(s, "failures", QTIMEOUT);
     tcase_add_test(tc, dead);
     tcase_add_test(tc, dead_code);
+    tcase_add_test(tc, hook_refused);
     tcase_add_test(tc, lost_lease);
     tcase_add_test(tc, lease_dead);
     tcase_add_test(tc, renewal);
     tcase_add_test(tc, graceful);
+    tcase_add_test(tc, release_token);
     tc = add_tcase(s, "processes", QTIMEOUT);
     tcase_add_test(tc, race8);
     tcase_add_test(tc, killed);
     tcase_add_test(tc, restart);
     tc = add_tcase(s, "malformed", QTIMEOUT);
     tcase_add_test(tc, malformed);
+    tc = add_tcase(s, "alloc", QTIMEOUT);
+    tcase_add_test(tc, alloc_fail);
     return s;
 }
 
@@ -1102,18 +1350,7 @@ typedef struct {
     char **argv;
     cio_pg_pool_t *pool;
     int rc;
-} child_t2;
-
-static int race_complete(cio_pg_t *c, cio_pgq_job_t *j, void *arg)
-{
-    (void)arg;
-    char id[24], pid[16];
-    snprintf(id, sizeof id, "%" PRId64, cio_pgq_job_id(j));
-    snprintf(pid, sizeof pid, "%ld", (long)getpid());
-    const char *v[2] = {id, pid};
-    int64_t n = cio_pg_query(c, NULL, "INSERT INTO done_log VALUES ($1, $2)", 2, v);
-    return n < 0 ? (int)n : 0;
-}
+} worker_proc_t;
 
 static int noop_handler(cio_pgq_job_t *j, void *arg)
 {
@@ -1134,11 +1371,11 @@ static int hang_handler(cio_pgq_job_t *j, void *arg)
 static int child_worker(void *arg, void **result)
 {
     (void)result;
-    child_t2 *c = arg;
+    worker_proc_t *c = arg;
     cio_pgq_worker_opts_t o = {.queue = c->argv[3], .lease = atof(c->argv[5])};
     bool race = strcmp(c->argv[4], "race") == 0;
     o.concurrency = race ? 4 : 1;
-    o.on_complete = race ? race_complete : NULL;
+    o.on_complete = race ? log_completion : NULL;
     c->rc = cio_pgq_work(c->pool, &o, race ? noop_handler : hang_handler, NULL);
     return 0;
 }
@@ -1146,7 +1383,7 @@ static int child_worker(void *arg, void **result)
 static int child_main(void *arg, void **result)
 {
     (void)result;
-    child_t2 c = {.argv = arg};
+    worker_proc_t c = {.argv = arg};
     cio_pg_pool_opts_t po = {.max_size = 6};
     if (cio_pg_pool_new(&c.pool, c.argv[2], &po) < 0)
         return -EIO;

@@ -76,6 +76,43 @@ static int main_timeout_basic(void *arg, void **result)
     return 0;
 }
 
+/* cio_check_cancel: what an await point would return now, without
+ * suspending; shields hide an outer cancellation as they do for waits. */
+static int main_check_cancel(void *arg, void **result)
+{
+    (void)arg, (void)result;
+    ck_assert_int_eq(cio_check_cancel(), 0);
+    cio_scope_t outer, shield, expired;
+    ck_assert_int_eq(cio_scope_enter(&outer, INFINITY, 0), 0);
+    cio_scope_cancel(&outer);
+    ck_assert_int_eq(cio_check_cancel(), -ECANCELED);
+    ck_assert_int_eq(cio_scope_enter(&shield, INFINITY, CIO_SCOPE_SHIELD), 0);
+    ck_assert_int_eq(cio_check_cancel(), 0);
+    /* A deadline already passed, with no timer fired yet. */
+    ck_assert_int_eq(cio_scope_enter(&expired, 0.0, 0), 0);
+    ck_assert_int_eq(cio_check_cancel(), -ETIMEDOUT);
+    ck_assert_int_eq(cio_scope_exit(&expired), -ETIMEDOUT);
+    ck_assert_int_eq(cio_scope_exit(&shield), 0);
+    /* Checking consumes nothing: the wait still fails, and so does the
+     * next check. */
+    ck_assert_int_eq(cio_check_cancel(), -ECANCELED);
+    ck_assert_int_eq(cio_sleep(0), -ECANCELED);
+    ck_assert_int_eq(cio_check_cancel(), -ECANCELED);
+    ck_assert_int_eq(cio_scope_exit(&outer), -ECANCELED);
+    ck_assert_int_eq(cio_check_cancel(), 0);
+    cio_task_cancel(cio_current_task());
+    ck_assert_int_eq(cio_check_cancel(), -ECANCELED);
+    return 0;
+}
+
+START_TEST(scope_check_cancel)
+{
+    ck_assert_int_eq(cio_check_cancel(), -EPERM);
+    /* The main task ignores its cancellation and returns 0: its status. */
+    RUN_MAIN(main_check_cancel, NULL);
+}
+END_TEST
+
 START_TEST(scope_timeout_basic)
 {
     RUN_MAIN(main_timeout_basic, NULL);
@@ -952,6 +989,7 @@ static Suite *scope_suite(void)
     Suite *s = suite_create("scope");
     TCase *tc = add_tcase(s, "deadline", TEST_TIMEOUT);
     tcase_add_test(tc, scope_timeout_basic);
+    tcase_add_test(tc, scope_check_cancel);
     tcase_add_test(tc, scope_timeout_at_ns);
     tcase_add_test(tc, scope_timeout_sleep_until);
     tcase_add_test(tc, scope_nested_outer_wins);
