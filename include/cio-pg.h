@@ -382,8 +382,8 @@ CIO_EXTERN int64_t cio_pg_pipeline_result(cio_pg_t *c, cio_pg_result_t **out);
  * are still pending (read them first) or when statements were sent since
  * the last cio_pg_pipeline_sync (their segment is still open and would not
  * be committed: sync, read on until -ENOENT, then leave), -ENOTCONN when the
- * connection is found lost, -EINVAL for NULL; 0 also when not in pipeline
- * mode.
+ * connection is lost (found lost now, or broken by an earlier call),
+ * -EINVAL for NULL; 0 also when not in pipeline mode.
  */
 CIO_EXTERN int cio_pg_pipeline_exit(cio_pg_t *c);
 

@@ -111,6 +111,12 @@ int cio_pg_copy_put(cio_pg_t *c, const void *data, size_t len)
         return rc;
     if (!data && len)
         return pg__end(c, -EINVAL);
+    /* A cancelled task sends nothing, even when the socket has room and
+     * nothing would wait: the COPY is aborted as on any cancellation, so
+     * a producer past its deadline cannot go on feeding it. */
+    rc = cio_check_cancel();
+    if (rc < 0)
+        return pg__end(c, pg__wait_failed(c, rc));
     const char *p = data;
     while (len > 0) {
         int n = len > PUT_CHUNK ? PUT_CHUNK : (int)len;
@@ -158,8 +164,15 @@ int64_t cio_pg_copy_end(cio_pg_t *c, const char *errmsg)
     int rc = pg__begin(c, PG_MODE_COPY_IN);
     if (rc < 0)
         return rc;
-    if (!errmsg)
+    if (!errmsg) {
+        /* A cancelled task does not commit the COPY (it would send the end
+         * of the data, as a COMMIT): the COPY is aborted, as cio_pg_commit
+         * in a cancelled task sends nothing. */
+        rc = cio_check_cancel();
+        if (rc < 0)
+            return pg__end(c, pg__wait_failed(c, rc));
         return pg__end64(c, end_steps(c, NULL));
+    }
     /* Aborting a COPY is cleanup code (the usual reaction to a failure or
      * a cancellation of the producer): it runs even in a cancelled task,
      * bounded by the cancel timeout. */

@@ -25,6 +25,7 @@
 #include "pg.h"
 
 #include <errno.h>
+#include <string.h>
 
 /* Every FLUSH_EVERY statements queued, cio_pg_pipeline_send sends what
  * libpq holds and waits while the socket is full: the bound of libpq's
@@ -55,6 +56,15 @@ int cio_pg_pipeline_enter(cio_pg_t *c)
     return 0;
 }
 
+/* A cancelled task queues and sends nothing, even where nothing would wait
+ * (the cancellation rule): the pipeline is given up as on a cancelled
+ * cio_pg_pipeline_result. Returns 0 or the cancellation. */
+static int not_cancelled(cio_pg_t *c)
+{
+    int rc = cio_check_cancel();
+    return rc < 0 ? pg__wait_failed(c, rc) : 0;
+}
+
 /* Counts a statement libpq took (sent: its PQsend* result), and every
  * FLUSH_EVERY statements sends what is queued. */
 static int queued(cio_pg_t *c, int sent)
@@ -73,6 +83,8 @@ int cio_pg_pipeline_send(cio_pg_t *c, const char *sql, int nparams, const char *
         return rc;
     if (!sql || pg__check_params(nparams, values, NULL, NULL) < 0)
         return pg__end(c, -EINVAL);
+    if ((rc = not_cancelled(c)) < 0)
+        return pg__end(c, rc);
     return pg__end(c, queued(c, PQsendQueryParams(c->pq, sql, nparams, NULL, values, NULL,
                                                   NULL, 0)));
 }
@@ -85,6 +97,8 @@ int cio_pg_pipeline_send_prepared(cio_pg_t *c, const char *name, int nparams,
         return rc;
     if (!name || pg__check_params(nparams, values, NULL, NULL) < 0)
         return pg__end(c, -EINVAL);
+    if ((rc = not_cancelled(c)) < 0)
+        return pg__end(c, rc);
     return pg__end(c, queued(c, PQsendQueryPrepared(c->pq, name, nparams, values, NULL, NULL,
                                                     0)));
 }
@@ -94,6 +108,8 @@ int cio_pg_pipeline_sync(cio_pg_t *c)
     int rc = pg__begin(c, PG_MODE_PIPELINE);
     if (rc < 0)
         return rc;
+    if ((rc = not_cancelled(c)) < 0)
+        return pg__end(c, rc);
     if (!PQpipelineSync(c->pq))
         return pg__end(c, pg__send_failed(c));
     c->pipe_syncs++;
@@ -142,6 +158,18 @@ static int read_trailing_syncs(cio_pg_t *c)
     return 0;
 }
 
+/* Whether a failed result is the server's FATAL (or PANIC) error, after
+ * which the server closes the connection (an admin shutdown,
+ * pg_terminate_backend). Outside a pipeline libpq reads on to the end of
+ * the stream before it ends the statement, so the loss shows; in a
+ * pipeline a statement ends with its error, and the end of the stream may
+ * not have been read yet. */
+static bool fatal(const PGresult *r)
+{
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    return sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
+}
+
 /* Turns one statement's result into the call's return value. */
 static int64_t outcome(cio_pg_t *c, PGresult *r, PGresult **out)
 {
@@ -160,8 +188,18 @@ static int64_t outcome(cio_pg_t *c, PGresult *r, PGresult **out)
         PQclear(r);
         pg__set_error(c, "not run: an earlier statement of its pipeline segment failed");
         return -ECONNABORTED;
-    default:
-        return pg__fail(c, r);
+    default: {
+        bool lost = fatal(r);
+        int rc = pg__fail(c, r);
+        if (lost && rc == -EREMOTEIO) {
+            /* The server's error is kept (its SQLSTATE says why); the
+             * connection is lost all the same. */
+            c->broken = true;
+            c->mode = PG_MODE_NONE;
+            rc = -ECONNRESET;
+        }
+        return rc;
+    }
     }
 }
 
@@ -244,6 +282,8 @@ int cio_pg_pipeline_exit(cio_pg_t *c)
 {
     if (!c)
         return -EINVAL;
+    if (c->broken || !c->pq)
+        return -ENOTCONN;
     if (c->mode != PG_MODE_PIPELINE)
         return 0;
     if (c->owner)

@@ -18,7 +18,12 @@
  * runs a long statement is kept; timeouts (-ETIMEDOUT, -EAGAIN for 0) and
  * cancellation of a wait; quoted and odd channel names and payloads; the
  * listener terminated by the server (-ECONNRESET); allocation failure of
- * the notification's copy and of LISTEN's statement.
+ * the notification's copy and of LISTEN's statement. Also: the server
+ * ending a COPY IN early (a malformed row) while pieces are still put; a
+ * task already cancelled sends nothing through cio_pg_copy_put or the
+ * pipeline calls (the COPY or pipeline aborted); the connection lost in the
+ * middle of a COPY IN, a COPY OUT and a pipeline (-ECONNRESET, then
+ * -ENOTCONN); 300 notifications of the largest payload queued unread.
  *
  * Tables are TEMP (one session's, gone with it) and channels carry the
  * test process's pid, since every test program runs twice against the same
@@ -175,6 +180,51 @@ static int main_copy_in_bad(void *arg, void **result)
 START_TEST(copy_in_errors)
 {
     RUN_MAIN(main_copy_in_bad, NULL);
+}
+END_TEST
+
+/*
+ * The server ends a COPY IN with an error while the producer still puts
+ * (a malformed row; the server then discards what follows): libpq leaves
+ * COPY IN when it reads the error, and refuses the next piece. That is the
+ * server's -EREMOTEIO (22P02), the connection idle and usable (not
+ * -ENOMEM, not a connection given up), whichever call sees it first.
+ */
+static int main_copy_in_early_error(void *arg, void **result)
+{
+    (void)arg, (void)result;
+    cio_pg_t *c = cio_pg_test_connect();
+    cio_pg_test_exec(c, "CREATE TEMP TABLE t (i int)");
+    size_t len = (size_t)4 << 20;
+    char *big = malloc(len);
+    ck_assert_ptr_nonnull(big);
+    for (size_t i = 0; i < len; i += 2)
+        memcpy(big + i, "1\n", 2);
+
+    ck_assert_int_eq(cio_pg_copy_in(c, "COPY t FROM STDIN"), 0);
+    ck_assert_int_eq(cio_pg_copy_put(c, "x\n", 2), 0);
+    /* The server's error has arrived. */
+    ck_assert_int_eq(cio_wait_fd(PQsocket(cio_pg_pq(c)), CIO_READABLE), CIO_READABLE);
+    int rc = 0;
+    for (int i = 0; i < 8 && rc == 0; i++)
+        rc = cio_pg_copy_put(c, big, len);
+    if (rc == 0) {
+        ck_assert_int_eq(cio_pg_copy_end(c, NULL), -EREMOTEIO);
+    } else {
+        ck_assert_int_eq(rc, -EREMOTEIO);
+        ck_assert_int_eq(cio_pg_copy_end(c, NULL), -EBUSY);
+    }
+    ck_assert_str_eq(cio_pg_error_sqlstate(c), "22P02");
+    assert_usable(c);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 0);
+    free(big);
+    ck_assert_int_eq(cio_pg_close(c), 0);
+    return 0;
+}
+
+START_TEST(copy_in_early_error)
+{
+    RUN_MAIN(main_copy_in_early_error, NULL);
 }
 END_TEST
 
@@ -829,6 +879,172 @@ START_TEST(pipeline_cancel)
 }
 END_TEST
 
+/*
+ * A task already cancelled sends nothing (the cancellation rule at the top
+ * of cio-pg.h), also the calls that need not wait: cio_pg_copy_put and
+ * cio_pg_pipeline_send/sync while the socket has room. Each returns
+ * -ECANCELED, aborts its COPY or pipeline, and keeps nothing.
+ */
+static int main_cancelled_sends(void *arg, void **result)
+{
+    (void)arg, (void)result;
+    cio_pg_t *c = cio_pg_test_connect();
+    cio_pg_test_exec(c, "CREATE TEMP TABLE t (i int)");
+    cio_scope_t s;
+
+    /* COPY IN: a put in a cancelled scope aborts the COPY. */
+    ck_assert_int_eq(cio_pg_copy_in(c, "COPY t FROM STDIN"), 0);
+    ck_assert_int_eq(cio_pg_copy_put(c, "1\n", 2), 0);
+    ck_assert_int_eq(cio_scope_enter(&s, INFINITY, 0), 0);
+    cio_scope_cancel(&s);
+    ck_assert_int_eq(cio_pg_copy_put(c, "2\n", 2), -ECANCELED);
+    ck_assert_int_eq(cio_scope_exit(&s), -ECANCELED);
+    ck_assert_int_eq(cio_pg_copy_end(c, NULL), -EBUSY);
+    assert_usable(c);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 0);
+
+    /* Ending it (errmsg NULL, which would commit it) in a cancelled scope:
+     * the COPY is aborted instead. */
+    ck_assert_int_eq(cio_pg_copy_in(c, "COPY t FROM STDIN"), 0);
+    ck_assert_int_eq(cio_pg_copy_put(c, "1\n", 2), 0);
+    ck_assert_int_eq(cio_scope_enter(&s, INFINITY, 0), 0);
+    cio_scope_cancel(&s);
+    ck_assert_int_eq(cio_pg_copy_end(c, NULL), -ECANCELED);
+    ck_assert_int_eq(cio_scope_exit(&s), -ECANCELED);
+    assert_usable(c);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 0);
+
+    /* Pipeline: a send in a cancelled scope queues nothing and leaves
+     * pipeline mode; a sync afterwards is -EBUSY (not in pipeline mode). */
+    ck_assert_int_eq(cio_pg_pipeline_enter(c), 0);
+    ck_assert_int_eq(cio_scope_enter(&s, INFINITY, 0), 0);
+    cio_scope_cancel(&s);
+    ck_assert_int_eq(cio_pg_pipeline_send(c, "INSERT INTO t VALUES (1)", 0, NULL), -ECANCELED);
+    ck_assert_int_eq(cio_pg_pipeline_send_prepared(c, "nope", 0, NULL), -EBUSY);
+    ck_assert_int_eq(cio_pg_pipeline_sync(c), -EBUSY);
+    ck_assert_int_eq(cio_scope_exit(&s), -ECANCELED);
+    assert_usable(c);
+    ck_assert_int_eq(cio_pg_test_int(c, "SELECT count(*) FROM t", NULL), 0);
+
+    /* A sync in a cancelled scope: -ECANCELED, the pipeline given up. */
+    ck_assert_int_eq(cio_pg_pipeline_enter(c), 0);
+    ck_assert_int_eq(cio_scope_enter(&s, INFINITY, 0), 0);
+    cio_scope_cancel(&s);
+    ck_assert_int_eq(cio_pg_pipeline_sync(c), -ECANCELED);
+    ck_assert_int_eq(cio_scope_exit(&s), -ECANCELED);
+    assert_usable(c);
+    ck_assert_int_eq(cio_pg_close(c), 0);
+    return 0;
+}
+
+START_TEST(cancelled_sends)
+{
+    RUN_MAIN(main_cancelled_sends, NULL);
+}
+END_TEST
+
+/* Terminates server process pid from `other` and waits (bounded) until it
+ * is gone. */
+static void kill_backend(cio_pg_t *other, int pid)
+{
+    char text[16];
+    snprintf(text, sizeof text, "%d", pid);
+    ck_assert_int_eq(cio_pg_test_int(other, "SELECT pg_terminate_backend($1::int)::int", text), 1);
+    for (int i = 0; i < 500; i++) {
+        if (cio_pg_test_int(other, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int",
+                            text) == 0)
+            return;
+        ck_assert_int_eq(cio_sleep(0.01), 0);
+    }
+    ck_abort_msg("server process %d did not exit", pid);
+}
+
+/*
+ * The connection lost in the middle of a COPY IN, a COPY OUT and a
+ * pipeline: the call that finds it gets -ECONNRESET (after the rows that
+ * had arrived, for COPY OUT), within seconds, and every later call on the
+ * connection -ENOTCONN, pipeline_exit included.
+ */
+static int main_lost_midway(void *arg, void **result)
+{
+    (void)arg, (void)result;
+    cio_pg_t *other = cio_pg_test_connect();
+    static char block[1 << 16];
+    for (size_t i = 0; i < sizeof block; i += 2)
+        memcpy(block + i, "1\n", 2);
+
+    /* COPY IN. */
+    cio_pg_t *c = cio_pg_test_connect();
+    cio_pg_test_exec(c, "CREATE TEMP TABLE t (i int)");
+    ck_assert_int_eq(cio_pg_copy_in(c, "COPY t FROM STDIN"), 0);
+    ck_assert_int_eq(cio_pg_copy_put(c, "1\n", 2), 0);
+    kill_backend(other, cio_pg_backend_pid(c));
+    int64_t t0 = loop_ns();
+    int rc = 0;
+    for (int i = 0; i < 1000 && rc == 0; i++)
+        rc = cio_pg_copy_put(c, block, sizeof block);
+    ck_assert_int_eq(rc, -ECONNRESET);
+    ck_assert_double_lt(secs_since(t0), HANG_BOUND_S);
+    ck_assert_int_eq(cio_pg_status(c), CIO_PG_BROKEN);
+    ck_assert_int_eq(cio_pg_copy_put(c, "2\n", 2), -ENOTCONN);
+    ck_assert_int_eq(cio_pg_copy_end(c, NULL), -ENOTCONN);
+    ck_assert_int_eq(cio_pg_close(c), 0);
+
+    /* COPY OUT of more rows than the sockets hold. */
+    c = cio_pg_test_connect();
+    ck_assert_int_eq(
+        cio_pg_copy_out(c, "COPY (SELECT generate_series(1, 100000000)) TO STDOUT"), 0);
+    char *row = NOT_SET;
+    ck_assert_int_gt(cio_pg_copy_get(c, &row), 0);
+    cio_pg_freemem(row);
+    kill_backend(other, cio_pg_backend_pid(c));
+    t0 = loop_ns();
+    ssize_t n;
+    long rows = 0;
+    while ((n = cio_pg_copy_get(c, &row)) > 0) {
+        cio_pg_freemem(row);
+        rows++;
+    }
+    ck_assert_int_eq(n, -ECONNRESET);
+    ck_assert_ptr_null(row);
+    ck_assert_int_lt(rows, 100000000 - 1);
+    ck_assert_double_lt(secs_since(t0), HANG_BOUND_S);
+    ck_assert_int_eq(cio_pg_status(c), CIO_PG_BROKEN);
+    ck_assert_int_eq(cio_pg_copy_get(c, &row), -ENOTCONN);
+    ck_assert_int_eq(cio_pg_close(c), 0);
+
+    /* A pipeline waiting for a result. */
+    c = cio_pg_test_connect();
+    ck_assert_int_eq(cio_pg_pipeline_enter(c), 0);
+    cio_pg_notify_t *nt = NOT_SET;
+    ck_assert_int_eq(cio_pg_wait_notify(c, &nt, 0), -EBUSY); /* not in pipeline mode */
+    ck_assert_ptr_null(nt);
+    ck_assert_int_eq(cio_pg_pipeline_send(c, "SELECT pg_sleep(60)", 0, NULL), 0);
+    ck_assert_int_eq(cio_pg_pipeline_send(c, "SELECT 1", 0, NULL), 0);
+    ck_assert_int_eq(cio_pg_pipeline_sync(c), 0);
+    wait_sleeping(other, cio_pg_backend_pid(c));
+    kill_backend(other, cio_pg_backend_pid(c));
+    t0 = loop_ns();
+    cio_pg_result_t *r = NOT_SET;
+    ck_assert_int_eq(cio_pg_pipeline_result(c, &r), -ECONNRESET);
+    ck_assert_ptr_null(r);
+    ck_assert_double_lt(secs_since(t0), HANG_BOUND_S);
+    ck_assert_int_eq(cio_pg_status(c), CIO_PG_BROKEN);
+    ck_assert_int_eq(cio_pg_pipeline_result(c, NULL), -ENOTCONN);
+    ck_assert_int_eq(cio_pg_pipeline_send(c, "SELECT 2", 0, NULL), -ENOTCONN);
+    ck_assert_int_eq(cio_pg_pipeline_sync(c), -ENOTCONN);
+    ck_assert_int_eq(cio_pg_pipeline_exit(c), -ENOTCONN);
+    ck_assert_int_eq(cio_pg_close(c), 0);
+    ck_assert_int_eq(cio_pg_close(other), 0);
+    return 0;
+}
+
+START_TEST(lost_midway)
+{
+    RUN_MAIN(main_lost_midway, NULL);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* LISTEN / NOTIFY                                                           */
 /* ------------------------------------------------------------------------ */
@@ -1086,6 +1302,22 @@ static int main_notify_odd(void *arg, void **result)
     big[8999] = '\0';
     ck_assert_int_eq(cio_pg_notify(s, names[0], big), -EREMOTEIO);
     ck_assert_str_eq(cio_pg_error_sqlstate(s), "22023");
+    expect_none(l);
+    /* The largest payload (7999 bytes), 300 of them (more than the socket
+     * buffers hold) sent while the listener does not read: all arrive,
+     * whole and in order. */
+    memset(big, 'q', 7999);
+    big[7999] = '\0';
+    for (int i = 0; i < 300; i++) {
+        big[0] = (char)('a' + i % 26);
+        big[7998] = (char)('A' + i % 26);
+        ck_assert_int_eq(cio_pg_notify(s, names[0], big), 0);
+    }
+    for (int i = 0; i < 300; i++) {
+        big[0] = (char)('a' + i % 26);
+        big[7998] = (char)('A' + i % 26);
+        expect_notify(l, 5, names[0], big, cio_pg_backend_pid(s));
+    }
     free(big);
     expect_none(l);
     ck_assert_int_eq(cio_pg_unlisten(l, NULL), 0);
@@ -1201,6 +1433,7 @@ static Suite *make_suite(void)
     TCase *tc = add_tcase(s, "copy", 60);
     tcase_add_test(tc, copy_in_big);
     tcase_add_test(tc, copy_in_errors);
+    tcase_add_test(tc, copy_in_early_error);
     tcase_add_test(tc, copy_in_cancel);
     tcase_add_test(tc, copy_in_cancel_put);
     tcase_add_test(tc, copy_in_locked);
@@ -1212,6 +1445,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, pipeline_error);
     tcase_add_test(tc, pipeline_modes);
     tcase_add_test(tc, pipeline_cancel);
+    tcase_add_test(tc, cancelled_sends);
+    tcase_add_test(tc, lost_midway);
     tc = add_tcase(s, "notify", 60);
     tcase_add_test(tc, notify_basic);
     tcase_add_test(tc, notify_busy);

@@ -3,7 +3,8 @@
  * real server (tests/cio_pg_test.h): bounds, FIFO service, deadlines and
  * cancellation, rollback of transactions given back, replacement of broken
  * connections, a server restart under a running pool, connect failures,
- * closing, and allocation failure.
+ * closing, and allocation failure; a connection given back by another
+ * task, and one lost inside a transaction while a task waits for its slot.
  *
  * The allocation tests wrap malloc with ld's --wrap (tests/CMakeLists.txt:
  * CIO_TEST_LINK_OPTIONS_test_pg_pool), which reaches cio-pg's own
@@ -660,6 +661,72 @@ static int broken_body(void *arg, void **result)
 START_TEST(broken) { RUN_MAIN(broken_body, NULL); }
 END_TEST
 
+/* Gives a connection back from a task other than the one that took it. */
+typedef struct giver {
+    cio_pg_pool_t *p;
+    cio_pg_t *c;
+    int rc;
+} giver_t;
+
+static int giver_body(void *arg, void **result)
+{
+    (void)result;
+    giver_t *g = arg;
+    g->rc = cio_pg_pool_release(g->p, g->c);
+    return 0;
+}
+
+/*
+ * A connection given back by another task, inside a transaction: rolled
+ * back and reused. A connection lost inside a transaction while a task
+ * waits for the pool's only slot: its release wakes the waiter, which gets
+ * a new connection (the slot is not stranded).
+ */
+static int handover_body(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    cio_pg_pool_t *p = pool_new(cio_pg_test_dsn(), 1);
+    cio_pg_t *c, *d;
+    ck_assert_int_eq(cio_pg_pool_acquire(p, &c, 10), 0);
+    ck_assert_int_eq(cio_pg_begin(c), 0);
+    giver_t g = {.p = p, .c = c, .rc = 1};
+    cio_task_t *t = spawn(giver_body, &g);
+    ck_assert_int_eq(finish(t), 0);
+    ck_assert_int_eq(g.rc, 0);
+    ck_assert_uint_eq(cio_pg_pool_idle(p), 1);
+    ck_assert_int_eq(cio_pg_pool_release(p, c), -EINVAL); /* not taken any more */
+    ck_assert_int_eq(cio_pg_pool_acquire(p, &d, 10), 0);
+    ck_assert_ptr_eq(d, c);
+    ck_assert_int_eq(cio_pg_status(d), CIO_PG_IDLE);
+
+    /* Lost inside a transaction, with a waiter queued. */
+    ck_assert_int_eq(cio_pg_begin(d), 0);
+    waiter_t w;
+    waiter_init(&w, p, 7, 30);
+    t = spawn(waiter_body, &w);
+    settle();
+    ck_assert_int_eq(w.rc, 1); /* it waits */
+    int pid = cio_pg_backend_pid(d);
+    terminate(pid);
+    ck_assert_int_eq(select_int(d, 1), -ECONNRESET);
+    ck_assert_int_eq(cio_pg_status(d), CIO_PG_BROKEN);
+    ck_assert_int_eq(cio_pg_pool_release(p, d), 0);
+    ck_assert_int_eq(finish(t), 0);
+    ck_assert_int_eq(w.rc, 0);
+    ck_assert_uint_eq(cio_pg_pool_size(p), 1);
+    ck_assert_uint_eq(cio_pg_pool_idle(p), 1);
+    ck_assert_int_eq(cio_pg_pool_acquire(p, &c, 10), 0);
+    ck_assert_int_ne(cio_pg_backend_pid(c), pid);
+    ck_assert_int_eq(select_int(c, 8), 0);
+    ck_assert_int_eq(cio_pg_pool_release(p, c), 0);
+    ck_assert_int_eq(cio_pg_pool_free(p), 0);
+    return 0;
+}
+
+START_TEST(handover) { RUN_MAIN(handover_body, NULL); }
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* The server restarted under a running pool                                 */
 /* ------------------------------------------------------------------------ */
@@ -959,6 +1026,7 @@ static Suite *pool_suite(void)
     tcase_add_test(add_tcase(s, "cancel", POOL_TIMEOUT), cancel);
     tcase_add_test(add_tcase(s, "tx", POOL_TIMEOUT), tx);
     tcase_add_test(add_tcase(s, "broken", POOL_TIMEOUT), broken);
+    tcase_add_test(add_tcase(s, "handover", POOL_TIMEOUT), handover);
     tcase_add_test(add_tcase(s, "restart", 120), restart);
     tcase_add_test(add_tcase(s, "refused", POOL_TIMEOUT), refused);
     tcase_add_test(add_tcase(s, "close", POOL_TIMEOUT), close_pool);
