@@ -25,6 +25,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Type OIDs of statement parameters (pg_type.h is a server header). */
+#define OID_BYTEA 17u
+#define OID_INT8 20u
+#define OID_INT4 23u
+#define OID_TEXT 25u
+#define OID_FLOAT8 701u
+
 /* What a connection is in the middle of, besides a plain statement. */
 enum {
     PG_MODE_NONE = 0,

@@ -31,13 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Type OIDs of the parameters (pg_type.h is a server header). */
-#define OID_BYTEA 17u
-#define OID_INT8 20u
-#define OID_INT4 23u
-#define OID_TEXT 25u
-#define OID_FLOAT8 701u
-
 /* The advisory lock that serialises schema installs: "cio-queu". */
 #define INSTALL_LOCK "7163384463101814133"
 

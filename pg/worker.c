@@ -34,12 +34,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define OID_INT8 20u
-#define OID_INT4 23u
-#define OID_TEXT 25u
-#define OID_BYTEA 17u
-#define OID_FLOAT8 701u
-
 /* How long a step waits for a pooled connection before it counts an error
  * and backs off. */
 #define ACQUIRE_TIMEOUT 10.0
@@ -54,7 +48,7 @@
 #define ERROR_BACKOFF_MIN 0.1
 #define ERROR_BACKOFF_MAX 5.0
 
-/* fmin/fmax without libm (cio-pg does not link it). */
+/* Minimum and maximum of two times (plain comparisons: cio-pg needs no libm). */
 static double dmin(double a, double b) { return a < b ? a : b; }
 static double dmax(double a, double b) { return a > b ? a : b; }
 
