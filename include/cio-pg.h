@@ -241,7 +241,8 @@ CIO_EXTERN int cio_pg_begin(cio_pg_t *c);
 CIO_EXTERN int cio_pg_commit(cio_pg_t *c);
 CIO_EXTERN int cio_pg_rollback(cio_pg_t *c);
 
-/* Result accessors (libpq's PQntuples, PQnfields, PQgetvalue, ...). */
+/* Result accessors (libpq's PQntuples, PQnfields, PQgetvalue, ...). None is
+ * an await point or fails: the row and the column counts of r, 0 for NULL. */
 CIO_EXTERN int cio_pg_ntuples(const cio_pg_result_t *r);
 CIO_EXTERN int cio_pg_nfields(const cio_pg_result_t *r);
 /* The field's value as text (binary for a binary result), NUL-terminated;
